@@ -1,0 +1,165 @@
+"""An in-memory Pardot with the real one's semantics, for domain tests and dry runs.
+
+v3: one prospect per email. v4: many; upsert by email alone creates; there is no update
+by email. Fields that do not exist in the account are ignored, as Pardot ignores them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from domain.errors import ConfigurationError, PardotError, PermanentPardotError
+from domain.ports import BATCH_LIMIT, ProspectWrite
+from domain.prospect import Fields, FieldValue, Prospect, normalise_email
+
+STANDARD_FIELDS = frozenset(
+    "salutation first_name last_name email password company website job_title department "
+    "country address_one address_two city state territory zip phone fax source annual_revenue "
+    "employees industry years_in_business comments notes score is_do_not_email "
+    "is_do_not_call is_reviewed is_starred campaign_id".split()
+)
+
+
+@dataclass
+class _Record:
+    id: int
+    email: str
+    fid: str | None
+    updated: int
+    fields: dict[str, FieldValue] = field(default_factory=dict)
+
+
+class InMemoryPardot:
+    """A PardotRepository that keeps prospects in a dict."""
+
+    def __init__(self, *, version: int = 4, custom_fields: Iterable[str] = ()) -> None:
+        if version not in (3, 4):
+            raise ValueError("version must be 3 or 4")
+        self._version = version
+        self.custom_fields = set(custom_fields)
+        self._records: dict[int, _Record] = {}
+        self._ids = itertools.count(1001)
+        self._clock = itertools.count(1)
+        self.calls: dict[str, int] = {}
+
+    @property
+    def api_version(self) -> int:
+        return self._version
+
+    # Test helpers: not part of the port.
+    def seed(self, email: str, *, fid: str | None = None, **fields: FieldValue) -> int:
+        record = self._new(email, fid)
+        self._apply(record, fields)
+        return record.id
+
+    def prospects(self) -> list[Prospect]:
+        return [self._view(r) for r in sorted(self._records.values(), key=lambda r: r.id)]
+
+    async def read_by_email(self, email: str) -> list[Prospect]:
+        self._count("read")
+        return [self._view(r) for r in self._by_email(email)]
+
+    async def read_by_id(self, prospect_id: int) -> Prospect | None:
+        self._count("read")
+        record = self._records.get(prospect_id)
+        return self._view(record) if record else None
+
+    async def read_by_fid(self, fid: str) -> Prospect | None:
+        self._count("read")
+        record = self._by_fid(fid)
+        return self._view(record) if record else None
+
+    async def create(self, email: str, fields: Fields) -> Prospect:
+        self._count("create")
+        if normalise_email(email) is None:
+            raise PermanentPardotError("Invalid prospect email address", code=4)
+        if self._version == 3 and self._by_email(email):
+            raise PermanentPardotError("Prospect email address already exists", code=9)
+        record = self._new(email, None)
+        self._apply(record, fields)
+        return self._view(record)
+
+    async def write_batch(self, writes: Sequence[ProspectWrite]) -> list[PardotError | None]:
+        self._count("batch")
+        if len(writes) > BATCH_LIMIT:
+            raise ConfigurationError(f"batch of {len(writes)} exceeds {BATCH_LIMIT}", code=70)
+        return [self._write(w) for w in writes]
+
+    async def query(
+        self, *, id_greater_than: int | None = None, limit: int = 200, offset: int = 0
+    ) -> list[Prospect]:
+        self._count("query")
+        rows = [r for r in sorted(self._records.values(), key=lambda r: r.id)]
+        if id_greater_than is not None:
+            rows = [r for r in rows if r.id > id_greater_than]
+        return [self._view(r) for r in rows[offset : offset + min(limit, 200)]]
+
+    def _write(self, write: ProspectWrite) -> PardotError | None:
+        try:
+            record = self._find(write)
+            if record is None:
+                record = self._create_for(write)
+                self._apply(record, {**write.create_fields, **write.fields})
+            else:
+                self._apply(record, write.fields)
+        except PardotError as error:
+            return error
+        return None
+
+    def _find(self, write: ProspectWrite) -> _Record | None:
+        if write.by == "id":
+            return self._records.get(int(write.key)) if write.key.isdigit() else None
+        if write.by == "fid":
+            if self._version == 3:
+                raise PermanentPardotError("fid is only supported by API version 4", code=77)
+            return self._by_fid(write.key)
+        if self._version == 4:
+            if write.mode == "update":
+                raise PermanentPardotError("version 4 has no update by email", code=13)
+            return None  # v4 upsert by email alone always creates
+        matches = self._by_email(write.key)
+        return matches[0] if matches else None
+
+    def _create_for(self, write: ProspectWrite) -> _Record:
+        if write.mode == "update":
+            raise PermanentPardotError(f"Invalid prospect {write.by}: {write.key}", code=3)
+        email = write.key if write.by == "email" else write.fields.get("email")
+        if not isinstance(email, str) or not email:
+            raise PermanentPardotError(
+                f"no prospect with {write.by} {write.key} and no email", code=14
+            )
+        if normalise_email(email) is None:
+            raise PermanentPardotError("Invalid prospect email address", code=4)
+        return self._new(email, None)
+
+    def _new(self, email: str, fid: str | None) -> _Record:
+        record = _Record(next(self._ids), email.strip(), fid, next(self._clock))
+        self._records[record.id] = record
+        return record
+
+    def _apply(self, record: _Record, fields: Fields) -> None:
+        for name, value in fields.items():
+            if name == "email":
+                if isinstance(value, str) and value:
+                    if normalise_email(value) is None:
+                        raise PermanentPardotError("Invalid prospect email address", code=4)
+                    record.email = value.strip()
+            elif name in STANDARD_FIELDS or name in self.custom_fields:
+                record.fields[name] = value
+        record.updated = next(self._clock)
+
+    def _by_email(self, email: str) -> list[_Record]:
+        wanted = email.strip().lower()
+        return [r for r in self._records.values() if r.email.lower() == wanted]
+
+    def _by_fid(self, fid: str) -> _Record | None:
+        return next((r for r in self._records.values() if r.fid == fid), None)
+
+    def _view(self, record: _Record) -> Prospect:
+        fields = {k: v for k, v in record.fields.items() if v not in ("", ())}
+        return Prospect(record.id, record.email, record.fid, ("", record.updated), fields)
+
+    def _count(self, operation: str) -> None:
+        self.calls[operation] = self.calls.get(operation, 0) + 1

@@ -1,0 +1,89 @@
+"""Segment events as they arrive: validated where the spec is strict, kept whole elsewhere."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from domain.errors import InvalidEvent
+from domain.settings import describe_validation_error
+
+MAX_MESSAGE_ID = 100
+
+
+class IdentifyEvent(BaseModel):
+    """One Segment event. Usually an identify; other types parse too so they can be skipped.
+
+    Unknown keys (a library's `_metadata`, say) are kept, so nothing a client sent is lost
+    between the door and the dead-letter table.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    type: str
+    message_id: str | None = Field(default=None, alias="messageId", max_length=MAX_MESSAGE_ID)
+    user_id: str | None = Field(default=None, alias="userId")
+    anonymous_id: str | None = Field(default=None, alias="anonymousId")
+    traits: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    integrations: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime | None = None
+    original_timestamp: datetime | None = Field(default=None, alias="originalTimestamp")
+    sent_at: datetime | None = Field(default=None, alias="sentAt")
+    received_at: datetime | None = Field(default=None, alias="receivedAt")
+
+    @field_validator("user_id", "anonymous_id", mode="before")
+    @classmethod
+    def _ids_as_text(cls, value: object) -> object:
+        # Segment's libraries stringify numeric ids; a JSON number here means the same user.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("traits", "context", "integrations", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: object) -> object:
+        return {} if value is None else value
+
+    @field_validator("timestamp", "original_timestamp", "sent_at", "received_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        # A timestamp without a zone is read as UTC so every comparison is well defined.
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @model_validator(mode="after")
+    def _someone(self) -> IdentifyEvent:
+        if self.type == "identify" and not (self.user_id or self.anonymous_id):
+            raise ValueError("an identify needs userId or anonymousId")
+        return self
+
+    @property
+    def all_traits(self) -> dict[str, Any]:
+        """`context.traits` merged under `traits`: the top-level value wins on a clash."""
+        nested = self.context.get("traits")
+        merged = dict(nested) if isinstance(nested, dict) else {}
+        merged.update(self.traits)
+        return merged
+
+    @property
+    def effective_time(self) -> datetime | None:
+        """When the user did this: the best timestamp the event carries."""
+        return self.timestamp or self.original_timestamp or self.received_at or self.sent_at
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as Segment spells it, unknown keys included."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def parse_event(payload: object) -> IdentifyEvent:
+    """Validate one decoded JSON value, or raise InvalidEvent saying which field and why."""
+    if not isinstance(payload, dict):
+        raise InvalidEvent([f"event: must be a JSON object, got {type(payload).__name__}"])
+    try:
+        return IdentifyEvent.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidEvent(describe_validation_error(exc).split("; ")) from None

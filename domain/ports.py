@@ -1,0 +1,124 @@
+"""The ports: what the domain needs from the outside world, as small async Protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from domain.errors import PardotError
+from domain.prospect import Fields, Prospect
+
+BATCH_LIMIT = 50  # Pardot answers error 70 past 50 prospects in one batch call
+
+
+@dataclass(frozen=True)
+class ProspectWrite:
+    """One row of a batch write, keyed the way Pardot's URL or batch row names a prospect.
+
+    `mode="update"` never creates; `mode="upsert"` follows Pardot's upsert for that key
+    (v4 upsert by email alone always creates, which is why the domain never asks for it).
+    """
+
+    by: Literal["email", "id", "fid"]
+    key: str
+    fields: Fields = field(default_factory=dict)
+    create_fields: Fields = field(default_factory=dict)
+    mode: Literal["upsert", "update"] = "upsert"
+
+
+class PardotRepository(Protocol):
+    """Pardot's prospects, as the matching plans need them."""
+
+    @property
+    def api_version(self) -> int: ...
+
+    async def read_by_email(self, email: str) -> list[Prospect]:
+        """Every prospect with this email (one at most in v3); empty when none."""
+        ...
+
+    async def read_by_id(self, prospect_id: int) -> Prospect | None: ...
+
+    async def read_by_fid(self, fid: str) -> Prospect | None: ...
+
+    async def create(self, email: str, fields: Fields) -> Prospect:
+        """Create one prospect and return it with its new id (batches do not return ids)."""
+        ...
+
+    async def write_batch(self, writes: Sequence[ProspectWrite]) -> list[PardotError | None]:
+        """Apply up to BATCH_LIMIT writes; one entry per row, None where the row succeeded.
+
+        An error that concerns the whole call (auth, limits, a dropped connection) is raised
+        instead of being repeated in every row.
+        """
+        ...
+
+    async def query(
+        self, *, id_greater_than: int | None = None, limit: int = 200, offset: int = 0
+    ) -> list[Prospect]:
+        """A page of prospects by ascending id, custom fields included."""
+        ...
+
+
+class TokenProvider(Protocol):
+    """Salesforce access tokens for Pardot calls, cached until Pardot refuses one."""
+
+    async def token(self) -> str: ...
+
+    async def invalidate(self, stale: str | None = None) -> None:
+        """Forget `stale` (or the current token); the next `token()` fetches a fresh one.
+
+        Passing the token a caller saw refused lets many callers report the same 184 while
+        only the first causes a refresh.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class QueuedEvent:
+    """An accepted event waiting for delivery, as the queue hands it to a worker."""
+
+    id: int
+    payload: Mapping[str, Any]
+    attempts: int
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What became of one leased event. `state` decides whether it ever comes back."""
+
+    event_id: int
+    state: Literal["delivered", "skipped", "rejected", "retry", "dead"]
+    reason: str
+    not_before: datetime | None = None
+
+
+class EventQueue(Protocol):
+    """Durable storage between the webhook's 200 and Pardot's answer."""
+
+    async def put(self, payloads: Sequence[Mapping[str, Any]]) -> int:
+        """Store events durably before returning; duplicates by messageId are dropped.
+
+        Returns how many were new.
+        """
+        ...
+
+    async def lease(self, limit: int, lease_seconds: float) -> list[QueuedEvent]:
+        """Take up to `limit` due events; unsettled ones come back after `lease_seconds`."""
+        ...
+
+    async def settle(self, settlements: Sequence[Settlement]) -> None: ...
+
+
+class IdentityMap(Protocol):
+    """What we learned about identities: their prospect ids and when each field was set."""
+
+    async def prospect_id(self, identity: str) -> int | None: ...
+
+    async def remember(self, identity: str, prospect_id: int) -> None: ...
+
+    async def field_times(self, identity: str) -> dict[str, datetime]: ...
+
+    async def record_field_times(self, identity: str, times: Mapping[str, datetime]) -> None: ...

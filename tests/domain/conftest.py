@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.identity_memory import InMemoryIdentityMap
+from adapters.pardot_memory import InMemoryPardot
+from domain.events import parse_event
+from domain.settings import DestinationSettings
+from domain.sync import Outcome, SyncService
+from tests.strategies import BUSINESS_UNIT
+
+
+def make_settings(**overrides: Any) -> DestinationSettings:
+    values: dict[str, Any] = {
+        "api_version": 4,
+        "account_id": "507251",
+        "business_unit_id": BUSINESS_UNIT,
+    }
+    values.update(overrides)
+    return DestinationSettings(**values)
+
+
+class World:
+    """An in-memory Pardot, an identity map and the sync service wired together."""
+
+    def __init__(self, settings: DestinationSettings, custom_fields: tuple[str, ...] = ()) -> None:
+        self.settings = settings
+        self.pardot = InMemoryPardot(version=settings.api_version, custom_fields=custom_fields)
+        self.identities = InMemoryIdentityMap()
+        self.service = SyncService(self.pardot, settings, self.identities)
+
+    async def send(self, *payloads: dict[str, Any]) -> list[Outcome]:
+        return await self.service.sync([parse_event(p) for p in payloads])
+
+    def state(self) -> list[tuple[int, str | None, dict[str, Any]]]:
+        return [(p.id, p.email, dict(p.fields)) for p in self.pardot.prospects()]
