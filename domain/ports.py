@@ -95,13 +95,17 @@ class Settlement:
     not_before: datetime | None = None
 
 
+class QueueFull(Exception):
+    """The queue holds as many undelivered events as it may: senders should retry later."""
+
+
 class EventQueue(Protocol):
     """Durable storage between the webhook's 200 and Pardot's answer."""
 
     async def put(self, payloads: Sequence[Mapping[str, Any]]) -> int:
         """Store events durably before returning; duplicates by messageId are dropped.
 
-        Returns how many were new.
+        Returns how many were new; raises QueueFull when the backlog limit is reached.
         """
         ...
 
@@ -110,6 +114,19 @@ class EventQueue(Protocol):
         ...
 
     async def settle(self, settlements: Sequence[Settlement]) -> None: ...
+
+    async def pause_until(self, when: datetime | None) -> None:
+        """Hold every delivery until `when` (Pardot's daily limit); None lifts the pause.
+
+        Stored with the events, so a restart does not spend the next day's budget early.
+        """
+        ...
+
+    async def paused_until(self) -> datetime | None: ...
+
+    async def counts(self) -> dict[str, int]:
+        """How many events are in each state: pending, leased, delivered, skipped, ..."""
+        ...
 
 
 class IdentityMap(Protocol):

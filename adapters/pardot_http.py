@@ -1,0 +1,286 @@
+"""The Pardot repository over HTTP: legacy prospect API v3/v4, one httpx client per process.
+
+Every call carries a Bearer token from the TokenProvider and the business unit header. A
+refused token (184) is refreshed once and the call retried; transport errors and Pardot's
+retryable codes are retried with backoff (stamina); everything else is mapped to the domain's
+error tree by `adapters.pardot_errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import stamina
+
+from adapters.pardot_errors import pardot_error
+from adapters.pardot_responses import Answer, as_list, decode, row_errors, to_prospect
+from domain.errors import (
+    AuthenticationExpired,
+    ConfigurationError,
+    PardotError,
+    PermanentPardotError,
+    RetryableError,
+)
+from domain.ports import BATCH_LIMIT, ProspectWrite, TokenProvider
+from domain.prospect import Fields, FieldValue, Prospect
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONCURRENCY = 5  # Pardot answers 66 to the sixth concurrent request
+EMAIL_EXISTS_MESSAGE = "A prospect with the specified email address already exists"
+NOT_FOUND_CODES = frozenset({3, 4})
+# Read, update and upsert-by-key calls can be repeated safely after a lost answer; a
+# create cannot (the first may have succeeded), so it is retried only when nothing was sent.
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class PardotHttpRepository:
+    """A PardotRepository that talks to Pardot (or our fake) over HTTP."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        tokens: TokenProvider,
+        *,
+        base_url: str,
+        business_unit_id: str,
+        api_version: int | None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        retry_attempts: int = 6,
+        retry_wait_initial: float = 0.2,
+        retry_wait_max: float = 10.0,
+        account_zone: tzinfo = UTC,
+    ) -> None:
+        if api_version not in (None, 3, 4):
+            raise ValueError("api_version must be 3, 4 or None (detect)")
+        self._client = client
+        self._tokens = tokens
+        self._base = base_url.rstrip("/")
+        self._business_unit = business_unit_id
+        self._version = api_version
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._attempts = retry_attempts
+        self._wait_initial = retry_wait_initial
+        self._wait_max = retry_wait_max
+        self._zone = account_zone
+
+    def __repr__(self) -> str:
+        return f"PardotHttpRepository({self._base!r}, version={self._version})"
+
+    @property
+    def api_version(self) -> int:
+        if self._version is None:
+            raise ConfigurationError("the API version has not been detected yet")
+        return self._version
+
+    async def detect_version(self) -> int:
+        """Ask Pardot which version this business unit speaks (88 means 4, 89 means 3)."""
+        if self._version is not None:
+            return self._version
+        for candidate, wrong in ((4, 89), (3, 88)):
+            try:
+                await self._call(candidate, "query", {"limit": "1", "output": "mobile"})
+            except ConfigurationError as error:
+                if error.code == wrong:
+                    continue
+                raise
+            self._version = candidate
+            log.info("Pardot API version detected: %s", candidate)
+            return candidate
+        raise ConfigurationError("Pardot refused both API versions 3 and 4")
+
+    async def read_by_email(self, email: str) -> list[Prospect]:
+        answer = await self._read("email", email)
+        return [to_prospect(raw) for raw in as_list(answer.get("prospect"))]
+
+    async def read_by_id(self, prospect_id: int) -> Prospect | None:
+        rows = as_list((await self._read("id", str(prospect_id))).get("prospect"))
+        return to_prospect(rows[0]) if rows else None
+
+    async def read_by_fid(self, fid: str) -> Prospect | None:
+        rows = as_list((await self._read("fid", fid)).get("prospect"))
+        return to_prospect(rows[0]) if rows else None
+
+    async def create(self, email: str, fields: Fields) -> Prospect:
+        body = await self._call(
+            self.api_version, f"create/email/{_segment(email)}", _form(fields), idempotent=False
+        )
+        return to_prospect(body["prospect"])
+
+    async def write_batch(self, writes: Sequence[ProspectWrite]) -> list[PardotError | None]:
+        if len(writes) > BATCH_LIMIT:
+            raise ValueError(f"at most {BATCH_LIMIT} writes per batch")
+        if not writes:
+            return []
+        if self.api_version == 3:
+            return await self._write_v3(writes)
+        return await self._write_v4(writes)
+
+    async def query(
+        self, *, id_greater_than: int | None = None, limit: int = 200, offset: int = 0
+    ) -> list[Prospect]:
+        form = {
+            "limit": str(min(limit, 200)),
+            "offset": str(offset),
+            "sort_by": "id",
+            "sort_order": "ascending",
+            "output": "full",
+        }
+        if id_greater_than is not None:
+            form["id_greater_than"] = str(id_greater_than)
+        body = await self._call(self.api_version, "query", form)
+        result = body.get("result") or {}
+        return [to_prospect(raw) for raw in as_list(result.get("prospect"))]
+
+    async def _read(self, by: str, key: str) -> Mapping[str, Any]:
+        try:
+            return await self._call(self.api_version, f"read/{by}/{_segment(key)}", {})
+        except PermanentPardotError as error:
+            if error.code in NOT_FOUND_CODES:
+                return {}
+            raise
+
+    async def _write_v4(self, writes: Sequence[ProspectWrite]) -> list[PardotError | None]:
+        results: list[PardotError | None] = [None] * len(writes)
+        for operation, mode in (("batchUpdate", "update"), ("batchUpsert", "upsert")):
+            indexes = [i for i, w in enumerate(writes) if w.mode == mode]
+            if not indexes:
+                continue
+            rows = [_v4_row(writes[i]) for i in indexes]
+            errors = await self._batch(operation, rows)
+            for position, index in enumerate(indexes):
+                if str(position) in errors:
+                    results[index] = PermanentPardotError(errors[str(position)])
+        return results
+
+    async def _write_v3(self, writes: Sequence[ProspectWrite]) -> list[PardotError | None]:
+        """v3 rows are keyed by email or id.
+
+        Rows with fields meant only for new prospects (the campaign) are created first, and
+        those whose email exists are then updated without them: Pardot's upsert cannot say
+        whether it created.
+        """
+        results: list[PardotError | None] = [None] * len(writes)
+        creating = [i for i, w in enumerate(writes) if w.create_fields and w.by == "email"]
+        plain = [i for i in range(len(writes)) if i not in set(creating)]
+        if creating:
+            rows = {
+                writes[i].key: _flat({**writes[i].create_fields, **writes[i].fields})
+                for i in creating
+            }
+            errors = await self._batch("batchCreate", rows)
+            for index in creating:
+                message = errors.get(writes[index].key)
+                if message == EMAIL_EXISTS_MESSAGE:
+                    plain.append(index)
+                elif message is not None:
+                    results[index] = PermanentPardotError(message)
+        for operation, mode in (("batchUpdate", "update"), ("batchUpsert", "upsert")):
+            chosen = [i for i in plain if writes[i].mode == mode]
+            if not chosen:
+                continue
+            rows = {writes[i].key: _flat(writes[i].fields) for i in chosen}
+            errors = await self._batch(operation, rows)
+            for index in chosen:
+                if writes[index].key in errors:
+                    results[index] = PermanentPardotError(errors[writes[index].key])
+        return results
+
+    async def _batch(self, operation: str, rows: object) -> dict[str, str]:
+        # The rows travel in the POST body: long URLs fail with 414 in real use.
+        payload = json.dumps({"prospects": rows}, separators=(",", ":"))
+        body = await self._call(self.api_version, operation, {"prospects": payload})
+        return row_errors(body)
+
+    async def _call(
+        self, version: int, operation: str, form: Mapping[str, str], *, idempotent: bool = True
+    ) -> Mapping[str, Any]:
+        """One API call with the token refreshed once on 184 and retries with backoff."""
+        retry_on = (
+            (RetryableError, httpx.TransportError) if idempotent else (RetryableError, *_UNSENT)
+        )
+        async for attempt in stamina.retry_context(
+            on=retry_on,
+            attempts=self._attempts,
+            wait_initial=self._wait_initial,
+            wait_max=self._wait_max,
+            timeout=None,
+        ):
+            with attempt:
+                return await self._authenticated(version, operation, form)
+        raise AssertionError("unreachable: stamina re-raises the last error")
+
+    async def _authenticated(
+        self, version: int, operation: str, form: Mapping[str, str]
+    ) -> Mapping[str, Any]:
+        token = await self._tokens.token()
+        try:
+            return await self._send(version, operation, form, token)
+        except AuthenticationExpired:
+            await self._tokens.invalidate(token)
+            return await self._send(version, operation, form, await self._tokens.token())
+
+    async def _send(
+        self, version: int, operation: str, form: Mapping[str, str], token: str
+    ) -> Mapping[str, Any]:
+        url = f"{self._base}/api/prospect/version/{version}/do/{operation}"
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Pardot-Business-Unit-Id": self._business_unit,
+        }
+        async with self._slots:
+            response = await self._client.post(
+                url, data={**form, "format": "json"}, headers=headers
+            )
+        answer: Answer = decode(
+            response.status_code, response.content, response.headers.get("content-type", "")
+        )
+        if answer.ok:
+            return answer.body
+        raise pardot_error(
+            answer.code,
+            answer.message,
+            status=response.status_code,
+            account_zone=self._zone,
+            now=datetime.now(UTC),
+        )
+
+
+def _segment(value: str) -> str:
+    """A URL path segment: emails may hold `+`, `/` or `%`."""
+    return quote(value, safe="@")
+
+
+def _form(fields: Fields) -> dict[str, str]:
+    """Form fields; a multi-value field is sent as `name_0`, `name_1`, ..."""
+    form: dict[str, str] = {}
+    for name, value in fields.items():
+        if isinstance(value, tuple):
+            form.update({f"{name}_{i}": item for i, item in enumerate(value)})
+            if not value:
+                form[name] = ""
+        else:
+            form[name] = value
+    return form
+
+
+def _flat(fields: Mapping[str, FieldValue]) -> dict[str, Any]:
+    return {
+        name: list(value) if isinstance(value, tuple) else value for name, value in fields.items()
+    }
+
+
+def _v4_row(write: ProspectWrite) -> dict[str, Any]:
+    return {
+        **_flat(
+            {**write.create_fields, **write.fields} if write.mode == "upsert" else write.fields
+        ),
+        write.by: write.key,
+    }
