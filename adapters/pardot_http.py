@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONCURRENCY = 5  # Pardot answers 66 to the sixth concurrent request
 EMAIL_EXISTS_MESSAGE = "A prospect with the specified email address already exists"
-NOT_FOUND_CODES = frozenset({3, 4})
+# A read that finds nothing answers 3 (id), 4 (email) or 77 (fid: unknown and malformed alike).
+NOT_FOUND_CODES = frozenset({3, 4, 77})
 # Read, update and upsert-by-key calls can be repeated safely after a lost answer; a
 # create cannot (the first may have succeeded), so it is retried only when nothing was sent.
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
