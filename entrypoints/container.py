@@ -1,33 +1,110 @@
-"""The composition root: the only place that decides which adapter serves which port."""
+"""The composition root: the only place that decides which adapter serves which port.
+
+Long-lived clients (the httpx client, the SQLite database) are Resources, opened and closed
+by the application's lifecycle. Tests override providers instead of monkeypatching.
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import httpx
 from dependency_injector import containers, providers
 
-from adapters.identity_memory import InMemoryIdentityMap
-from adapters.pardot_memory import InMemoryPardot
-from domain.settings import DestinationSettings
+from adapters.identity_sqlite import SQLiteIdentityMap
+from adapters.pardot_http import PardotHttpRepository
+from adapters.queue_sqlite import SQLiteEventQueue
+from adapters.salesforce_oauth import RefreshTokenProvider
+from adapters.sqlite_db import SQLiteDatabase, sqlite_path_from_url
+from domain.errors import ConfigurationError
+from domain.ports import IdentityMap, PardotRepository
 from domain.sync import SyncService
+from entrypoints.config import ServiceConfig
+from entrypoints.metrics import Metrics
+from entrypoints.readiness import Readiness
 
 
-def _settings(values: dict[str, object]) -> DestinationSettings:
-    return DestinationSettings.parse(values)
+async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0)) as client:
+        yield client
+
+
+async def _database(config: ServiceConfig) -> AsyncIterator[SQLiteDatabase]:
+    database = SQLiteDatabase(sqlite_path_from_url(config.queue_url))
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def _tokens(config: ServiceConfig) -> RefreshTokenProvider:
+    secret = config.salesforce_client_secret
+    refresh = config.salesforce_refresh_token
+    if not (config.salesforce_client_id and secret and refresh):
+        raise ConfigurationError(
+            "no Salesforce credentials: set SALESFORCE_CLIENT_ID, SALESFORCE_CLIENT_SECRET and "
+            "SALESFORCE_REFRESH_TOKEN, or run `pardot-destination connect`"
+        )
+    return RefreshTokenProvider(
+        login_url=config.salesforce_login_url,
+        client_id=config.salesforce_client_id,
+        client_secret=secret.get_secret_value(),
+        refresh_token=refresh.get_secret_value(),
+    )
+
+
+class SyncServiceSource:
+    """Builds the SyncService once the API version is known (detected on first use)."""
+
+    def __init__(
+        self, repository: PardotRepository, identities: IdentityMap, config: ServiceConfig
+    ) -> None:
+        self._repository = repository
+        self._identities = identities
+        self._config = config
+        self._service: SyncService | None = None
+
+    async def __call__(self) -> SyncService:
+        if self._service is None:
+            detect = getattr(self._repository, "detect_version", None)
+            version = await detect() if detect is not None else self._repository.api_version
+            self._service = SyncService(
+                self._repository,
+                self._config.destination(version),
+                self._identities,
+                destination_keys=self._config.destination_keys,
+            )
+        return self._service
+
+
+T = TypeVar("T")
+
+
+async def resolve(provider: Callable[[], Any]) -> Any:
+    """A provider's instance: providers that depend on async Resources hand out awaitables."""
+    instance = provider()
+    return await instance if inspect.isawaitable(instance) else instance
 
 
 class Container(containers.DeclarativeContainer):
-    config = providers.Configuration()
+    config = providers.Dependency(instance_of=ServiceConfig)
 
-    settings = providers.Singleton(_settings, config.destination)
+    metrics = providers.Singleton(Metrics)
+    readiness = providers.Singleton(Readiness)
+    http_client = providers.Resource(_http_client)
+    database = providers.Resource(_database, config)
+    queue = providers.Singleton(SQLiteEventQueue, database, max_pending=config.provided.max_pending)
+    identity_map = providers.Singleton(SQLiteIdentityMap, database)
+    tokens = providers.Singleton(_tokens, config)
     repository = providers.Singleton(
-        InMemoryPardot,
-        version=settings.provided.api_version,
-        custom_fields=config.custom_fields.as_(lambda value: value or ()),
+        PardotHttpRepository,
+        http_client,
+        tokens,
+        base_url=config.provided.pardot_base_url,
+        business_unit_id=config.provided.business_unit_id,
+        api_version=config.provided.fixed_api_version,
+        max_concurrency=config.provided.max_concurrency,
     )
-    identity_map = providers.Singleton(InMemoryIdentityMap)
-    sync_service = providers.Factory(
-        SyncService,
-        repository=repository,
-        settings=settings,
-        identities=identity_map,
-        destination_keys=config.destination_keys.as_(lambda value: value or ("Pardot",)),
-    )
+    sync_service = providers.Singleton(SyncServiceSource, repository, identity_map, config)

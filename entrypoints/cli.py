@@ -1,0 +1,184 @@
+"""`pardot-destination`: every command a user needs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from aiohttp import web
+from rich.console import Console
+from rich.table import Table
+
+from domain.errors import InvalidSettings
+from domain.matching import plan_payload
+from entrypoints.config import ServiceConfig, load_config
+from entrypoints.container import Container
+from entrypoints.service import build_app, run_worker_alone
+
+T = TypeVar("T")
+# Wide enough for the demo's tables when the output is a pipe or a CI log.
+console = Console(width=None if sys.stdout.isatty() else 140)
+
+
+def _config() -> ServiceConfig:
+    try:
+        return load_config()
+    except InvalidSettings as exc:
+        # One line naming the setting, and a non-zero exit: no traceback for a typo.
+        click.echo(f"pardot-destination: configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # httpx logs every request URL at INFO; URLs carry emails, so keep them at DEBUG.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@click.group()
+@click.option("--log-level", default="info", show_default=True, help="debug, info, warning")
+def main(log_level: str) -> None:
+    """Deliver Segment identify calls to Salesforce Pardot."""
+    _logging(log_level)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int, help="0 picks a free port")
+def serve(host: str, port: int) -> None:
+    """Run the webhook and the delivery worker in one process."""
+    container = Container(config=_config())
+    asyncio.run(_serve(container, host, port))
+
+
+async def _serve(container: Container, host: str, port: int) -> None:
+    app = await build_app(container)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    address = runner.addresses[0]
+    click.echo(f"pardot-destination listening on http://{address[0]}:{address[1]}", err=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    click.echo("pardot-destination stopping: no new requests, finishing deliveries", err=True)
+    await runner.cleanup()
+
+
+@main.command()
+def worker() -> None:
+    """Run only the delivery worker (scale out: many workers may share one queue)."""
+    container = Container(config=_config())
+    asyncio.run(run_worker_alone(container))
+
+
+@main.command("fake-pardot")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option(
+    "--api-version", "version", default="4", show_default=True, type=click.Choice(["3", "4"])
+)
+@click.option("--custom-field", "custom_fields", multiple=True, help="a custom field id (repeat)")
+def fake_pardot(host: str, port: int, version: str, custom_fields: tuple[str, ...]) -> None:
+    """Run the fake Pardot (and Salesforce login) to try a pipeline offline."""
+    from contracts.fake_pardot import serve_forever
+
+    serve_forever(host, port, version=int(version), custom_fields=list(custom_fields))
+
+
+@main.command()
+@click.option("--seconds", default=60.0, show_default=True, help="give up waiting after this")
+def demo(seconds: float) -> None:
+    """Start the fake Pardot and the real service, send the seed's examples, show prospects."""
+    from entrypoints.demo import run_demo
+
+    sys.exit(asyncio.run(run_demo(console, wait_seconds=seconds)))
+
+
+@main.command()
+def status() -> None:
+    """How many events are in each state of the queue."""
+    counts = _with_queue(lambda queue: queue.counts())
+    table = Table("state", "events")
+    for state, count in sorted(counts.items()):
+        table.add_row(state, str(count))
+    console.print(table)
+
+
+@main.command("dead-letters")
+@click.option("--limit", default=20, show_default=True)
+def dead_letters(limit: int) -> None:
+    """The events given up on, newest first, with the reason."""
+    rows = _with_queue(lambda queue: queue.recent("dead", limit))
+    table = Table("id", "messageId", "attempts", "reason")
+    for row in rows:
+        table.add_row(str(row["id"]), str(row["messageId"]), str(row["attempts"]), row["reason"])
+    console.print(table)
+
+
+@main.command("requeue-dead")
+def requeue_dead() -> None:
+    """Send every dead-lettered event round again (after fixing what killed them)."""
+    count = _with_queue(lambda queue: queue.requeue_dead())
+    click.echo(f"{count} event(s) requeued")
+
+
+@main.command("plan")
+@click.argument("events", type=click.File("r"), default="-")
+def plan_command(events: Any) -> None:
+    """Dry run: what each event (JSON object, array, or one per line) would do to Pardot."""
+    config = _config()
+    version = config.fixed_api_version
+    if version is None:
+        raise click.UsageError("set PARDOT_API_VERSION to 3 or 4 for a dry run")
+    settings = config.destination(version)
+    text = events.read()
+    try:
+        payloads = json.loads(text)
+    except json.JSONDecodeError:
+        payloads = [json.loads(line) for line in text.splitlines() if line.strip()]
+    for payload in payloads if isinstance(payloads, list) else [payloads]:
+        decision = plan_payload(payload, settings, destination_keys=config.destination_keys)
+        message_id = payload.get("messageId") if isinstance(payload, dict) else None
+        click.echo(f"{message_id or '-'}\t{type(decision).__name__}\t{decision.reason}")
+
+
+def _with_queue(action: Callable[[Any], Awaitable[T]]) -> T:
+    from adapters.queue_sqlite import SQLiteEventQueue
+    from adapters.sqlite_db import sqlite_path_from_url
+
+    path = Path(sqlite_path_from_url(_config().queue_url))
+
+    async def run() -> T:
+        async with SQLiteEventQueue(path) as queue:
+            return await action(queue)
+
+    return asyncio.run(run())
+
+
+def _register_optional_commands() -> None:
+    try:
+        from entrypoints.connect import connect
+    except ImportError:  # pragma: no cover - the connect command ships with issue 5
+        return
+    main.add_command(connect)
+
+
+_register_optional_commands()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,440 @@
+"""`pardot-destination connect`: sign in to Salesforce once, keep the refresh token, test Pardot.
+
+The OAuth 2.0 web-server flow with PKCE: print (and open) the authorize URL, wait on a local
+callback for the code, check `state`, exchange the code, store the refresh token with mode
+0600, then make one real Pardot call to say which API version answers or exactly what is
+wrong. The core is `run_connect`, testable without click; the click command is a thin shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import webbrowser
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from aiohttp import web
+from authlib.integrations.base_client.errors import OAuthError
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+from adapters.salesforce_oauth import FORM_CLIENT_AUTH
+from adapters.token_store import StoredTokens, TokenStore, now_millis
+from domain.errors import ConfigurationError
+
+DEFAULT_LOGIN_URL = "https://login.salesforce.com"
+DEFAULT_PARDOT_URL = "https://pi.pardot.com"
+SANDBOX_LOGIN_URL = "https://test.salesforce.com"
+SANDBOX_PARDOT_URL = "https://pi.demo.pardot.com"
+AUTHORIZE_PATH = "/services/oauth2/authorize"
+TOKEN_PATH = "/services/oauth2/token"  # noqa: S105 - a URL path, not a secret
+CALLBACK_PATH = "/callback"
+CALLBACK_HOST = "127.0.0.1"
+SCOPE = "pardot_api refresh_token"
+DEFAULT_TIMEOUT = 300.0
+HTTP_TIMEOUT = 30.0
+
+# What to do about each Pardot error the connection test can meet.
+HINTS: dict[int, str] = {
+    181: "check PARDOT_BUSINESS_UNIT_ID (--business-unit-id)",
+    182: "check PARDOT_BUSINESS_UNIT_ID: 18 characters starting with 0Uv",
+    201: (
+        "check PARDOT_BUSINESS_UNIT_ID: it names no active business unit this user can reach "
+        "(Setup > Account Engagement > Business Unit Setup shows the id)"
+    ),
+    184: (
+        "Pardot refused the new access token: give the connected app the pardot_api scope "
+        "and the Salesforce user access to Account Engagement"
+    ),
+    46: "the Salesforce user lacks Pardot API access for this business unit",
+    122: "the business unit's daily API limit is spent; the sign-in itself worked",
+}
+
+
+class ConnectError(Exception):
+    """Connecting failed; the message says what happened and what to do."""
+
+
+@dataclass(frozen=True)
+class ConnectionCheck:
+    """The result of one real Pardot call made with the new token."""
+
+    api_version: int | None
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    token_file: Path
+    redirect_uri: str
+    instance_url: str
+    check: ConnectionCheck | None  # None when no business unit id was given
+
+
+async def run_connect(
+    *,
+    client_id: str,
+    client_secret: str,
+    business_unit_id: str | None,
+    login_url: str = DEFAULT_LOGIN_URL,
+    pardot_url: str = DEFAULT_PARDOT_URL,
+    token_file: str | Path | None = None,
+    port: int = 0,
+    callback_timeout: float = DEFAULT_TIMEOUT,
+    open_url: Callable[[str], object] | None = None,
+    echo: Callable[[str], object] = click.echo,
+) -> ConnectResult:
+    """Run the whole flow; raises ConnectError when no refresh token could be stored."""
+    login = login_url.rstrip("/")
+    store = TokenStore(token_file)
+    state = secrets.token_urlsafe(32)
+    verifier = secrets.token_urlsafe(64)  # 86 characters, within PKCE's 43..128
+    callback = _Callback(state)
+    runner = web.AppRunner(callback.app(), access_log=None)  # the callback URL holds the code
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, CALLBACK_HOST, port).start()
+        except OSError as error:
+            raise ConnectError(
+                f"cannot listen on {CALLBACK_HOST}:{port} ({error.strerror}): choose another --port"
+            ) from None
+        bound = runner.addresses[0][1]
+        redirect_uri = f"http://{CALLBACK_HOST}:{bound}{CALLBACK_PATH}"
+        async with AsyncOAuth2Client(
+            client_id,
+            client_secret,
+            scope=SCOPE,
+            redirect_uri=redirect_uri,
+            code_challenge_method="S256",
+            token_endpoint_auth_method=FORM_CLIENT_AUTH,
+            timeout=HTTP_TIMEOUT,
+        ) as oauth:
+            authorize_url, _ = oauth.create_authorization_url(
+                login + AUTHORIZE_PATH, state=state, code_verifier=verifier
+            )
+            echo(f"Callback URL (register it in the connected app): {redirect_uri}")
+            if port == 0:
+                echo("  (the port was picked at random: pass --port to keep it the same)")
+            echo(f"Open this URL to sign in to Salesforce:\n\n  {authorize_url}\n")
+            if open_url is not None:
+                open_url(authorize_url)
+            code = await _wait_for_code(callback, redirect_uri, callback_timeout)
+            token = await _exchange(oauth, login, code, verifier, redirect_uri)
+    finally:
+        await runner.cleanup()
+
+    refresh_token = token.get("refresh_token")
+    if not refresh_token:
+        raise ConnectError(
+            "Salesforce issued no refresh token: add the scope 'Perform requests at any time "
+            "(refresh_token, offline_access)' to the connected app and run connect again"
+        )
+    instance_url = str(token.get("instance_url") or "")
+    try:
+        store.save(
+            StoredTokens(
+                refresh_token=str(refresh_token),
+                instance_url=instance_url,
+                login_url=login,
+                client_id=client_id,
+                issued_at=str(token.get("issued_at") or now_millis()),
+            )
+        )
+    except OSError as error:
+        raise ConnectError(
+            f"cannot write the token file {store.path} ({error.strerror}): "
+            "choose another --token-file"
+        ) from None
+    echo(f"Signed in to {instance_url or login}; refresh token saved to {store.path} (mode 0600)")
+
+    check = None
+    if business_unit_id:
+        check = await check_pardot(pardot_url, str(token["access_token"]), business_unit_id)
+    return ConnectResult(store.path, redirect_uri, instance_url, check)
+
+
+async def check_pardot(
+    pardot_url: str,
+    access_token: str,
+    business_unit_id: str,
+    *,
+    client: httpx.AsyncClient | None = None,
+) -> ConnectionCheck:
+    """Query one prospect with API version 4, then 3 if the account answers 89."""
+    base = pardot_url.rstrip("/")
+    headers = {
+        "Authorization": f"Bearer {access_token}",
+        "Pardot-Business-Unit-Id": business_unit_id,
+    }
+    form = {"limit": "1", "output": "mobile", "format": "json"}
+    own = client is None
+    http = client if client is not None else httpx.AsyncClient(timeout=HTTP_TIMEOUT)
+    try:
+        for version in (4, 3):
+            url = f"{base}/api/prospect/version/{version}/do/query"
+            try:
+                response = await http.post(url, data=form, headers=headers)
+            except httpx.HTTPError as error:
+                return ConnectionCheck(
+                    None,
+                    f"cannot reach Pardot at {base} ({type(error).__name__}): check "
+                    "PARDOT_BASE_URL (--pardot-url, --sandbox)",
+                )
+            code, message = _pardot_answer(response)
+            if code is None and message is None:
+                return ConnectionCheck(version)
+            if version == 4 and code == 89:  # "unable to use version 4": try 3
+                continue
+            if code is None:
+                return ConnectionCheck(None, f"{message}: check PARDOT_BASE_URL (--pardot-url)")
+            hint = HINTS.get(code)
+            return ConnectionCheck(
+                None, f"Pardot error {code}: {message}" + (f"; {hint}" if hint else "")
+            )
+        return ConnectionCheck(None, "Pardot refused both API versions 3 and 4")
+    finally:
+        if own:
+            await http.aclose()
+
+
+class _Callback:
+    """The local page Salesforce redirects the browser to, with the code and our state."""
+
+    def __init__(self, state: str) -> None:
+        self._state = state
+        self.answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get(CALLBACK_PATH, self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.Response:
+        query = request.query
+        if self.answer.done():
+            return _page(409, "This sign-in was already handled. Return to the terminal.")
+        if not secrets.compare_digest(query.get("state", ""), self._state):
+            self.answer.set_exception(
+                ConnectError(
+                    "the callback's state does not match this sign-in (a stale browser tab or "
+                    "a forged request): run connect again"
+                )
+            )
+            return _page(400, "The sign-in could not be verified. Return to the terminal.")
+        if "error" in query:
+            description = query.get("error_description", "")
+            self.answer.set_exception(
+                ConnectError(
+                    f"Salesforce refused the sign-in: {query['error']}"
+                    + (f" ({description})" if description else "")
+                )
+            )
+            return _page(400, "Salesforce refused the sign-in. Return to the terminal.")
+        code = query.get("code", "")
+        if not code:
+            self.answer.set_exception(ConnectError("the callback carried no authorization code"))
+            return _page(400, "No authorization code arrived. Return to the terminal.")
+        self.answer.set_result(code)
+        return _page(200, "Connected to Salesforce. You can close this tab.")
+
+
+async def _wait_for_code(callback: _Callback, redirect_uri: str, seconds: float) -> str:
+    try:
+        async with asyncio.timeout(seconds):
+            return await callback.answer
+    except TimeoutError:
+        raise ConnectError(
+            f"no sign-in arrived at {redirect_uri} within {seconds:g} s: open the URL above in "
+            "a browser on this machine (or raise --timeout)"
+        ) from None
+
+
+async def _exchange(
+    oauth: AsyncOAuth2Client, login: str, code: str, verifier: str, redirect_uri: str
+) -> Mapping[str, Any]:
+    try:
+        token: Mapping[str, Any] = await oauth.fetch_token(
+            login + TOKEN_PATH,
+            grant_type="authorization_code",
+            code=code,
+            code_verifier=verifier,
+            redirect_uri=redirect_uri,
+        )
+    except OAuthError as error:
+        hint = {
+            "redirect_uri_mismatch": f"register {redirect_uri} as a Callback URL of the app",
+            "invalid_client_id": "check SALESFORCE_CLIENT_ID (the consumer key)",
+            "invalid_client": "check SALESFORCE_CLIENT_SECRET (the consumer secret)",
+        }.get(str(error.error), "run connect again")
+        raise ConnectError(
+            f"Salesforce refused the authorization code ({error.error}"
+            + (f": {error.description}" if error.description else "")
+            + f"): {hint}"
+        ) from None
+    except (httpx.HTTPError, ValueError) as error:
+        raise ConnectError(
+            f"cannot reach the Salesforce token endpoint at {login} ({type(error).__name__}): "
+            "check SALESFORCE_LOGIN_URL (--login-url, --sandbox)"
+        ) from None
+    return token
+
+
+def _pardot_answer(response: httpx.Response) -> tuple[int | None, str | None]:
+    """(None, None) for success; Pardot's (code, message) or (None, what went wrong)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None, f"Pardot answered HTTP {response.status_code} with something not JSON"
+    if not isinstance(body, dict):
+        return None, f"Pardot answered HTTP {response.status_code} with something unexpected"
+    attributes = body.get("@attributes") or {}
+    if attributes.get("stat") == "ok":
+        return None, None
+    code = attributes.get("err_code")
+    message = str(body.get("err") or "unknown error")
+    try:
+        return (int(code) if code is not None else None), message
+    except (TypeError, ValueError):
+        return None, message
+
+
+def _page(status: int, text: str) -> web.Response:
+    html = (
+        "<!doctype html><meta charset='utf-8'><title>pardot-destination</title>"
+        f"<p style='font-family:sans-serif'>{text}</p>"
+    )
+    return web.Response(status=status, text=html, content_type="text/html")
+
+
+def open_in_browser(url: str) -> None:
+    """Open `url` without waiting: a console browser could otherwise hold the flow."""
+    threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+
+
+@click.command("connect")
+@click.option(
+    "--client-id",
+    envvar="SALESFORCE_CLIENT_ID",
+    prompt="Connected app consumer key (client id)",
+    help="The connected app's consumer key. [env: SALESFORCE_CLIENT_ID]",
+)
+@click.option(
+    "--client-secret",
+    envvar="SALESFORCE_CLIENT_SECRET",
+    prompt="Connected app consumer secret",
+    hide_input=True,
+    help="The connected app's consumer secret; asked for when missing. "
+    "[env: SALESFORCE_CLIENT_SECRET]",
+)
+@click.option(
+    "--business-unit-id",
+    envvar="PARDOT_BUSINESS_UNIT_ID",
+    default=None,
+    help="The Pardot business unit (0Uv…) to test the connection with. "
+    "[env: PARDOT_BUSINESS_UNIT_ID]",
+)
+@click.option(
+    "--login-url",
+    envvar="SALESFORCE_LOGIN_URL",
+    default=DEFAULT_LOGIN_URL,
+    show_default=True,
+    help="Salesforce login host. [env: SALESFORCE_LOGIN_URL]",
+)
+@click.option(
+    "--pardot-url",
+    envvar="PARDOT_BASE_URL",
+    default=DEFAULT_PARDOT_URL,
+    show_default=True,
+    help="Pardot API host. [env: PARDOT_BASE_URL]",
+)
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help=f"Use a sandbox: {SANDBOX_LOGIN_URL} and {SANDBOX_PARDOT_URL}.",
+)
+@click.option(
+    "--token-file",
+    envvar="SALESFORCE_TOKEN_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to store the refresh token (mode 0600). "
+    "[default: ~/.config/pardot-destination/tokens.json; env: SALESFORCE_TOKEN_FILE]",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Local callback port; 0 picks a free one.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for the browser to come back.",
+)
+@click.option("--no-browser", is_flag=True, help="Only print the URL; do not open a browser.")
+@click.pass_context
+def connect(
+    ctx: click.Context,
+    client_id: str,
+    client_secret: str,
+    business_unit_id: str | None,
+    login_url: str,
+    pardot_url: str,
+    sandbox: bool,
+    token_file: Path | None,
+    port: int,
+    timeout: float,
+    no_browser: bool,
+) -> None:
+    """Connect to Pardot: sign in with Salesforce once and store the refresh token."""
+    if sandbox:
+        for name in ("login_url", "pardot_url"):
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+                raise click.UsageError(f"--sandbox and --{name.replace('_', '-')} contradict")
+        login_url, pardot_url = SANDBOX_LOGIN_URL, SANDBOX_PARDOT_URL
+    if not no_browser:
+        click.echo("Opening the sign-in page in your browser (--no-browser to skip).")
+    try:
+        result = asyncio.run(
+            run_connect(
+                client_id=client_id,
+                client_secret=client_secret,
+                business_unit_id=business_unit_id,
+                login_url=login_url,
+                pardot_url=pardot_url,
+                token_file=token_file,
+                port=port,
+                callback_timeout=timeout,
+                open_url=None if no_browser else open_in_browser,
+            )
+        )
+    except (ConnectError, ConfigurationError) as error:
+        raise click.ClickException(str(error)) from None
+    if result.check is None:
+        click.echo(
+            "Connection to Pardot not tested: give --business-unit-id "
+            "(or set PARDOT_BUSINESS_UNIT_ID) to test it."
+        )
+        return
+    if result.check.ok:
+        click.echo(
+            f"Connected to Pardot: API version {result.check.api_version} works for business "
+            f"unit {business_unit_id} (PARDOT_API_VERSION={result.check.api_version})."
+        )
+        return
+    raise click.ClickException(
+        f"signed in, but the Pardot test call failed: {result.check.problem}"
+    )

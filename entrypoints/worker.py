@@ -1,0 +1,153 @@
+"""The delivery loop: lease queued events, sync them to Pardot, settle every outcome.
+
+Waiting is stored, never slept in memory: a retry is a `not_before` on the event and the
+daily limit is a pause on the queue, so both survive a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from domain.errors import ConfigurationError, InvalidEvent
+from domain.events import IdentifyEvent, parse_event
+from domain.ports import EventQueue, QueuedEvent, Settlement
+from domain.sync import Delivered, Outcome, Rejected, RetryLater, Skipped, SyncService
+from entrypoints.metrics import Metrics
+from entrypoints.readiness import Readiness
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    batch_size: int = 500
+    lease_seconds: float = 300.0
+    idle_seconds: float = 0.25
+    max_attempts: int = 12
+    backoff_initial: float = 5.0
+    backoff_max: float = 3600.0
+    # While the setup is wrong (revoked token, wrong business unit) nothing can succeed:
+    # look again this often, without spending the events' retry budget.
+    configuration_retry: float = 30.0
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        queue: EventQueue,
+        sync_service: Callable[[], Awaitable[SyncService]],
+        *,
+        readiness: Readiness,
+        metrics: Metrics,
+        options: WorkerOptions | None = None,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        self._queue = queue
+        self._sync_service = sync_service
+        self._readiness = readiness
+        self._metrics = metrics
+        self._options = options or WorkerOptions()
+        self._clock = clock
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set; the batch in hand is finished first."""
+        while not stop.is_set():
+            try:
+                settled = await self.run_once()
+            except Exception:
+                log.exception("delivery round failed; trying again")
+                settled = 0
+            if settled == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=await self._idle_seconds())
+
+    async def run_once(self) -> int:
+        """One round: returns how many events were settled (0 when there was nothing due)."""
+        paused = await self._queue.paused_until()
+        if paused is not None and paused > self._clock():
+            return 0
+        leased = await self._queue.lease(self._options.batch_size, self._options.lease_seconds)
+        if not leased:
+            return 0
+        events: list[IdentifyEvent] = []
+        usable: list[QueuedEvent] = []
+        settlements: list[Settlement] = []
+        for item in leased:
+            try:
+                events.append(parse_event(dict(item.payload)))
+                usable.append(item)
+            except InvalidEvent as exc:
+                settlements.append(Settlement(item.id, "dead", f"invalid event: {exc}"))
+        if usable:
+            settlements.extend(await self._deliver(usable, events))
+        await self._queue.settle(settlements)
+        for settlement in settlements:
+            self._metrics.outcomes.labels(settlement.state).inc()
+            log.info("event %s %s: %s", settlement.event_id, settlement.state, settlement.reason)
+        return len(settlements)
+
+    async def _deliver(
+        self, items: list[QueuedEvent], events: list[IdentifyEvent]
+    ) -> list[Settlement]:
+        try:
+            service = await self._sync_service()
+            outcomes = await service.sync(events)
+        except ConfigurationError as error:
+            self._readiness.fail(str(error))
+            log.error("deliveries paused, the setup needs an operator: %s", error)
+            later = self._clock() + timedelta(seconds=self._options.configuration_retry)
+            return [Settlement(i.id, "retry", f"waiting: {error}", later) for i in items]
+        except Exception as error:
+            log.exception("delivery failed; the batch will be retried")
+            outcomes = [RetryLater(f"retry: {type(error).__name__}: {error}")] * len(items)
+        else:
+            self._readiness.clear()
+        settlements = [self._settlement(i, o) for i, o in zip(items, outcomes, strict=True)]
+        resume = [o.resume_at for o in outcomes if isinstance(o, RetryLater) and o.resume_at]
+        if resume:
+            await self._queue.pause_until(max(resume))
+            log.warning("Pardot's daily API limit is spent: deliveries resume at %s", max(resume))
+        return settlements
+
+    def _settlement(self, item: QueuedEvent, outcome: Outcome) -> Settlement:
+        if isinstance(outcome, Delivered):
+            return Settlement(item.id, "delivered", outcome.reason)
+        if isinstance(outcome, Skipped):
+            return Settlement(item.id, "skipped", outcome.reason)
+        if isinstance(outcome, Rejected):
+            return Settlement(item.id, "rejected", outcome.reason)
+        if outcome.resume_at is not None:
+            # The daily limit is nobody's fault: it does not spend the retry budget.
+            return Settlement(item.id, "retry", outcome.reason, outcome.resume_at)
+        if item.attempts >= self._options.max_attempts:
+            return Settlement(
+                item.id, "dead", f"gave up after {item.attempts} attempts: {outcome.reason}"
+            )
+        return Settlement(item.id, "retry", outcome.reason, self._retry_at(item, outcome))
+
+    def _retry_at(self, item: QueuedEvent, outcome: RetryLater) -> datetime:
+        if outcome.delay is not None:
+            delay = outcome.delay
+        else:
+            ceiling = min(
+                self._options.backoff_max,
+                self._options.backoff_initial * 2 ** max(item.attempts - 1, 0),
+            )
+            delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
+        return self._clock() + timedelta(seconds=delay)
+
+    async def _idle_seconds(self) -> float:
+        paused = await self._queue.paused_until()
+        if paused is not None:
+            remaining = (paused - self._clock()).total_seconds()
+            if remaining > 0:
+                return min(remaining, 60.0)
+        return self._options.idle_seconds
