@@ -210,8 +210,9 @@ class PardotHttpRepository:
         async for attempt in stamina.retry_context(
             on=retry_on,
             attempts=self._attempts,
-            wait_initial=self._wait_initial,
+            wait_initial=min(self._wait_initial, self._wait_max),
             wait_max=self._wait_max,
+            wait_jitter=min(1.0, self._wait_max),
             timeout=None,
         ):
             with attempt:

@@ -96,6 +96,21 @@ class ServiceConfig(BaseSettings):
         validation_alias=AliasChoices("DESTINATION_MAX_PENDING", "max_pending"),
     )
 
+    retry_wait_max: float = Field(
+        10.0, gt=0, validation_alias=AliasChoices("PARDOT_RETRY_WAIT_MAX", "retry_wait_max")
+    )
+    lease_seconds: float = Field(
+        300.0, gt=0, validation_alias=AliasChoices("DESTINATION_LEASE_SECONDS", "lease_seconds")
+    )
+    max_attempts: int = Field(
+        12, ge=1, validation_alias=AliasChoices("DESTINATION_MAX_ATTEMPTS", "max_attempts")
+    )
+    retry_initial_seconds: float = Field(
+        5.0,
+        gt=0,
+        validation_alias=AliasChoices("DESTINATION_RETRY_INITIAL_SECONDS", "retry_initial"),
+    )
+
     @field_validator("write_keys", "destination_keys", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:

@@ -20,10 +20,8 @@ from typing import Any
 import click
 import httpx
 from aiohttp import web
-from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-from adapters.salesforce_oauth import FORM_CLIENT_AUTH
+from adapters.salesforce_oauth import FORM_CLIENT_AUTH, AsyncOAuth2Client, OAuthError
 from adapters.token_store import StoredTokens, TokenStore, now_millis
 from domain.errors import ConfigurationError
 

@@ -106,5 +106,6 @@ class Container(containers.DeclarativeContainer):
         business_unit_id=config.provided.business_unit_id,
         api_version=config.provided.fixed_api_version,
         max_concurrency=config.provided.max_concurrency,
+        retry_wait_max=config.provided.retry_wait_max,
     )
     sync_service = providers.Singleton(SyncServiceSource, repository, identity_map, config)

@@ -21,6 +21,15 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 20.0  # time for the batch in hand before its leases are left to expire
 
 
+def worker_options(container: Container) -> WorkerOptions:
+    config = container.config()
+    return WorkerOptions(
+        lease_seconds=config.lease_seconds,
+        max_attempts=config.max_attempts,
+        backoff_initial=config.retry_initial_seconds,
+    )
+
+
 async def make_worker(container: Container, options: WorkerOptions | None = None) -> DeliveryWorker:
     # The sync service is resolved on first use, inside the worker's error handling, so a
     # missing credential marks the service unready instead of crashing it.
@@ -33,7 +42,7 @@ async def make_worker(container: Container, options: WorkerOptions | None = None
         sync_service,
         readiness=container.readiness(),
         metrics=container.metrics(),
-        options=options,
+        options=options or worker_options(container),
     )
 
 
