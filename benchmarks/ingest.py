@@ -1,0 +1,152 @@
+"""Ingest throughput: the real webhook with its durable SQLite queue against a bare handler.
+
+Both servers run in their own process on loopback, one after the other, and take the same
+load from this process (aiohttp client, keep-alive, fixed concurrency). The figure that
+matters is the ratio, measured in the same run on the same machine.
+
+    .venv/bin/python -m benchmarks.ingest [--requests 4000] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import asyncio
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+WRITE_KEY = "bench-write-key"
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+def bare_app() -> web.Application:
+    """What any aiohttp handler costs: read, parse, answer. Nothing stored."""
+
+    async def accept(request: web.Request) -> web.Response:
+        json.loads(await request.read())
+        return web.json_response({"success": True})
+
+    app = web.Application(client_max_size=500 * 1024)
+    app.router.add_post("/v1/identify", accept)
+    app.router.add_post("/v1/batch", accept)
+    return app
+
+
+async def serve_bare() -> None:
+    runner = web.AppRunner(bare_app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    print(f"listening on http://{host}:{port}", file=sys.stderr, flush=True)
+    await asyncio.Event().wait()
+
+
+async def start(kind: str, workdir: Path) -> tuple[asyncio.subprocess.Process, str]:
+    env = {
+        **os.environ,
+        "PARDOT_API_VERSION": "3",
+        "PARDOT_ACCOUNT_ID": "1",
+        "PARDOT_BUSINESS_UNIT_ID": "0Uv000000000001AAA",
+        # Unreachable on purpose: only ingest is measured, the worker finds no credentials.
+        "PARDOT_BASE_URL": "http://127.0.0.1:9",
+        "DESTINATION_WRITE_KEY": WRITE_KEY,
+        "DESTINATION_QUEUE_URL": f"sqlite:///{workdir / 'bench.db'}",
+        "PARDOT_DESTINATION_CONFIG": str(workdir / "none.toml"),
+    }
+    args = ["-m", "benchmarks.ingest", "--serve-bare"] if kind == "bare" else [
+        "-m", "entrypoints.cli", "--log-level", "error", "serve", "--port", "0"]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *args, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stderr is not None
+    while line := await asyncio.wait_for(process.stderr.readline(), 30):
+        found = LISTENING.search(line.decode())
+        if found:
+            return process, found.group(1)
+    raise RuntimeError(f"{kind} server did not start")
+
+
+async def load(url: str, path: str, bodies: list[bytes], concurrency: int) -> float:
+    """Send every body once; returns seconds taken. Any non-200 aborts the run."""
+    auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        pending = iter(bodies)
+
+        async def worker() -> None:
+            for body in pending:
+                headers = {"Content-Type": "application/json", "Authorization": auth}
+                async with session.post(url + path, data=body, headers=headers) as answer:
+                    if answer.status != 200:
+                        raise RuntimeError(f"{path}: HTTP {answer.status} {await answer.text()}")
+                    await answer.read()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+def identify(n: int) -> dict[str, Any]:
+    return {
+        "type": "identify", "messageId": f"bench-{n}", "userId": f"user-{n}",
+        "timestamp": "2026-11-27T10:00:00Z",
+        "traits": {"email": f"user{n}@example.com", "first_name": "Bench", "plan": "pro"},
+    }  # fmt: skip
+
+
+async def measure(kind: str, requests: int, batch_size: int, concurrency: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="pardot-bench-") as workdir:
+        process, url = await start(kind, Path(workdir))
+        try:
+            singles = [json.dumps(identify(n)).encode() for n in range(requests)]
+            await load(url, "/v1/identify", singles[:200], concurrency)  # warm up
+            single_seconds = await load(url, "/v1/identify", singles, concurrency)
+            offset = requests
+            batches = [
+                json.dumps({"batch": [identify(offset + b * batch_size + i)
+                                      for i in range(batch_size)]}).encode()
+                for b in range(max(1, requests // 10))
+            ]  # fmt: skip
+            batch_seconds = await load(url, "/v1/batch", batches, concurrency)
+        finally:
+            process.terminate()
+            await process.wait()
+    return {
+        "single_events_per_s": requests / single_seconds,
+        "batch_events_per_s": len(batches) * batch_size / batch_seconds,
+    }
+
+
+async def main(requests: int, batch_size: int, concurrency: int) -> None:
+    bare = await measure("bare", requests, batch_size, concurrency)
+    service = await measure("service", requests, batch_size, concurrency)
+    print(f"{'':32}{'bare aiohttp':>16}{'durable service':>18}{'ratio':>9}")
+    for key, label in (
+        ("single_events_per_s", f"/v1/identify events/s (x{requests})"),
+        ("batch_events_per_s", f"/v1/batch events/s ({batch_size}/req)"),
+    ):
+        ratio = service[key] / bare[key]
+        print(f"{label:32}{bare[key]:16,.0f}{service[key]:18,.0f}{ratio:9.0%}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.serve_bare:
+        asyncio.run(serve_bare())
+    else:
+        asyncio.run(main(options.requests, options.batch_size, options.concurrency))
