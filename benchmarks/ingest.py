@@ -10,8 +10,8 @@ matters is the ratio, measured in the same run on the same machine.
 from __future__ import annotations
 
 import argparse
-import base64
 import asyncio
+import base64
 import json
 import os
 import re
