@@ -7,7 +7,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,8 +115,10 @@ class Stack:
         await service.start()
         return service
 
-    async def wait_until(self, url: str, predicate: str, seconds: float = 20.0) -> dict[str, int]:
-        """Poll /metrics until the queue gauges satisfy `predicate` (a Python expression)."""
+    async def wait_until(
+        self, url: str, predicate: Callable[[Callable[[str], int]], bool], seconds: float = 20.0
+    ) -> dict[str, int]:
+        """Poll /metrics until `predicate(count_of_state)` holds for the queue gauges."""
         async with httpx.AsyncClient() as client:
             deadline = asyncio.get_running_loop().time() + seconds
             counts: dict[str, int] = {}
@@ -128,7 +130,7 @@ class Stack:
                         r'pardot_destination_queue_events\{state="(\w+)"\} (\S+)', metrics
                     )
                 }
-                if eval(predicate, {}, {"c": lambda s: counts.get(s, 0)}):  # noqa: S307 - test-only
+                if predicate(lambda state, now=counts: now.get(state, 0)):
                     return counts
                 await asyncio.sleep(0.1)
         raise AssertionError(

@@ -60,7 +60,7 @@ async def test_v3_identifies_become_one_prospect_per_email(v3_stack: Stack) -> N
             {"user_id": "nobody", "traits": {"name": "No Email"}, "timestamp": at(2)},
         ],
     )
-    counts = await v3_stack.wait_until(service.url, "c('delivered') + c('rejected') == 3")
+    counts = await v3_stack.wait_until(service.url, lambda c: c("delivered") + c("rejected") == 3)
     assert counts["rejected"] == 1
     [tom] = v3_stack.fake.all_prospects()
     assert (
@@ -123,7 +123,9 @@ async def test_v4_id_fid_lookup_and_opt_outs(v4_stack: Stack) -> None:
             },
         ],
     )
-    counts = await v4_stack.wait_until(service.url, "c('delivered') == 4 and c('skipped') == 2")
+    counts = await v4_stack.wait_until(
+        service.url, lambda c: c("delivered") == 4 and c("skipped") == 2
+    )
     assert counts.get("rejected", 0) == 0
     assert fake.get_prospect(by_id)["last_name"] == "ById"
     assert fake.get_prospect(twin)["last_name"] is None
@@ -152,7 +154,7 @@ async def test_v4_user_id_as_lookup_value(v4_stack: Stack) -> None:
             },
         ],
     )
-    await v4_stack.wait_until(service.url, "c('delivered') == 2")
+    await v4_stack.wait_until(service.url, lambda c: c("delivered") == 2)
     [pat] = v4_stack.fake.prospects_by_email("pat@x.io")
     assert (pat["org_id"], pat["first_name"], pat["plan"]) == ("user-42", "Pat", "pro")
 
@@ -178,6 +180,6 @@ async def test_engage_true_then_false_in_one_batch_in_the_wrong_order_ends_false
     async with httpx.AsyncClient() as client:
         answer = await client.post(f"{service.url}/v1/batch", json=batch, auth=(WRITE_KEY, ""))
     assert answer.status_code == 200
-    await v4_stack.wait_until(service.url, "c('delivered') == 2")
+    await v4_stack.wait_until(service.url, lambda c: c("delivered") == 2)
     [vip] = v4_stack.fake.prospects_by_email("vip@x.io")
     assert vip["premium_users"] == "false"

@@ -42,7 +42,7 @@ async def test_kill_9_between_accept_and_delivery_loses_nothing_and_doubles_noth
     await first.kill9()
     fake.latency = 0.0
     second = await v4_stack.service(DESTINATION_LEASE_SECONDS="1")
-    await v4_stack.wait_until(second.url, "c('delivered') == 30", seconds=30)
+    await v4_stack.wait_until(second.url, lambda c: c("delivered") == 30, seconds=30)
     emails = sorted(p["email"] for p in fake.all_prospects())
     assert emails == sorted(f"person{n}@x.io" for n in range(30))  # each exactly once
     assert await second.terminate() == 0
@@ -54,7 +54,7 @@ async def test_sigterm_finishes_gracefully_and_a_restart_delivers_the_rest(v3_st
     assert await service.terminate() == 0
     assert any("stopping" in line for line in service.log)
     again = await v3_stack.service()
-    await v3_stack.wait_until(again.url, "c('delivered') == 5")
+    await v3_stack.wait_until(again.url, lambda c: c("delivered") == 5)
     assert len(v3_stack.fake.all_prospects()) == 5
 
 
@@ -63,7 +63,7 @@ async def test_token_expiry_mid_stream_is_invisible(v3_stack: Stack) -> None:
     service = await v3_stack.service()
     for n in range(12):
         await post_each(service.url, [identify(n)])
-    await v3_stack.wait_until(service.url, "c('delivered') == 12")
+    await v3_stack.wait_until(service.url, lambda c: c("delivered") == 12)
     assert len(v3_stack.fake.all_prospects()) == 12
     assert v3_stack.fake.token_requests >= 2
     assert 184 in [e.code for e in v3_stack.fake.errors]
@@ -77,14 +77,14 @@ async def test_pardot_5xx_66_and_183_are_retried_until_delivered(v3_stack: Stack
     fake.fail_next(6, status=500, err_code=None)  # more than one call's retry budget
     service = await v3_stack.service()
     await post_each(service.url, [identify(n) for n in range(3)])
-    await v3_stack.wait_until(service.url, "c('delivered') == 3", seconds=30)
+    await v3_stack.wait_until(service.url, lambda c: c("delivered") == 3, seconds=30)
     assert len(fake.all_prospects()) == 3
 
 
 async def test_a_permanent_pardot_error_rejects_only_that_event(v3_stack: Stack) -> None:
     service = await v3_stack.service()
     await post_each(service.url, [identify(1), identify(2, email="not-an-email"), identify(3)])
-    counts = await v3_stack.wait_until(service.url, "c('delivered') + c('rejected') == 3")
+    counts = await v3_stack.wait_until(service.url, lambda c: c("delivered") + c("rejected") == 3)
     assert counts["rejected"] == 1 and len(v3_stack.fake.all_prospects()) == 2
 
 
@@ -100,7 +100,7 @@ async def test_a_revoked_refresh_token_pauses_deliveries_and_keeps_events(v3_sta
             await asyncio.sleep(0.05)
     assert ready.status_code == 503
     assert "pardot-destination connect" in ready.json()["reason"]
-    counts = await v3_stack.wait_until(service.url, "c('retry') == 3")
+    counts = await v3_stack.wait_until(service.url, lambda c: c("retry") == 3)
     assert counts.get("dead", 0) == 0 and v3_stack.fake.all_prospects() == []
 
 
@@ -108,9 +108,9 @@ async def test_the_daily_limit_pauses_every_delivery(v3_stack: Stack) -> None:
     v3_stack.fake.daily_budget = 1
     service = await v3_stack.service()
     await post_each(service.url, [identify(1)])
-    await v3_stack.wait_until(service.url, "c('delivered') == 1")
+    await v3_stack.wait_until(service.url, lambda c: c("delivered") == 1)
     await post_each(service.url, [identify(2)])
-    counts = await v3_stack.wait_until(service.url, "c('retry') == 1")
+    counts = await v3_stack.wait_until(service.url, lambda c: c("retry") == 1)
     assert counts.get("dead", 0) == 0
     assert any("daily API limit" in line for line in service.log)
 
@@ -163,6 +163,6 @@ async def test_bad_requests_get_clear_4xx_and_disturb_nothing(v3_stack: Stack) -
         signature = hmac.new(SHARED_SECRET.encode(), body, hashlib.sha1).hexdigest()
         good = await client.post(f"{url}/webhook", content=body, headers={"X-Signature": signature})
         assert good.status_code == 200
-    counts = await v3_stack.wait_until(url, "c('delivered') == 1")
+    counts = await v3_stack.wait_until(url, lambda c: c("delivered") == 1)
     assert sum(counts.values()) == 1
     assert [p["email"] for p in v3_stack.fake.all_prospects()] == ["person3@x.io"]

@@ -46,9 +46,11 @@ class Door:
 async def door() -> AsyncIterator[Door]:
     queue = InMemoryEventQueue()
     app = create_app(queue, write_keys=(WRITE_KEY, "second-key"), shared_secret=SECRET)
-    async with TestServer(app, host="127.0.0.1", port=0) as server:
-        async with httpx.AsyncClient(base_url=str(server.make_url(""))) as client:
-            yield Door(client, queue)
+    async with (
+        TestServer(app, host="127.0.0.1", port=0) as server,
+        httpx.AsyncClient(base_url=str(server.make_url(""))) as client,
+    ):
+        yield Door(client, queue)
 
 
 async def test_identify_is_stored_before_200(door: Door) -> None:
@@ -225,10 +227,10 @@ async def test_a_full_queue_answers_503_with_retry_after() -> None:
     queue = InMemoryEventQueue(max_pending=1)
     app = create_app(queue, write_keys=(WRITE_KEY,))
     async with TestServer(app, host="127.0.0.1", port=0) as server:
-        async with httpx.AsyncClient(base_url=str(server.make_url(""))) as client:
-            assert (
-                await client.post("/v1/identify", json=identify(1), auth=AUTH)
-            ).status_code == 200
+        client = httpx.AsyncClient(base_url=str(server.make_url("")))
+        async with client:
+            first = await client.post("/v1/identify", json=identify(1), auth=AUTH)
+            assert first.status_code == 200
             full = await client.post("/v1/identify", json=identify(2), auth=AUTH)
             assert full.status_code == 503 and full.headers["Retry-After"] == "30"
             assert full.json()["code"] == "queue_full"

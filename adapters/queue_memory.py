@@ -1,0 +1,139 @@
+"""An EventQueue in a dict, with the SQLite queue's semantics and none of its durability."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from adapters.queue_sqlite import SETTLED, STATES, message_id_of, ordering_key_of, utc_now
+from domain.ports import QueuedEvent, QueueFull, Settlement
+
+__all__ = ["InMemoryEventQueue", "QueueFull"]
+
+_OPEN = frozenset({"pending", "retry", "leased"})
+
+
+@dataclass
+class _Event:
+    id: int
+    payload: dict[str, Any]
+    key: str | None
+    received_at: datetime
+    due_at: datetime  # see the SQLite queue: arrival, not_before, or lease end
+    state: str = "pending"
+    attempts: int = 0
+    reason: str | None = None
+    message_id: str | None = None
+
+
+class InMemoryEventQueue:
+    def __init__(
+        self, *, max_pending: int | None = None, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self._events: dict[int, _Event] = {}
+        self._message_ids: set[str] = set()
+        self._paused: datetime | None = None
+        self._max_pending = max_pending
+        self._clock = clock
+
+    async def put(self, payloads: Sequence[Mapping[str, Any]]) -> int:
+        if not payloads:
+            return 0
+        if self._max_pending is not None:
+            open_now = sum(e.state in _OPEN for e in self._events.values())
+            if open_now >= self._max_pending:
+                raise QueueFull(f"{open_now} events await delivery (limit {self._max_pending})")
+        now = self._clock()
+        added = 0
+        for payload in payloads:
+            message_id = message_id_of(payload)
+            if message_id is not None:
+                if message_id in self._message_ids:
+                    continue
+                self._message_ids.add(message_id)
+            event_id = len(self._events) + 1
+            # A deep copy, as SQLite's JSON round trip would: later edits by the caller do not leak.
+            stored = copy.deepcopy(dict(payload))
+            key = ordering_key_of(payload)
+            self._events[event_id] = _Event(event_id, stored, key, now, now, message_id=message_id)
+            added += 1
+        return added
+
+    async def lease(self, limit: int, lease_seconds: float) -> list[QueuedEvent]:
+        now = self._clock()
+        opened = [e for e in self._events.values() if e.state in _OPEN]
+        busy = {e.key for e in opened if e.state == "leased" and e.due_at > now}
+        due = [e for e in opened if e.due_at <= now]
+        chosen: list[_Event] = []
+        for event in due:
+            if len(chosen) >= limit:
+                break
+            if event.key is None:
+                chosen.append(event)
+            elif event.key not in busy:
+                busy.add(event.key)
+                chosen.extend([e for e in due if e.key == event.key][: limit - len(chosen)])
+        until = now + timedelta(seconds=lease_seconds)
+        for event in chosen:
+            event.state, event.due_at, event.attempts = "leased", until, event.attempts + 1
+        return [
+            QueuedEvent(e.id, copy.deepcopy(e.payload), e.attempts, e.received_at)
+            for e in sorted(chosen, key=lambda e: e.id)
+        ]
+
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        for s in settlements:
+            if s.state not in SETTLED:
+                raise ValueError(f"cannot settle an event as {s.state!r}")
+        now = self._clock()
+        for s in settlements:
+            event = self._events.get(s.event_id)
+            if event is not None:  # last writer wins, as in the SQLite queue
+                event.state, event.reason = s.state, s.reason
+                event.due_at = (s.not_before or now) if s.state == "retry" else now
+
+    async def pause_until(self, when: datetime | None) -> None:
+        self._paused = when
+
+    async def paused_until(self) -> datetime | None:
+        return self._paused
+
+    async def counts(self) -> dict[str, int]:
+        found = {state: 0 for state in STATES}
+        for event in self._events.values():
+            found[event.state] += 1
+        return found
+
+    async def recent(self, state: str, limit: int = 20) -> list[dict[str, Any]]:
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}; expected one of {', '.join(STATES)}")
+        newest = [e for e in reversed(self._events.values()) if e.state == state][:limit]
+        return [
+            {
+                "id": e.id,
+                "messageId": e.message_id,
+                "reason": e.reason,
+                "attempts": e.attempts,
+                "payload": copy.deepcopy(e.payload),
+            }
+            for e in newest
+        ]
+
+    async def requeue_dead(self) -> int:
+        now = self._clock()
+        dead = [e for e in self._events.values() if e.state == "dead"]
+        for event in dead:
+            event.state, event.attempts, event.reason, event.due_at = "pending", 0, None, now
+        return len(dead)
+
+    async def close(self) -> None:
+        """Nothing to release; here so either queue can be closed the same way."""
+
+    async def __aenter__(self) -> InMemoryEventQueue:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,281 @@
+"""The embedded default EventQueue: accepted events in one SQLite file, leased to workers.
+
+An event is pending, then leased, then delivered, skipped, rejected or dead, or back to
+retry until `not_before`. One column, `due_at`, says when an open event may be leased next:
+its arrival, its `not_before`, or the end of its lease. Settled rows are kept, so a late
+duplicate of a delivered event is still recognised by its messageId.
+
+Settling is last writer wins: when a lease expires and another worker takes the event,
+whichever settles last decides its state. At worst an event is delivered twice, which Pardot
+upserts tolerate; refusing late settlements instead could lose the only successful one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from adapters.sqlite_db import (
+    MAX_BATCH,
+    SQLiteDatabase,
+    from_micros,
+    sqlite_path_from_url,
+    to_micros,
+)
+from domain.ports import QueuedEvent, QueueFull, Settlement
+
+__all__ = ["QueueFull", "SQLiteEventQueue", "sqlite_path_from_url"]
+
+STATES = ("pending", "leased", "retry", "delivered", "skipped", "rejected", "dead")
+SETTLED = frozenset({"delivered", "skipped", "rejected", "dead", "retry"})
+# Spelled out in each query: SQLite uses a partial index only when a query repeats its WHERE.
+_OPEN = "state IN ('pending', 'retry', 'leased')"
+_PAUSE_KEY = "paused_until"
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so a stale settle hits nothing
+        message_id TEXT UNIQUE,
+        ordering_key TEXT,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        received_at INTEGER NOT NULL,
+        due_at INTEGER NOT NULL,
+        reason TEXT,
+        settled_at INTEGER
+    )""",
+    # Leasing walks open events oldest first, then fetches each chosen person's others.
+    f"CREATE INDEX IF NOT EXISTS events_open ON events(id, due_at, ordering_key) WHERE {_OPEN}",
+    f"CREATE INDEX IF NOT EXISTS events_open_by_key ON events(ordering_key, id) WHERE {_OPEN}",
+    "CREATE INDEX IF NOT EXISTS events_by_state ON events(state, id)",
+    "CREATE TABLE IF NOT EXISTS queue_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def message_id_of(payload: Mapping[str, Any]) -> str | None:
+    return _text(payload.get("messageId"))
+
+
+def ordering_key_of(payload: Mapping[str, Any]) -> str | None:
+    """Events of one person are delivered one lease at a time, in arrival order."""
+    return _text(payload.get("userId")) or _text(payload.get("anonymousId"))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+class SQLiteEventQueue:
+    """`path` may be an open SQLiteDatabase to share with the identity map (left open on close).
+
+    `group_commit=False` gives every call its own transaction and fsync: a benchmark baseline.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | SQLiteDatabase,
+        *,
+        max_pending: int | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        group_commit: bool = True,
+    ) -> None:
+        self._owned = not isinstance(path, SQLiteDatabase)
+        if isinstance(path, SQLiteDatabase):
+            self._db = path
+        else:
+            self._db = SQLiteDatabase(path, max_batch=MAX_BATCH if group_commit else 1)
+        self._db.prepare(SCHEMA)
+        self._max_pending = max_pending
+        self._clock = clock
+        self._open_count: tuple[int, int] | None = None  # (transaction, open events in it)
+
+    async def put(self, payloads: Sequence[Mapping[str, Any]]) -> int:
+        now = to_micros(self._clock())
+        # ASCII escapes keep a lone surrogate (legal in JSON, not in UTF-8) storable.
+        rows = [
+            (message_id_of(p), ordering_key_of(p), json.dumps(dict(p), separators=(",", ":")))
+            for p in payloads
+        ]
+        return await self._db.write(partial(self._insert, rows, now)) if rows else 0
+
+    async def lease(self, limit: int, lease_seconds: float) -> list[QueuedEvent]:
+        now = to_micros(self._clock())
+        until = now + round(lease_seconds * 1_000_000)
+        return await self._db.write(partial(_lease, now, until, limit))
+
+    async def settle(self, settlements: Sequence[Settlement]) -> None:
+        now = to_micros(self._clock())
+        rows = []
+        for s in settlements:
+            if s.state not in SETTLED:
+                raise ValueError(f"cannot settle an event as {s.state!r}")
+            retry = s.state == "retry"
+            due = to_micros(s.not_before) if retry and s.not_before else now
+            rows.append((s.state, s.reason, due, None if retry else now, s.event_id))
+        if rows:
+            await self._db.write(partial(self._update, rows))
+
+    async def pause_until(self, when: datetime | None) -> None:
+        await self._db.write(partial(_set_pause, when))
+
+    async def paused_until(self) -> datetime | None:
+        return await self._db.read(_get_pause)
+
+    async def counts(self) -> dict[str, int]:
+        found = await self._db.read(_count_states)
+        return {state: found.get(state, 0) for state in STATES}
+
+    async def recent(self, state: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest events in `state`, for the dead-letter listing."""
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}; expected one of {', '.join(STATES)}")
+        return await self._db.read(partial(_recent, state, limit))
+
+    async def requeue_dead(self) -> int:
+        """Give every dead event a fresh start, once an operator has fixed what killed it."""
+        return await self._db.write(partial(self._revive, to_micros(self._clock())))
+
+    async def close(self) -> None:
+        if self._owned:
+            await self._db.close()
+
+    async def __aenter__(self) -> SQLiteEventQueue:
+        await self._db.read(lambda conn: None)  # surfaces a file that cannot be opened now
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # The methods below run on the database thread, inside its transaction.
+
+    def _insert(self, rows: list[tuple[Any, ...]], now: int, conn: sqlite3.Connection) -> int:
+        open_now = self._room(conn)
+        added = conn.executemany(
+            "INSERT INTO events (message_id, ordering_key, payload, received_at, due_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
+            [(*row, now, now) for row in rows],
+        ).rowcount
+        if open_now is not None:
+            self._open_count = (self._db.transactions, open_now + added)
+        return added
+
+    def _room(self, conn: sqlite3.Connection) -> int | None:
+        """Open events now, counted once per transaction: a full scan per put would not scale."""
+        if self._max_pending is None:
+            return None
+        txn = self._db.transactions
+        if self._open_count is None or self._open_count[0] != txn:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM events WHERE state IN ('pending', 'retry', 'leased')"
+            ).fetchone()
+            self._open_count = (txn, count)
+        count = self._open_count[1]
+        if count >= self._max_pending:
+            raise QueueFull(f"{count} events await delivery (limit {self._max_pending})")
+        return count
+
+    def _update(self, rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> None:
+        self._open_count = None
+        conn.executemany(
+            "UPDATE events SET state = ?, reason = ?, due_at = ?, settled_at = ? WHERE id = ?",
+            rows,
+        )
+
+    def _revive(self, now: int, conn: sqlite3.Connection) -> int:
+        self._open_count = None
+        return conn.execute(
+            "UPDATE events SET state = 'pending', attempts = 0, reason = NULL,"
+            " settled_at = NULL, due_at = ? WHERE state = 'dead'",
+            (now,),
+        ).rowcount
+
+
+def _lease(now: int, until: int, limit: int, conn: sqlite3.Connection) -> list[QueuedEvent]:
+    busy = {
+        key
+        for (key,) in conn.execute(
+            "SELECT DISTINCT ordering_key FROM events WHERE state = 'leased' AND due_at > ?",
+            (now,),
+        )
+    }
+    chosen: list[int] = []
+    due = conn.execute(
+        # Without statistics the planner prefers events_by_state and sorts the whole backlog.
+        "SELECT id, ordering_key FROM events INDEXED BY events_open"
+        " WHERE state IN ('pending', 'retry', 'leased') AND due_at <= ? ORDER BY id",
+        (now,),
+    )
+    for event_id, key in due:
+        if len(chosen) >= limit:
+            break
+        if key is None:
+            chosen.append(event_id)
+        elif key not in busy:
+            busy.add(key)  # taken whole now, so later rows of this person are skipped
+            chosen.extend(
+                i
+                for (i,) in conn.execute(
+                    "SELECT id FROM events WHERE ordering_key = ? AND due_at <= ?"
+                    " AND state IN ('pending', 'retry', 'leased') ORDER BY id LIMIT ?",
+                    (key, now, limit - len(chosen)),
+                )
+            )
+    due.close()
+    leased = conn.execute(
+        "UPDATE events SET state = 'leased', attempts = attempts + 1, due_at = ?"
+        " WHERE id IN (SELECT value FROM json_each(?))"
+        " RETURNING id, payload, attempts, received_at",
+        (until, json.dumps(chosen)),
+    ).fetchall()
+    return [
+        QueuedEvent(id=i, payload=json.loads(p), attempts=a, received_at=from_micros(r))
+        for i, p, a, r in sorted(leased)
+    ]
+
+
+def _set_pause(when: datetime | None, conn: sqlite3.Connection) -> None:
+    if when is None:
+        conn.execute("DELETE FROM queue_settings WHERE key = ?", (_PAUSE_KEY,))
+    else:
+        conn.execute(
+            "INSERT INTO queue_settings (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (_PAUSE_KEY, when.isoformat()),
+        )
+
+
+def _get_pause(conn: sqlite3.Connection) -> datetime | None:
+    row = conn.execute("SELECT value FROM queue_settings WHERE key = ?", (_PAUSE_KEY,)).fetchone()
+    return datetime.fromisoformat(row[0]) if row else None
+
+
+def _count_states(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall())
+
+
+def _recent(state: str, limit: int, conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT id, message_id, reason, attempts, payload FROM events"
+        " WHERE state = ? ORDER BY id DESC LIMIT ?",
+        (state, limit),
+    )
+    return [
+        {"id": i, "messageId": m, "reason": r, "attempts": a, "payload": json.loads(p)}
+        for i, m, r, a, p in rows
+    ]

@@ -1,0 +1,197 @@
+"""One SQLite connection on one thread, shared by the queue and the identity map.
+
+Every call becomes a job for that thread, so the event loop never waits on the disk. The
+thread runs whatever jobs have piled up in one transaction with one fsync (group commit):
+while a commit is being flushed, new requests queue up and share the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], Any]
+
+BUSY_TIMEOUT_SECONDS = 30.0  # how long another process may hold the write lock
+MAX_BATCH = 1000  # jobs per transaction, so one burst cannot hold the lock for long
+
+
+def sqlite_path_from_url(url: str) -> Path:
+    """`sqlite:///relative.db` or `sqlite:////absolute.db` (SQLAlchemy's spelling) to a path."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "sqlite" or not sep or not rest.startswith("/") or rest == "/":
+        raise ValueError(
+            f"unsupported queue URL {url!r}: expected sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    return Path(rest[1:])
+
+
+def to_micros(when: datetime) -> int:
+    """Integer microseconds since the epoch: exact, and comparable inside SQL."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # naive times are taken as UTC, never as local time
+    delta = when - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    seconds, rest = divmod(micros, 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest)
+
+
+@dataclass
+class _Job:
+    work: Work
+    writes: bool
+    future: Future[Any] | None
+
+
+_STOP = object()
+
+
+class SQLiteDatabase:
+    """The connection's owner. Adapters given a path open their own; pass one to share it.
+
+    `max_batch=1` turns group commit off (one transaction per call), for benchmarks.
+    """
+
+    def __init__(self, path: str | Path, *, max_batch: int = MAX_BATCH) -> None:
+        self.path = Path(path)
+        self._max_batch = max_batch
+        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._broken: BaseException | None = None
+        self._closed = False
+        self.transactions = 0  # numbers the current transaction, for caches valid within one
+        self._thread = threading.Thread(target=self._serve, name=f"sqlite:{path}", daemon=True)
+        self._thread.start()
+
+    def prepare(self, statements: Sequence[str]) -> None:
+        """Queue schema statements ahead of any later call; a failure breaks the database."""
+
+        def create(conn: sqlite3.Connection) -> None:
+            for statement in statements:
+                conn.execute(statement)
+
+        self._submit(create, writes=True, future=None)
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in the next write transaction; returns once that transaction is durable."""
+        return await self._call(work, writes=True)
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._call(work, writes=False)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._jobs.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    async def _call(self, work: Callable[[sqlite3.Connection], T], *, writes: bool) -> T:
+        future: Future[T] = Future()
+        self._submit(work, writes=writes, future=future)
+        return await asyncio.wrap_future(future)
+
+    def _submit(self, work: Work, *, writes: bool, future: Future[Any] | None) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self.path} is closed")
+        self._jobs.put(_Job(work, writes, future))
+
+    def _serve(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as error:  # reported to every caller instead of dying silently
+            self._broken = error
+            conn = None
+        try:
+            while True:
+                batch, stop = self._next_batch()
+                if batch:
+                    self._run(conn, batch)
+                if stop:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), not the module's.
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL fsyncs the WAL on every commit: an acknowledged event survives a power cut.
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    def _next_batch(self) -> tuple[list[_Job], bool]:
+        batch: list[_Job] = []
+        item = self._jobs.get()
+        while item is not _STOP:
+            assert isinstance(item, _Job)
+            batch.append(item)
+            if len(batch) >= self._max_batch:
+                return batch, False
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                return batch, False
+        return batch, True
+
+    def _run(self, conn: sqlite3.Connection | None, batch: list[_Job]) -> None:
+        # A caller cancelled before its turn gets no side effects; once running, it cannot be.
+        batch = [j for j in batch if j.future is None or j.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        if conn is None or self._broken is not None:
+            _fail(batch, self._broken or RuntimeError("no connection"))
+            return
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            # IMMEDIATE takes the write lock up front, so two processes never deadlock upgrading.
+            conn.execute("BEGIN IMMEDIATE" if any(j.writes for j in batch) else "BEGIN")
+            self.transactions += 1
+            for job in batch:
+                results.append((job, *_isolated(conn, job)))
+            conn.execute("COMMIT")
+        except BaseException as error:
+            if conn.in_transaction:
+                conn.rollback()
+            if any(job.future is None for job in batch):
+                self._broken = error
+            _fail(batch, error)
+            return
+        for job, value, failure in results:
+            if job.future is None:
+                self._broken = self._broken or failure
+            elif failure is not None:
+                job.future.set_exception(failure)
+            else:
+                job.future.set_result(value)
+
+
+def _isolated(conn: sqlite3.Connection, job: _Job) -> tuple[Any, BaseException | None]:
+    """Run one job in a savepoint, so its failure undoes only its own changes."""
+    conn.execute("SAVEPOINT job")
+    try:
+        value = job.work(conn)
+    except Exception as error:
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        return None, error
+    conn.execute("RELEASE job")
+    return value, None
+
+
+def _fail(batch: list[_Job], error: BaseException) -> None:
+    for job in batch:
+        if job.future is not None:
+            job.future.set_exception(error)
