@@ -1,7 +1,10 @@
 """Salesforce's OAuth 2.0 endpoints, as much of them as a Pardot client touches.
 
 The authorize endpoint approves at once (no login page), so browser-less tests can walk
-the whole web-server flow. Tokens issued here are the only ones the fake Pardot accepts.
+the whole web-server flow. The token endpoint takes the refresh-token, authorization-code
+(with PKCE) and JWT bearer grants; register a JWT app's public key with
+`FakePardot.register_jwt_client`. Tokens issued here are the only ones the fake Pardot
+accepts.
 """
 
 from __future__ import annotations
@@ -10,12 +13,16 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import RSAKey
 
 from contracts.fake_pardot_state import AuthorizationCode, FakePardot
 
@@ -26,6 +33,10 @@ USER_ID = "005FAKE000000001AAA"
 DEFAULT_SCOPE = "pardot_api refresh_token"
 EXPIRED_GRANT = "expired access/refresh token"
 BUSY_GRANT = "token request is already being processed"
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# Salesforce wants a JWT bearer assertion to expire within three minutes; allow some skew.
+JWT_MAX_LIFETIME = 180
+JWT_CLOCK_SKEW = 60
 
 
 def oauth_error(error: str, description: str, status: int = 400) -> web.Response:
@@ -48,6 +59,8 @@ class SalesforceOAuth:
         form = await request.post()
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         grant = fields.get("grant_type", "")
+        if grant == JWT_BEARER_GRANT:
+            return self._jwt_bearer(request, fields.get("assertion", ""))
         client_id = fields.get("client_id", "")
         if grant not in ("refresh_token", "authorization_code"):
             return oauth_error("unsupported_grant_type", "grant type not supported")
@@ -127,6 +140,45 @@ class SalesforceOAuth:
         refresh = self.fake.issue_refresh_token(client_id)
         return web.json_response(self._grant(request, client_id, code.scope, refresh))
 
+    def _jwt_bearer(self, request: web.Request, assertion: str) -> web.Response:
+        """The JWT bearer flow: an RS256 assertion signed with the connected app's key.
+
+        Checked as Salesforce does: iss names a connected app holding the signing key's
+        certificate, aud is the login host, exp lies in the next three minutes, sub is a user
+        pre-authorized for the app. No refresh token is issued.
+        """
+        try:
+            unverified = json.loads(jws.extract_compact(assertion.encode()).payload)
+        except (JoseError, ValueError, TypeError):
+            return oauth_error("invalid_grant", "invalid assertion")
+        issuer = unverified.get("iss") if isinstance(unverified, dict) else None
+        client = self.fake.jwt_clients.get(str(issuer))
+        if client is None:
+            return oauth_error("invalid_client_id", "client identifier invalid")
+        try:
+            key = RSAKey.import_key(client.public_key_pem)
+            claims = jwt.decode(assertion, key, algorithms=["RS256"]).claims
+        except (JoseError, ValueError):
+            return oauth_error("invalid_grant", "invalid assertion")
+        base = f"{request.scheme}://{request.host}"
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if base not in [str(a).rstrip("/") for a in audiences]:
+            return oauth_error("invalid_grant", "audience is invalid")
+        now = time.time()
+        expires = claims.get("exp")
+        if (
+            not isinstance(expires, int | float)
+            or expires < now - JWT_CLOCK_SKEW
+            or expires > now + JWT_MAX_LIFETIME + JWT_CLOCK_SKEW
+        ):
+            # Salesforce's words for an exp in the past or too far ahead.
+            return oauth_error("invalid_grant", "expired authorization code")
+        subject = claims.get("sub")
+        if not subject or (client.users is not None and subject not in client.users):
+            return oauth_error("invalid_grant", "user hasn't approved this consumer")
+        return web.json_response(self._grant(request, str(issuer), DEFAULT_SCOPE, None))
+
     def _grant(
         self, request: web.Request, client_id: str, scope: str, refresh_token: str | None
     ) -> dict[str, Any]:
@@ -134,7 +186,8 @@ class SalesforceOAuth:
         base = f"{request.scheme}://{request.host}"
         identity = f"{base}/id/{ORG_ID}/{USER_ID}"
         issued_at = str(int(time.time() * 1000))
-        key = self.fake.oauth_clients[client_id].encode()
+        # Salesforce signs with the consumer secret; JWT-only apps are keyed by their id here.
+        key = self.fake.oauth_clients.get(client_id, client_id).encode()
         mac = hmac.new(key, (identity + issued_at).encode(), hashlib.sha256).digest()
         body: dict[str, Any] = {"access_token": self.fake.issue_access_token(client_id)}
         if refresh_token is not None:

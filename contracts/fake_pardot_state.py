@@ -241,6 +241,17 @@ class AuthorizationCode:
 
 
 @dataclass
+class JwtClient:
+    """A connected app set up for the JWT bearer flow: its certificate's public key (PEM).
+
+    `users` are the usernames pre-authorized for the app; None admits any username.
+    """
+
+    public_key_pem: str
+    users: set[str] | None = None
+
+
+@dataclass
 class ProspectRecord:
     """One stored prospect. `update_seq` orders writes even within one clock second."""
 
@@ -302,6 +313,7 @@ class FakePardot:
     )
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
     authorization_codes: dict[str, AuthorizationCode] = field(default_factory=dict)
+    jwt_clients: dict[str, JwtClient] = field(default_factory=dict)
     refreshing: set[str] = field(default_factory=set)
     refresh_busy_remaining: int = 0
     failures: list[InjectedFailure] = field(default_factory=list)
@@ -363,6 +375,13 @@ class FakePardot:
         token = f"5Aep861FAKE{secrets.token_urlsafe(24)}"
         self.refresh_tokens[token] = client_id
         return token
+
+    def register_jwt_client(
+        self, consumer_key: str, public_key_pem: str | bytes, *, users: set[str] | None = None
+    ) -> None:
+        """Accept JWT bearer assertions signed by the private half of `public_key_pem`."""
+        pem = public_key_pem.decode() if isinstance(public_key_pem, bytes) else public_key_pem
+        self.jwt_clients[consumer_key] = JwtClient(pem, users)
 
     def revoke_refresh_token(self, token: str) -> None:
         self.refresh_tokens.pop(token, None)

@@ -19,6 +19,7 @@ from rich.table import Table
 from domain.errors import InvalidSettings
 from domain.matching import plan_payload
 from entrypoints.config import ServiceConfig, load_config
+from entrypoints.connect import connect
 from entrypoints.container import Container
 from entrypoints.service import build_app, run_worker_alone
 
@@ -169,15 +170,7 @@ def _with_queue(action: Callable[[Any], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
-def _register_optional_commands() -> None:
-    try:
-        from entrypoints.connect import connect
-    except ImportError:  # pragma: no cover - the connect command ships with issue 5
-        return
-    main.add_command(connect)
-
-
-_register_optional_commands()
+main.add_command(connect)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,21 @@ class ServiceConfig(BaseSettings):
         None,
         validation_alias=AliasChoices("SALESFORCE_REFRESH_TOKEN", "salesforce_refresh_token"),
     )
+    token_file: str | None = Field(
+        None, validation_alias=AliasChoices("SALESFORCE_TOKEN_FILE", "salesforce_token_file")
+    )
+    jwt_username: str | None = Field(
+        None, validation_alias=AliasChoices("SALESFORCE_JWT_USERNAME", "salesforce_jwt_username")
+    )
+    jwt_private_key_file: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "SALESFORCE_JWT_PRIVATE_KEY_FILE", "salesforce_jwt_private_key_file"
+        ),
+    )
+    static_access_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("PARDOT_ACCESS_TOKEN", "pardot_access_token")
+    )
     write_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         (), validation_alias=AliasChoices("DESTINATION_WRITE_KEY", "destination_write_key")
     )

@@ -371,7 +371,9 @@ def open_in_browser(url: str) -> None:
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=0,
+    # Salesforce only redirects to the exact callback URL registered in the connected app,
+    # so the default is a fixed port; 0 picks a free one (register the URL it prints).
+    default=8787,
     show_default=True,
     help="Local callback port; 0 picks a free one.",
 )

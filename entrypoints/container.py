@@ -16,10 +16,9 @@ from dependency_injector import containers, providers
 from adapters.identity_sqlite import SQLiteIdentityMap
 from adapters.pardot_http import PardotHttpRepository
 from adapters.queue_sqlite import SQLiteEventQueue
-from adapters.salesforce_oauth import RefreshTokenProvider
+from adapters.salesforce_oauth import token_provider_from
 from adapters.sqlite_db import SQLiteDatabase, sqlite_path_from_url
-from domain.errors import ConfigurationError
-from domain.ports import IdentityMap, PardotRepository
+from domain.ports import IdentityMap, PardotRepository, TokenProvider
 from domain.sync import SyncService
 from entrypoints.config import ServiceConfig
 from entrypoints.metrics import Metrics
@@ -39,19 +38,16 @@ async def _database(config: ServiceConfig) -> AsyncIterator[SQLiteDatabase]:
         await database.close()
 
 
-def _tokens(config: ServiceConfig) -> RefreshTokenProvider:
-    secret = config.salesforce_client_secret
-    refresh = config.salesforce_refresh_token
-    if not (config.salesforce_client_id and secret and refresh):
-        raise ConfigurationError(
-            "no Salesforce credentials: set SALESFORCE_CLIENT_ID, SALESFORCE_CLIENT_SECRET and "
-            "SALESFORCE_REFRESH_TOKEN, or run `pardot-destination connect`"
-        )
-    return RefreshTokenProvider(
+def _tokens(config: ServiceConfig) -> TokenProvider:
+    return token_provider_from(
         login_url=config.salesforce_login_url,
         client_id=config.salesforce_client_id,
-        client_secret=secret.get_secret_value(),
-        refresh_token=refresh.get_secret_value(),
+        client_secret=config.salesforce_client_secret,
+        refresh_token=config.salesforce_refresh_token,
+        token_file=config.token_file,
+        jwt_username=config.jwt_username,
+        jwt_private_key_file=config.jwt_private_key_file,
+        static_token=config.static_access_token,
     )
 
 

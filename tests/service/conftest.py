@@ -103,6 +103,7 @@ class Stack:
                 "DESTINATION_QUEUE_URL": f"sqlite:///{self.tmp / 'queue.db'}",
                 "DESTINATION_RETRY_INITIAL_SECONDS": "0.2",
                 "PARDOT_RETRY_WAIT_MAX": "0.2",
+                "SALESFORCE_TOKEN_FILE": str(self.tmp / "tokens.json"),
                 "PARDOT_DESTINATION_CONFIG": str(self.tmp / "absent.toml"),
             }
         )

@@ -1,0 +1,53 @@
+"""A stand-in for the user's browser: follow the authorize redirect to the local callback.
+
+aiohttp's client is used rather than httpx because httpx logs every URL it requests, and
+the callback URL carries the authorization code the log tests look for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import aiohttp
+
+
+@dataclass
+class Visit:
+    status: int
+    text: str
+    code: str | None  # the authorization code the redirect carried
+
+
+async def visit(url: str, *, tamper_state: bool = False, deny: bool = False) -> Visit:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, allow_redirects=False) as answer:
+            assert answer.status == 302, await answer.text()
+            location = answer.headers["Location"]
+        parts = urlsplit(location)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        if tamper_state:
+            query["state"] = "forged"
+        if deny:
+            query = {"error": "access_denied", "error_description": "end-user denied", **query}
+            query.pop("code", None)
+        target = f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(query)}"
+        async with session.get(target) as page:
+            return Visit(page.status, await page.text(), query.get("code"))
+
+
+class Browser:
+    """The `open_url` hook of run_connect: each URL opened is visited in the background."""
+
+    def __init__(self, **options: bool) -> None:
+        self.options = options
+        self.opened: list[str] = []
+        self.visits: list[asyncio.Task[Visit]] = []
+
+    def __call__(self, url: str) -> None:
+        self.opened.append(url)
+        self.visits.append(asyncio.create_task(visit(url, **self.options)))
+
+    async def last_visit(self) -> Visit:
+        return await self.visits[-1]
