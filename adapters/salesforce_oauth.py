@@ -208,12 +208,8 @@ class RefreshTokenProvider(_CachedTokenProvider):
                     self._token_url, refresh_token=refresh_token
                 )
                 return token
-        except httpx.HTTPError as error:
-            raise RetryableError(
-                f"Salesforce token endpoint unreachable or failing ({type(error).__name__})"
-            ) from None
-        except ValueError:
-            raise RetryableError("Salesforce token endpoint answered something not JSON") from None
+        except (httpx.HTTPError, ValueError) as error:
+            raise _unreachable(error) from None
 
     async def _take_newer_refresh_token(self) -> bool:
         if self._reload is None:
@@ -329,14 +325,19 @@ class JwtBearerProvider(_CachedTokenProvider):
                 + "): check the consumer key, that the connected app holds this key's "
                 "certificate and that the user is pre-authorized for it"
             ) from None
-        except httpx.HTTPError as error:
-            raise RetryableError(
-                f"Salesforce token endpoint unreachable or failing ({type(error).__name__})"
-            ) from None
-        except ValueError:
-            raise RetryableError("Salesforce token endpoint answered something not JSON") from None
+        except (httpx.HTTPError, ValueError) as error:
+            raise _unreachable(error) from None
         log.info("Salesforce access token obtained with a JWT bearer assertion")
         return str(token["access_token"])
+
+
+def _unreachable(error: Exception) -> RetryableError:
+    """A token request that failed on the way, not by Salesforce's refusal: try again."""
+    if isinstance(error, httpx.HTTPError):
+        why = f"unreachable or failing ({type(error).__name__})"
+    else:
+        why = "answered something not JSON"
+    return RetryableError(f"Salesforce token endpoint {why}")
 
 
 def token_provider_from(

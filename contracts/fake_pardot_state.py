@@ -146,41 +146,13 @@ STANDARD_FIELDS: tuple[str, ...] = (
     "created_at",
     "updated_at",
 )
-WRITABLE_FIELDS = frozenset(
-    {
-        "salutation",
-        "first_name",
-        "last_name",
-        "email",
-        "password",
-        "company",
-        "website",
-        "job_title",
-        "department",
-        "country",
-        "address_one",
-        "address_two",
-        "city",
-        "state",
-        "territory",
-        "zip",
-        "phone",
-        "fax",
-        "source",
-        "annual_revenue",
-        "employees",
-        "industry",
-        "years_in_business",
-        "comments",
-        "notes",
-        "score",
-        "is_do_not_email",
-        "is_do_not_call",
-        "is_reviewed",
-        "is_starred",
-        "campaign_id",
-    }
-)
+# Pardot computes these itself; a write to one is ignored like an unknown field.
+READ_ONLY_FIELDS = frozenset(
+    {"id", "grade", "last_activity_at", "recent_interaction", "crm_lead_fid",
+     "crm_contact_fid", "crm_owner_fid", "crm_account_fid", "salesforce_fid", "crm_last_sync",
+     "crm_url", "opted_out", "created_at", "updated_at"}
+)  # fmt: skip
+WRITABLE_FIELDS = frozenset(STANDARD_FIELDS) - READ_ONLY_FIELDS
 BOOLEAN_FIELDS = frozenset({"is_do_not_email", "is_do_not_call", "is_reviewed", "is_starred"})
 MOBILE_FIELDS: tuple[str, ...] = ("id", "first_name", "last_name", "email", "company")
 OUTPUTS = frozenset({"full", "simple", "mobile", "bulk"})

@@ -21,7 +21,12 @@ import click
 import httpx
 from aiohttp import web
 
-from adapters.salesforce_oauth import FORM_CLIENT_AUTH, AsyncOAuth2Client, OAuthError
+from adapters.salesforce_oauth import (
+    FORM_CLIENT_AUTH,
+    TOKEN_PATH,
+    AsyncOAuth2Client,
+    OAuthError,
+)
 from adapters.token_store import StoredTokens, TokenStore, now_millis
 from domain.errors import ConfigurationError
 
@@ -30,7 +35,6 @@ DEFAULT_PARDOT_URL = "https://pi.pardot.com"
 SANDBOX_LOGIN_URL = "https://test.salesforce.com"
 SANDBOX_PARDOT_URL = "https://pi.demo.pardot.com"
 AUTHORIZE_PATH = "/services/oauth2/authorize"
-TOKEN_PATH = "/services/oauth2/token"  # noqa: S105 - a URL path, not a secret
 CALLBACK_PATH = "/callback"
 CALLBACK_HOST = "127.0.0.1"
 SCOPE = "pardot_api refresh_token"
