@@ -7,6 +7,7 @@ import logging
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
 from adapters.pardot_errors import next_midnight
@@ -206,3 +207,15 @@ def test_xml_bombs_are_refused() -> None:
     bomb = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;">]><rsp stat="fail"><err code="1">&b;</err></rsp>'
     answer = decode(400, bomb, "text/xml")
     assert not answer.ok and "unreadable XML" in answer.message
+
+
+async def test_a_hung_read_times_out_and_is_retried() -> None:
+    async with AsyncExitStack() as stack:
+        backend = await open_backend(stack, "http", 4)
+        assert backend.fake is not None
+        repo = backend.repo
+        repo._client.timeout = httpx.Timeout(0.3)  # type: ignore[attr-defined]
+        pid = backend.seed("pat@x.io")
+        backend.fake.hang_next(1, seconds=5)
+        prospect = await repo.read_by_id(pid)
+        assert prospect is not None and prospect.id == pid

@@ -1,0 +1,130 @@
+"""The delivery loop's bookkeeping: retries, dead letters, pauses, readiness."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from adapters.identity_memory import InMemoryIdentityMap
+from adapters.pardot_memory import InMemoryPardot
+from adapters.queue_memory import InMemoryEventQueue
+from domain.errors import ConfigurationError, DailyLimitReached, RetryableError
+from domain.sync import SyncService
+from entrypoints.metrics import Metrics
+from entrypoints.readiness import Readiness
+from entrypoints.worker import DeliveryWorker, WorkerOptions
+from tests.domain.conftest import make_settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class Rig:
+    def __init__(self, **options: Any) -> None:
+        self.clock = Clock()
+        self.queue = InMemoryEventQueue(clock=self.clock)
+        self.pardot = InMemoryPardot(version=3)
+        self.readiness = Readiness()
+        self.service = SyncService(self.pardot, make_settings(api_version=3), InMemoryIdentityMap())
+        self.failure: Exception | None = None
+        self.worker = DeliveryWorker(
+            self.queue, self._service, readiness=self.readiness, metrics=Metrics(),
+            options=WorkerOptions(**options), clock=self.clock,
+        )  # fmt: skip
+
+    async def _service(self) -> SyncService:
+        if self.failure is not None:
+            raise self.failure
+        return self.service
+
+
+def nonzero(counts: dict[str, int]) -> dict[str, int]:
+    return {state: count for state, count in counts.items() if count}
+
+
+def identify(n: int, email: str | None = None) -> dict[str, Any]:
+    return {
+        "type": "identify",
+        "messageId": f"m{n}",
+        "userId": f"u{n}",
+        "traits": {"email": email or f"u{n}@x.io"},
+    }
+
+
+async def test_delivered_skipped_and_rejected_are_settled_for_good() -> None:
+    rig = Rig()
+    await rig.queue.put(
+        [identify(1), {**identify(2), "integrations": {"Pardot": False}}, identify(3, "bad")]
+    )
+    assert await rig.worker.run_once() == 3
+    assert nonzero(await rig.queue.counts()) == {"delivered": 1, "skipped": 1, "rejected": 1}
+    assert await rig.worker.run_once() == 0
+
+
+async def test_retryable_failures_back_off_then_die_after_the_budget() -> None:
+    rig = Rig(max_attempts=3, backoff_initial=10, backoff_max=100)
+
+    async def busy(writes: Any) -> Any:
+        raise RetryableError("busy", code=66)
+
+    rig.pardot.write_batch = busy  # type: ignore[method-assign]
+    await rig.queue.put([identify(1)])
+    assert await rig.worker.run_once() == 1
+    assert (await rig.queue.counts())["retry"] == 1
+    assert await rig.worker.run_once() == 0  # not due yet: the wait is stored, not slept
+    for _ in range(2):
+        rig.clock.advance(1000)
+        assert await rig.worker.run_once() == 1
+    [dead] = await rig.queue.recent("dead")
+    assert "gave up after 3 attempts" in dead["reason"] and "66" in dead["reason"]
+
+
+async def test_the_daily_limit_pauses_the_whole_queue_without_spending_retries() -> None:
+    rig = Rig(max_attempts=1)
+    resume = rig.clock.now + timedelta(hours=5)
+
+    async def spent(writes: Any) -> Any:
+        raise DailyLimitReached("daily limit", resume_at=resume)
+
+    original = rig.pardot.write_batch
+    rig.pardot.write_batch = spent  # type: ignore[method-assign]
+    await rig.queue.put([identify(1)])
+    await rig.worker.run_once()
+    assert await rig.queue.paused_until() == resume
+    await rig.queue.put([identify(2)])
+    assert await rig.worker.run_once() == 0  # paused: nothing leased
+    rig.pardot.write_batch = original  # type: ignore[method-assign]
+    rig.clock.advance(5 * 3600 + 1)
+    assert await rig.worker.run_once() == 2
+    assert (await rig.queue.counts())["delivered"] == 2
+
+
+async def test_a_configuration_error_marks_unready_keeps_events_and_recovers() -> None:
+    rig = Rig(max_attempts=1, configuration_retry=30)
+    rig.failure = ConfigurationError("refresh token revoked: run pardot-destination connect")
+    await rig.queue.put([identify(1)])
+    for _ in range(3):  # more rounds than the retry budget: nothing dies
+        await rig.worker.run_once()
+        rig.clock.advance(31)
+    assert not rig.readiness.ready and "connect" in rig.readiness.reason
+    assert nonzero(await rig.queue.counts()) == {"retry": 1}
+    rig.failure = None
+    assert await rig.worker.run_once() == 1
+    assert rig.readiness.ready
+    assert nonzero(await rig.queue.counts()) == {"delivered": 1}
+
+
+async def test_a_payload_that_no_longer_parses_is_dead_lettered_with_the_reason() -> None:
+    rig = Rig()
+    await rig.queue.put([{"type": "identify", "messageId": "x"}])
+    await rig.worker.run_once()
+    [dead] = await rig.queue.recent("dead")
+    assert "invalid event" in dead["reason"]
