@@ -48,6 +48,9 @@ class InMemoryPardot:
     def api_version(self) -> int:
         return self._version
 
+    async def detect_version(self) -> int:
+        return self._version
+
     # Test helpers: not part of the port.
     def seed(self, email: str, *, fid: str | None = None, **fields: FieldValue) -> int:
         record = self._new(email, fid)

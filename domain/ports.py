@@ -34,6 +34,10 @@ class PardotRepository(Protocol):
     @property
     def api_version(self) -> int: ...
 
+    async def detect_version(self) -> int:
+        """The API version the account speaks, asking Pardot once when not configured."""
+        ...
+
     async def read_by_email(self, email: str) -> list[Prospect]:
         """Every prospect with this email (one at most in v3); empty when none."""
         ...
@@ -126,6 +130,14 @@ class EventQueue(Protocol):
 
     async def counts(self) -> dict[str, int]:
         """How many events are in each state: pending, leased, delivered, skipped, ..."""
+        ...
+
+    async def recent(self, state: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest events in `state` with their reasons: the dead-letter listing."""
+        ...
+
+    async def requeue_dead(self) -> int:
+        """Give every dead event a fresh start once an operator fixed what killed it."""
         ...
 
 

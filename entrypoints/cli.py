@@ -8,7 +8,6 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -18,9 +17,10 @@ from rich.table import Table
 
 from domain.errors import InvalidSettings
 from domain.matching import plan_payload
+from domain.ports import EventQueue
 from entrypoints.config import ServiceConfig, load_config
 from entrypoints.connect import connect
-from entrypoints.container import Container
+from entrypoints.container import Container, resolve
 from entrypoints.service import build_app, run_worker_alone
 
 T = TypeVar("T")
@@ -157,15 +157,15 @@ def plan_command(events: Any) -> None:
         click.echo(f"{message_id or '-'}\t{type(decision).__name__}\t{decision.reason}")
 
 
-def _with_queue(action: Callable[[Any], Awaitable[T]]) -> T:
-    from adapters.queue_sqlite import SQLiteEventQueue
-    from adapters.sqlite_db import sqlite_path_from_url
-
-    path = Path(sqlite_path_from_url(_config().queue_url))
+def _with_queue(action: Callable[[EventQueue], Awaitable[T]]) -> T:
+    container = Container(config=_config())
 
     async def run() -> T:
-        async with SQLiteEventQueue(path) as queue:
-            return await action(queue)
+        await container.init_resources()  # type: ignore[misc]
+        try:
+            return await action(await resolve(container.queue))
+        finally:
+            await container.shutdown_resources()  # type: ignore[misc]
 
     return asyncio.run(run())
 

@@ -7,6 +7,7 @@ Read from environment variables, then an optional `.env` file, then an optional 
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -18,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from adapters.sqlite_db import sqlite_path_from_url
 from domain.errors import InvalidSettings
 from domain.settings import DestinationSettings, describe_validation_error
 
@@ -133,6 +135,12 @@ class ServiceConfig(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("queue_url")
+    @classmethod
+    def _queue_url(cls, value: str) -> str:
+        sqlite_path_from_url(value)  # raises ValueError naming both accepted forms
+        return value
+
     @field_validator("lookup_field_id", "campaign_id", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -171,6 +179,7 @@ class ServiceConfig(BaseSettings):
 
 
 ENV_NAMES = {
+    "queue_url": "DESTINATION_QUEUE_URL",
     "api_version": "PARDOT_API_VERSION",
     "lookup_field_id": "PARDOT_LOOKUP_FIELD_ID",
     "use_user_id_as_lookup_value": "PARDOT_USE_USER_ID_AS_LOOKUP_VALUE",
@@ -194,6 +203,9 @@ def load_config(**overrides: Any) -> ServiceConfig:
 
 
 def _with_env_names(message: str) -> str:
-    for field, env in ENV_NAMES.items():
-        message = message.replace(f"{field}:", f"{env}:")
-    return message
+    """Name settings as the user spells them: the environment variable."""
+    return re.sub(
+        r"\b(" + "|".join(sorted(ENV_NAMES, key=len, reverse=True)) + r")\b",
+        lambda match: ENV_NAMES[match.group(1)],
+        message,
+    ).removeprefix("value: ")

@@ -18,6 +18,7 @@ from adapters.pardot_http import PardotHttpRepository
 from adapters.queue_sqlite import SQLiteEventQueue
 from adapters.salesforce_oauth import token_provider_from
 from adapters.sqlite_db import SQLiteDatabase, sqlite_path_from_url
+from domain.errors import ConfigurationError, InvalidSettings
 from domain.ports import IdentityMap, PardotRepository, TokenProvider
 from domain.sync import SyncService
 from entrypoints.config import ServiceConfig
@@ -64,11 +65,15 @@ class SyncServiceSource:
 
     async def __call__(self) -> SyncService:
         if self._service is None:
-            detect = getattr(self._repository, "detect_version", None)
-            version = await detect() if detect is not None else self._repository.api_version
+            version = await self._repository.detect_version()
+            try:
+                settings = self._config.destination(version)
+            except InvalidSettings as exc:
+                # Only known once Pardot named the version (a lookup field on a v3 account).
+                raise ConfigurationError(f"API version {version} detected: {exc}") from None
             self._service = SyncService(
                 self._repository,
-                self._config.destination(version),
+                settings,
                 self._identities,
                 destination_keys=self._config.destination_keys,
             )
