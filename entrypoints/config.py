@@ -26,8 +26,9 @@ from domain.settings import DestinationSettings, describe_validation_error
 CONFIG_FILE_ENV = "PARDOT_DESTINATION_CONFIG"
 
 
-def _env(name: str, *default: Any) -> Any:
-    return Field(*default, validation_alias=AliasChoices(name, name.lower()))
+def _env(name: str, *default: Any, **constraints: Any) -> Any:
+    """A setting read from the variable `name`, or from `name.lower()` in the TOML file."""
+    return Field(*default, validation_alias=AliasChoices(name, name.lower()), **constraints)
 
 
 class ServiceConfig(BaseSettings):
@@ -35,98 +36,39 @@ class ServiceConfig(BaseSettings):
         env_file=".env", extra="ignore", populate_by_name=True, frozen=True
     )
 
-    api_version: Literal["3", "4", "auto"] = Field(
-        "auto", validation_alias=AliasChoices("PARDOT_API_VERSION", "pardot_api_version")
-    )
+    # The seed's six settings.
+    api_version: Literal["3", "4", "auto"] = _env("PARDOT_API_VERSION", "auto")
     lookup_field_id: str | None = _env("PARDOT_LOOKUP_FIELD_ID", None)
-    use_user_id_as_lookup_value: bool = Field(
-        False,
-        validation_alias=AliasChoices(
-            "PARDOT_USE_USER_ID_AS_LOOKUP_VALUE", "pardot_use_user_id_as_lookup_value"
-        ),
-    )
+    use_user_id_as_lookup_value: bool = _env("PARDOT_USE_USER_ID_AS_LOOKUP_VALUE", False)
     account_id: str = _env("PARDOT_ACCOUNT_ID")
-    campaign_id: str | None = Field(
-        None, validation_alias=AliasChoices("PARDOT_CAMPAIGN_ID", "pardot_campaign_id")
-    )
+    campaign_id: str | None = _env("PARDOT_CAMPAIGN_ID", None)
     business_unit_id: str = _env("PARDOT_BUSINESS_UNIT_ID")
 
-    pardot_base_url: str = Field(
-        "https://pi.pardot.com",
-        validation_alias=AliasChoices("PARDOT_BASE_URL", "pardot_base_url"),
-    )
-    salesforce_login_url: str = Field(
-        "https://login.salesforce.com",
-        validation_alias=AliasChoices("SALESFORCE_LOGIN_URL", "salesforce_login_url"),
-    )
-    salesforce_client_id: str | None = Field(
-        None, validation_alias=AliasChoices("SALESFORCE_CLIENT_ID", "salesforce_client_id")
-    )
-    salesforce_client_secret: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("SALESFORCE_CLIENT_SECRET", "salesforce_client_secret"),
-    )
-    salesforce_refresh_token: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("SALESFORCE_REFRESH_TOKEN", "salesforce_refresh_token"),
-    )
-    token_file: str | None = Field(
-        None, validation_alias=AliasChoices("SALESFORCE_TOKEN_FILE", "salesforce_token_file")
-    )
-    jwt_username: str | None = Field(
-        None, validation_alias=AliasChoices("SALESFORCE_JWT_USERNAME", "salesforce_jwt_username")
-    )
-    jwt_private_key_file: str | None = Field(
-        None,
-        validation_alias=AliasChoices(
-            "SALESFORCE_JWT_PRIVATE_KEY_FILE", "salesforce_jwt_private_key_file"
-        ),
-    )
-    static_access_token: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("PARDOT_ACCESS_TOKEN", "pardot_access_token")
-    )
-    write_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
-        (), validation_alias=AliasChoices("DESTINATION_WRITE_KEY", "destination_write_key")
-    )
-    shared_secret: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("DESTINATION_SHARED_SECRET", "destination_shared_secret"),
-    )
-    queue_url: str = Field(
-        "sqlite:///pardot-destination.db",
-        validation_alias=AliasChoices("DESTINATION_QUEUE_URL", "destination_queue_url"),
-    )
-    destination_keys: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("Pardot",),
-        validation_alias=AliasChoices("DESTINATION_INTEGRATION_KEYS", "destination_keys"),
-    )
-    tracker_url: str = Field(
-        "https://pi.pardot.com",
-        validation_alias=AliasChoices("PARDOT_TRACKER_URL", "pardot_tracker_url"),
-    )
-    max_concurrency: int = Field(
-        5, ge=1, le=5, validation_alias=AliasChoices("PARDOT_MAX_CONCURRENCY", "max_concurrency")
-    )
-    max_pending: int = Field(
-        1_000_000,
-        ge=1,
-        validation_alias=AliasChoices("DESTINATION_MAX_PENDING", "max_pending"),
-    )
+    # Where Pardot and Salesforce are, and how to authenticate.
+    pardot_base_url: str = _env("PARDOT_BASE_URL", "https://pi.pardot.com")
+    salesforce_login_url: str = _env("SALESFORCE_LOGIN_URL", "https://login.salesforce.com")
+    salesforce_client_id: str | None = _env("SALESFORCE_CLIENT_ID", None)
+    salesforce_client_secret: SecretStr | None = _env("SALESFORCE_CLIENT_SECRET", None)
+    salesforce_refresh_token: SecretStr | None = _env("SALESFORCE_REFRESH_TOKEN", None)
+    token_file: str | None = _env("SALESFORCE_TOKEN_FILE", None)
+    jwt_username: str | None = _env("SALESFORCE_JWT_USERNAME", None)
+    jwt_private_key_file: str | None = _env("SALESFORCE_JWT_PRIVATE_KEY_FILE", None)
+    static_access_token: SecretStr | None = _env("PARDOT_ACCESS_TOKEN", None)
+    tracker_url: str = _env("PARDOT_TRACKER_URL", "https://pi.pardot.com")
+    max_concurrency: int = _env("PARDOT_MAX_CONCURRENCY", 5, ge=1, le=5)
+    retry_wait_max: float = _env("PARDOT_RETRY_WAIT_MAX", 10.0, gt=0)
 
-    retry_wait_max: float = Field(
-        10.0, gt=0, validation_alias=AliasChoices("PARDOT_RETRY_WAIT_MAX", "retry_wait_max")
+    # The service itself.
+    write_keys: Annotated[tuple[SecretStr, ...], NoDecode] = _env("DESTINATION_WRITE_KEY", ())
+    shared_secret: SecretStr | None = _env("DESTINATION_SHARED_SECRET", None)
+    queue_url: str = _env("DESTINATION_QUEUE_URL", "sqlite:///pardot-destination.db")
+    destination_keys: Annotated[tuple[str, ...], NoDecode] = _env(
+        "DESTINATION_INTEGRATION_KEYS", ("Pardot",)
     )
-    lease_seconds: float = Field(
-        300.0, gt=0, validation_alias=AliasChoices("DESTINATION_LEASE_SECONDS", "lease_seconds")
-    )
-    max_attempts: int = Field(
-        12, ge=1, validation_alias=AliasChoices("DESTINATION_MAX_ATTEMPTS", "max_attempts")
-    )
-    retry_initial_seconds: float = Field(
-        5.0,
-        gt=0,
-        validation_alias=AliasChoices("DESTINATION_RETRY_INITIAL_SECONDS", "retry_initial"),
-    )
+    max_pending: int = _env("DESTINATION_MAX_PENDING", 1_000_000, ge=1)
+    lease_seconds: float = _env("DESTINATION_LEASE_SECONDS", 300.0, gt=0)
+    max_attempts: int = _env("DESTINATION_MAX_ATTEMPTS", 12, ge=1)
+    retry_initial_seconds: float = _env("DESTINATION_RETRY_INITIAL_SECONDS", 5.0, gt=0)
 
     @field_validator("write_keys", "destination_keys", mode="before")
     @classmethod
@@ -178,16 +120,11 @@ class ServiceConfig(BaseSettings):
         return None if self.api_version == "auto" else int(self.api_version)
 
 
-ENV_NAMES = {
-    "queue_url": "DESTINATION_QUEUE_URL",
-    "api_version": "PARDOT_API_VERSION",
-    "lookup_field_id": "PARDOT_LOOKUP_FIELD_ID",
-    "use_user_id_as_lookup_value": "PARDOT_USE_USER_ID_AS_LOOKUP_VALUE",
-    "account_id": "PARDOT_ACCOUNT_ID",
-    "campaign_id": "PARDOT_CAMPAIGN_ID",
-    "business_unit_id": "PARDOT_BUSINESS_UNIT_ID",
-    "prospect_lookup_field_id": "PARDOT_LOOKUP_FIELD_ID",
-}
+# Setting names as the domain spells them, and as the user does (the variable).
+ENV_NAMES: dict[str, str] = {
+    name: str(field.validation_alias.choices[0])  # type: ignore[union-attr]
+    for name, field in ServiceConfig.model_fields.items()
+} | {"prospect_lookup_field_id": "PARDOT_LOOKUP_FIELD_ID"}
 
 
 def load_config(**overrides: Any) -> ServiceConfig:

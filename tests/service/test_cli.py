@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,13 @@ from click.testing import CliRunner
 from entrypoints.cli import main
 
 BASE_ENV = {"PARDOT_ACCOUNT_ID": "507251", "PARDOT_BUSINESS_UNIT_ID": "0Uv000000000001AAA"}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("PARDOT_", "SALESFORCE_", "DESTINATION_")):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -66,3 +74,17 @@ def test_status_and_dead_letters_read_the_queue(env: dict[str, str]) -> None:
     assert status.exit_code == 0 and "pending" in status.output
     dead = runner.invoke(main, ["requeue-dead"], env=env)
     assert dead.exit_code == 0 and "0 event(s) requeued" in dead.output
+
+
+def test_settings_may_come_from_a_toml_file_or_dotenv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pardot-destination.toml").write_text(
+        'pardot_account_id = "42"\npardot_api_version = "3"\n'
+    )
+    (tmp_path / ".env").write_text("PARDOT_BUSINESS_UNIT_ID=0Uv000000000001AAA\n")
+    event = {"type": "identify", "userId": "u", "traits": {"email": "a@x.io"}}
+    result = CliRunner().invoke(main, ["plan", "-"], input=json.dumps(event), env={})
+    assert result.exit_code == 0, result.output
+    assert "\tUpsertByEmail\t" in result.output
