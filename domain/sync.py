@@ -100,15 +100,16 @@ class SyncService:
         self._settings = settings
         self._identities = identities
         self._keys = tuple(destination_keys)
-        # Two identities can share an email; finding-or-creating under one lock per email
-        # keeps two concurrent resolutions from both creating a prospect.
-        self._email_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def sync(self, events: Sequence[IdentifyEvent]) -> list[Outcome]:
         """Deliver `events`; the i-th outcome belongs to the i-th event."""
         outcomes: list[Outcome | None] = [None] * len(events)
         groups = self._group(events, outcomes)
-        results = await asyncio.gather(*(self._resolve(group) for group in groups.values()))
+        # Two identities can share an email; finding-or-creating under one lock per email
+        # keeps two concurrent resolutions from both creating a prospect. The locks live for
+        # one call only, so a long-running service does not keep one per email ever seen.
+        locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        results = await asyncio.gather(*(self._resolve(group, locks) for group in groups.values()))
         pending: list[_Pending] = []
         for group, result in zip(groups.values(), results, strict=True):
             if isinstance(result, _Pending):
@@ -145,7 +146,9 @@ class SyncService:
             for identity, members in by_identity.items()
         }
 
-    async def _resolve(self, group: _Group) -> _Pending | Outcome:
+    async def _resolve(
+        self, group: _Group, locks: defaultdict[str, asyncio.Lock]
+    ) -> _Pending | Outcome:
         """Drop what newer events already wrote, then find which prospect to write."""
         try:
             known = await self._identities.field_times(group.identity)
@@ -158,11 +161,13 @@ class SyncService:
                 # Fields were stamped before, so the prospect exists and holds newer values.
                 return Delivered("up to date: newer values were already written")
             group.write = replace(group.write, fields=fresh)
-            return await self._target(group)
+            return await self._target(group, locks)
         except PardotError as error:
             return _outcome_of(error)
 
-    async def _target(self, group: _Group) -> _Pending | Outcome:
+    async def _target(
+        self, group: _Group, locks: defaultdict[str, asyncio.Lock]
+    ) -> _Pending | Outcome:
         write = group.write
         if isinstance(write, UpsertByEmail):
             row = ProspectWrite("email", write.email, write.fields, write.create_fields)
@@ -176,7 +181,7 @@ class SyncService:
             else:
                 row = ProspectWrite("fid", write.fid, fields, mode="update")
             return _Pending(group, row, write.reason)
-        async with self._email_locks[(write.email or "").lower()]:
+        async with locks[(write.email or "").lower()]:
             if isinstance(write, MatchByLookup):
                 return await self._match_lookup(group, write)
             return await self._latest_by_email(group, write)
