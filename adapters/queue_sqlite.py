@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -31,6 +32,10 @@ from adapters.sqlite_db import (
 from domain.ports import QueuedEvent, QueueFull, Settlement
 
 __all__ = ["QueueFull", "SQLiteEventQueue", "sqlite_path_from_url"]
+
+# How stale the cached count of open events may get; settles by other processes sharing the
+# file are only seen at a recount.
+OPEN_COUNT_SECONDS = 5.0
 
 STATES = ("pending", "leased", "retry", "delivered", "skipped", "rejected", "dead")
 SETTLED = frozenset({"delivered", "skipped", "rejected", "dead", "retry"})
@@ -98,7 +103,9 @@ class SQLiteEventQueue:
         self._db.prepare(SCHEMA)
         self._max_pending = max_pending
         self._clock = clock
-        self._open_count: tuple[int, int] | None = None  # (transaction, open events in it)
+        # (when counted, open events): recounted at most every OPEN_COUNT_SECONDS, adjusted by
+        # our own inserts in between, so a large backlog does not cost a scan per request.
+        self._open_count: tuple[float, int] | None = None
 
     async def put(self, payloads: Sequence[Mapping[str, Any]]) -> int:
         now = to_micros(self._clock())
@@ -172,38 +179,44 @@ class SQLiteEventQueue:
             [(*row, now, now) for row in rows],
         ).rowcount
         if open_now is not None:
-            self._open_count = (self._db.transactions, open_now + added)
+            self._open_count = (self._open_count[0] if self._open_count else 0.0, open_now + added)
         return added
 
     def _room(self, conn: sqlite3.Connection) -> int | None:
-        """Open events now, counted once per transaction: a full scan per put would not scale."""
+        """Open events now; other processes settle events too, hence the periodic recount."""
         if self._max_pending is None:
             return None
-        txn = self._db.transactions
-        if self._open_count is None or self._open_count[0] != txn:
+        now = time.monotonic()
+        if self._open_count is None or now - self._open_count[0] > OPEN_COUNT_SECONDS:
             (count,) = conn.execute(
                 "SELECT count(*) FROM events WHERE state IN ('pending', 'retry', 'leased')"
             ).fetchone()
-            self._open_count = (txn, count)
+            self._open_count = (now, count)
         count = self._open_count[1]
         if count >= self._max_pending:
             raise QueueFull(f"{count} events await delivery (limit {self._max_pending})")
         return count
 
     def _update(self, rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> None:
-        self._open_count = None
+        self._adjust_open(-sum(1 for row in rows if row[0] != "retry"))
         conn.executemany(
             "UPDATE events SET state = ?, reason = ?, due_at = ?, settled_at = ? WHERE id = ?",
             rows,
         )
 
     def _revive(self, now: int, conn: sqlite3.Connection) -> int:
-        self._open_count = None
-        return conn.execute(
+        revived: int = conn.execute(
             "UPDATE events SET state = 'pending', attempts = 0, reason = NULL,"
             " settled_at = NULL, due_at = ? WHERE state = 'dead'",
             (now,),
         ).rowcount
+        self._adjust_open(revived)
+        return revived
+
+    def _adjust_open(self, change: int) -> None:
+        if self._open_count is not None:
+            counted_at, count = self._open_count
+            self._open_count = (counted_at, max(0, count + change))
 
 
 def _lease(now: int, until: int, limit: int, conn: sqlite3.Connection) -> list[QueuedEvent]:

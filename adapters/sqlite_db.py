@@ -8,11 +8,11 @@ while a commit is being flushed, new requests queue up and share the next one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +53,10 @@ def from_micros(micros: int) -> datetime:
 class _Job:
     work: Work
     writes: bool
-    future: Future[Any] | None
+    # An asyncio future, resolved on its own loop: the database thread hands a whole
+    # transaction's results over in one `call_soon_threadsafe`, not one wake-up per caller.
+    future: asyncio.Future[Any] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 _STOP = object()
@@ -82,7 +85,7 @@ class SQLiteDatabase:
             for statement in statements:
                 conn.execute(statement)
 
-        self._submit(create, writes=True, future=None)
+        self._submit(_Job(create, writes=True))
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` in the next write transaction; returns once that transaction is durable."""
@@ -98,14 +101,15 @@ class SQLiteDatabase:
         await asyncio.to_thread(self._thread.join)
 
     async def _call(self, work: Callable[[sqlite3.Connection], T], *, writes: bool) -> T:
-        future: Future[T] = Future()
-        self._submit(work, writes=writes, future=future)
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._submit(_Job(work, writes, future, loop))
+        return await future
 
-    def _submit(self, work: Work, *, writes: bool, future: Future[Any] | None) -> None:
+    def _submit(self, job: _Job) -> None:
         if self._closed:
             raise RuntimeError(f"{self.path} is closed")
-        self._jobs.put(_Job(work, writes, future))
+        self._jobs.put(job)
 
     def _serve(self) -> None:
         try:
@@ -148,7 +152,7 @@ class SQLiteDatabase:
 
     def _run(self, conn: sqlite3.Connection | None, batch: list[_Job]) -> None:
         # A caller cancelled before its turn gets no side effects; once running, it cannot be.
-        batch = [j for j in batch if j.future is None or j.future.set_running_or_notify_cancel()]
+        batch = [j for j in batch if j.future is None or not j.future.cancelled()]
         if not batch:
             return
         if conn is None or self._broken is not None:
@@ -169,13 +173,10 @@ class SQLiteDatabase:
                 self._broken = error
             _fail(batch, error)
             return
-        for job, value, failure in results:
+        for job, _, failure in results:
             if job.future is None:
                 self._broken = self._broken or failure
-            elif failure is not None:
-                job.future.set_exception(failure)
-            else:
-                job.future.set_result(value)
+        _hand_over([(job, value, failure) for job, value, failure in results])
 
 
 def _isolated(conn: sqlite3.Connection, job: _Job) -> tuple[Any, BaseException | None]:
@@ -192,6 +193,30 @@ def _isolated(conn: sqlite3.Connection, job: _Job) -> tuple[Any, BaseException |
 
 
 def _fail(batch: list[_Job], error: BaseException) -> None:
-    for job in batch:
-        if job.future is not None:
-            job.future.set_exception(error)
+    _hand_over([(job, None, error) for job in batch])
+
+
+Outcome = tuple[_Job, Any, BaseException | None]
+
+
+def _hand_over(outcomes: list[Outcome]) -> None:
+    """Resolve the callers' futures: one hop per event loop for the whole transaction."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        loop = outcome[0].loop
+        if loop is not None:
+            by_loop.setdefault(loop, []).append(outcome)
+    for loop, mine in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_resolve, mine)
+
+
+def _resolve(outcomes: list[Outcome]) -> None:
+    for job, value, failure in outcomes:
+        future = job.future
+        if future is None or future.done():  # a caller that gave up
+            continue
+        if failure is not None:
+            future.set_exception(failure)
+        else:
+            future.set_result(value)

@@ -18,11 +18,14 @@ import re
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from adapters.queue_sqlite import SQLiteEventQueue
 
 WRITE_KEY = "bench-write-key"
 LISTENING = re.compile(r"listening on (http://\S+)")
@@ -57,7 +60,7 @@ async def start(kind: str, workdir: Path) -> tuple[asyncio.subprocess.Process, s
         "PARDOT_API_VERSION": "3",
         "PARDOT_ACCOUNT_ID": "1",
         "PARDOT_BUSINESS_UNIT_ID": "0Uv000000000001AAA",
-        # Unreachable on purpose: only ingest is measured, the worker finds no credentials.
+        # Deliveries are paused (see pause_deliveries): nothing is sent to this address.
         "PARDOT_BASE_URL": "http://127.0.0.1:9",
         "DESTINATION_WRITE_KEY": WRITE_KEY,
         "DESTINATION_QUEUE_URL": f"sqlite:///{workdir / 'bench.db'}",
@@ -104,12 +107,20 @@ def identify(n: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+async def pause_deliveries(workdir: Path) -> None:
+    """Only ingest is measured: the worker would otherwise share the disk and the CPUs."""
+    async with SQLiteEventQueue(workdir / "bench.db") as queue:
+        await queue.pause_until(datetime.now(UTC) + timedelta(days=1))
+
+
 async def measure(kind: str, requests: int, batch_size: int, concurrency: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="pardot-bench-") as workdir:
+        await pause_deliveries(Path(workdir))
         process, url = await start(kind, Path(workdir))
         try:
+            warm_up = [json.dumps(identify(-n)).encode() for n in range(1, 201)]
+            await load(url, "/v1/identify", warm_up, concurrency)
             singles = [json.dumps(identify(n)).encode() for n in range(requests)]
-            await load(url, "/v1/identify", singles[:200], concurrency)  # warm up
             single_seconds = await load(url, "/v1/identify", singles, concurrency)
             offset = requests
             batches = [
