@@ -27,6 +27,7 @@ def worker_options(container: Container) -> WorkerOptions:
         lease_seconds=config.lease_seconds,
         max_attempts=config.max_attempts,
         backoff_initial=config.retry_initial_seconds,
+        configuration_retry=config.configuration_retry_seconds,
     )
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 
-from contracts.fake_pardot_state import DEFAULT_REFRESH_TOKEN
+from adapters.token_store import TokenStore
+from contracts.fake_pardot_state import DEFAULT_CLIENT_ID, DEFAULT_REFRESH_TOKEN
 from tests.service.conftest import SHARED_SECRET, WRITE_KEY, Stack
 
 AUTH = (WRITE_KEY, "")
@@ -102,6 +103,25 @@ async def test_a_revoked_refresh_token_pauses_deliveries_and_keeps_events(v3_sta
     assert "pardot-destination connect" in ready.json()["reason"]
     counts = await v3_stack.wait_until(service.url, lambda c: c("retry") == 3)
     assert counts.get("dead", 0) == 0 and v3_stack.fake.all_prospects() == []
+
+
+async def test_deliveries_resume_without_restart_once_connect_saved_a_new_token(
+    v3_stack: Stack,
+) -> None:
+    fake = v3_stack.fake
+    fake.revoke_refresh_token(DEFAULT_REFRESH_TOKEN)
+    token_file = v3_stack.tmp / "tokens.json"
+    service = await v3_stack.service(DESTINATION_CONFIG_RETRY_SECONDS="0.3")
+    await post_each(service.url, [identify(n) for n in range(4)])
+    await v3_stack.wait_until(service.url, lambda c: c("retry") == 4)
+    # What `pardot-destination connect` does once the operator signed in again:
+    TokenStore(token_file).save_refresh_token(
+        fake.issue_refresh_token(), login_url=v3_stack.pardot_url, client_id=DEFAULT_CLIENT_ID
+    )
+    await v3_stack.wait_until(service.url, lambda c: c("delivered") == 4, seconds=30)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{service.url}/readyz")).status_code == 200
+    assert len(fake.all_prospects()) == 4
 
 
 async def test_the_daily_limit_pauses_every_delivery(v3_stack: Stack) -> None:
