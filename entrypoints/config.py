@@ -22,6 +22,7 @@ from pydantic_settings import (
 from adapters.sqlite_db import sqlite_path_from_url
 from domain.errors import InvalidSettings
 from domain.settings import DestinationSettings, describe_validation_error
+from entrypoints.tracking import TrackingConfig
 
 CONFIG_FILE_ENV = "PARDOT_DESTINATION_CONFIG"
 
@@ -76,6 +77,12 @@ class ServiceConfig(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("tracker_url")
+    @classmethod
+    def _tracker_url(cls, value: str) -> str:
+        TrackingConfig(None, tracker_url=value)  # raises ValueError saying what is wrong
         return value
 
     @field_validator("queue_url")

@@ -35,6 +35,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         ({"PARDOT_API_VERSION": "5"}, "PARDOT_API_VERSION"),
         ({"PARDOT_API_VERSION": "3", "PARDOT_LOOKUP_FIELD_ID": "org_id"}, "PARDOT_LOOKUP_FIELD_ID"),
         ({"DESTINATION_QUEUE_URL": "postgres://x"}, "DESTINATION_QUEUE_URL"),
+        ({"PARDOT_TRACKER_URL": "pi.pardot.com/pd.js"}, "PARDOT_TRACKER_URL"),
+        ({"DESTINATION_MAX_ATTEMPTS": "0"}, "DESTINATION_MAX_ATTEMPTS"),
     ],
 )
 def test_a_bad_setting_stops_start_up_with_one_line_naming_it(
