@@ -11,7 +11,11 @@ from typing import Any
 import httpx
 
 from adapters.token_store import TokenStore
-from contracts.fake_pardot_state import DEFAULT_CLIENT_ID, DEFAULT_REFRESH_TOKEN
+from contracts.fake_pardot_state import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_REFRESH_TOKEN,
+)
 from tests.service.conftest import SHARED_SECRET, WRITE_KEY, Stack
 
 AUTH = (WRITE_KEY, "")
@@ -68,6 +72,13 @@ async def test_token_expiry_mid_stream_is_invisible(v3_stack: Stack) -> None:
     assert len(v3_stack.fake.all_prospects()) == 12
     assert v3_stack.fake.token_requests >= 2
     assert 184 in [e.code for e in v3_stack.fake.errors]
+    # No token or secret in the service's log or its /metrics, whatever happened.
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{service.url}/metrics")).text
+    exposed = metrics + "\n".join(service.log)
+    secrets = [*v3_stack.fake.access_tokens, DEFAULT_REFRESH_TOKEN, DEFAULT_CLIENT_SECRET,
+               WRITE_KEY, SHARED_SECRET]  # fmt: skip
+    assert len(secrets) > 5 and not [s for s in secrets if s in exposed]
 
 
 async def test_pardot_5xx_66_and_183_are_retried_until_delivered(v3_stack: Stack) -> None:
