@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from adapters.queue_sqlite import SETTLED, STATES, message_id_of, ordering_key_of, utc_now
+from adapters.queue_sqlite import (
+    PURGEABLE,
+    SETTLED,
+    STATES,
+    message_id_of,
+    ordering_key_of,
+    utc_now,
+)
 from domain.ports import QueuedEvent, QueueFull, Settlement
 
 __all__ = ["InMemoryEventQueue", "QueueFull"]
@@ -27,6 +35,7 @@ class _Event:
     attempts: int = 0
     reason: str | None = None
     message_id: str | None = None
+    settled_at: datetime | None = None
 
 
 class InMemoryEventQueue:
@@ -34,6 +43,7 @@ class InMemoryEventQueue:
         self, *, max_pending: int | None = None, clock: Callable[[], datetime] = utc_now
     ) -> None:
         self._events: dict[int, _Event] = {}
+        self._ids = itertools.count(1)
         self._message_ids: set[str] = set()
         self._paused: datetime | None = None
         self._max_pending = max_pending
@@ -54,7 +64,7 @@ class InMemoryEventQueue:
                 if message_id in self._message_ids:
                     continue
                 self._message_ids.add(message_id)
-            event_id = len(self._events) + 1
+            event_id = next(self._ids)
             # A deep copy, as SQLite's JSON round trip would: later edits by the caller do not leak.
             stored = copy.deepcopy(dict(payload))
             key = ordering_key_of(payload)
@@ -94,6 +104,7 @@ class InMemoryEventQueue:
             if event is not None:  # last writer wins, as in the SQLite queue
                 event.state, event.reason = s.state, s.reason
                 event.due_at = (s.not_before or now) if s.state == "retry" else now
+                event.settled_at = None if s.state == "retry" else now
 
     async def pause_until(self, when: datetime | None) -> None:
         self._paused = when
@@ -128,6 +139,17 @@ class InMemoryEventQueue:
         for event in dead:
             event.state, event.attempts, event.reason, event.due_at = "pending", 0, None, now
         return len(dead)
+
+    async def purge(self, settled_before: datetime) -> int:
+        gone = [
+            e
+            for e in self._events.values()
+            if e.state in PURGEABLE and e.settled_at is not None and e.settled_at < settled_before
+        ]
+        for event in gone:
+            del self._events[event.id]
+            self._message_ids.discard(event.message_id or "")
+        return len(gone)
 
     async def close(self) -> None:
         """Nothing to release; here so either queue can be closed the same way."""

@@ -39,6 +39,8 @@ OPEN_COUNT_SECONDS = 5.0
 
 STATES = ("pending", "leased", "retry", "delivered", "skipped", "rejected", "dead")
 SETTLED = frozenset({"delivered", "skipped", "rejected", "dead", "retry"})
+# Finished for good; dead letters stay until an operator requeues them.
+PURGEABLE = frozenset({"delivered", "skipped", "rejected"})
 # Spelled out in each query: SQLite uses a partial index only when a query repeats its WHERE.
 _OPEN = "state IN ('pending', 'retry', 'leased')"
 _PAUSE_KEY = "paused_until"
@@ -152,6 +154,9 @@ class SQLiteEventQueue:
     async def requeue_dead(self) -> int:
         """Give every dead event a fresh start, once an operator has fixed what killed it."""
         return await self._db.write(partial(self._revive, to_micros(self._clock())))
+
+    async def purge(self, settled_before: datetime) -> int:
+        return await self._db.write(partial(_purge, to_micros(settled_before)))
 
     async def close(self) -> None:
         if self._owned:
@@ -292,3 +297,11 @@ def _recent(state: str, limit: int, conn: sqlite3.Connection) -> list[dict[str, 
         {"id": i, "messageId": m, "reason": r, "attempts": a, "payload": json.loads(p)}
         for i, m, r, a, p in rows
     ]
+
+
+def _purge(cutoff: int, conn: sqlite3.Connection) -> int:
+    deleted: int = conn.execute(
+        "DELETE FROM events WHERE state IN ('delivered', 'skipped', 'rejected') AND settled_at < ?",
+        (cutoff,),
+    ).rowcount
+    return deleted

@@ -140,6 +140,14 @@ class EventQueue(Protocol):
         """Give every dead event a fresh start once an operator fixed what killed it."""
         ...
 
+    async def purge(self, settled_before: datetime) -> int:
+        """Forget delivered, skipped and rejected events settled before the cutoff.
+
+        Their messageIds may then be accepted again: retention is the de-duplication window.
+        Dead letters are kept until requeued. Returns how many were forgotten.
+        """
+        ...
+
 
 class IdentityMap(Protocol):
     """What we learned about identities: their prospect ids and when each field was set."""

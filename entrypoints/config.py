@@ -71,6 +71,7 @@ class ServiceConfig(BaseSettings):
     max_attempts: int = _env("DESTINATION_MAX_ATTEMPTS", 12, ge=1)
     retry_initial_seconds: float = _env("DESTINATION_RETRY_INITIAL_SECONDS", 5.0, gt=0)
     configuration_retry_seconds: float = _env("DESTINATION_CONFIG_RETRY_SECONDS", 30.0, gt=0)
+    retention_days: float = _env("DESTINATION_RETENTION_DAYS", 7.0, gt=0)
 
     @field_validator("write_keys", "destination_keys", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -28,6 +29,7 @@ def worker_options(container: Container) -> WorkerOptions:
         max_attempts=config.max_attempts,
         backoff_initial=config.retry_initial_seconds,
         configuration_retry=config.configuration_retry_seconds,
+        retention=timedelta(days=config.retention_days),
     )
 
 

@@ -37,6 +37,9 @@ class WorkerOptions:
     # While the setup is wrong (revoked token, wrong business unit) nothing can succeed:
     # look again this often, without spending the events' retry budget.
     configuration_retry: float = 30.0
+    # Finished events are kept this long (the messageId de-duplication window), then purged.
+    retention: timedelta = timedelta(days=7)
+    purge_every: timedelta = timedelta(hours=1)
 
 
 class DeliveryWorker:
@@ -56,11 +59,13 @@ class DeliveryWorker:
         self._metrics = metrics
         self._options = options or WorkerOptions()
         self._clock = clock
+        self._purged_at: datetime | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; the batch in hand is finished first."""
         while not stop.is_set():
             try:
+                await self.purge_if_due()
                 settled = await self.run_once()
             except Exception:
                 log.exception("delivery round failed; trying again")
@@ -68,6 +73,17 @@ class DeliveryWorker:
             if settled == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=await self._idle_seconds())
+
+    async def purge_if_due(self) -> int:
+        """Forget events finished longer ago than the retention, at most once per interval."""
+        now = self._clock()
+        if self._purged_at is not None and now - self._purged_at < self._options.purge_every:
+            return 0
+        self._purged_at = now
+        purged = await self._queue.purge(now - self._options.retention)
+        if purged:
+            log.info("purged %d events finished more than %s ago", purged, self._options.retention)
+        return purged
 
     async def run_once(self) -> int:
         """One round: returns how many events were settled (0 when there was nothing due)."""

@@ -223,3 +223,21 @@ async def test_nothing_to_do_is_cheap_and_harmless(queue: Any) -> None:
     await queue.settle([])
     async with queue as same:
         assert same is queue
+
+
+async def test_purge_forgets_finished_events_but_keeps_open_and_dead_ones(
+    queue: Any, clock: Clock
+) -> None:
+    await queue.put([identify(f"m{i}", user=f"u{i}") for i in range(5)])
+    leased = await queue.lease(10, 60)
+    states = ["delivered", "skipped", "rejected", "dead", "retry"]
+    await queue.settle(
+        [Settlement(e.id, state, "x") for e, state in zip(leased, states, strict=True)]
+    )
+    assert await queue.purge(clock.now) == 0  # settled at `now`: not before the cutoff
+    clock.advance(10)
+    assert await queue.purge(clock.now) == 3
+    counts = {state: n for state, n in (await queue.counts()).items() if n}
+    assert counts == {"dead": 1, "retry": 1}
+    assert await queue.put([identify("m0", user="u0")]) == 1  # its messageId is free again
+    assert await queue.put([identify("m3", user="u3")]) == 0  # a dead letter still dedupes

@@ -128,3 +128,16 @@ async def test_a_payload_that_no_longer_parses_is_dead_lettered_with_the_reason(
     await rig.worker.run_once()
     [dead] = await rig.queue.recent("dead")
     assert "invalid event" in dead["reason"]
+
+
+async def test_finished_events_are_purged_after_the_retention_and_dead_letters_kept() -> None:
+    rig = Rig(retention=timedelta(days=7), purge_every=timedelta(hours=1), max_attempts=1)
+    await rig.queue.put([identify(1), identify(2, "bad")])
+    await rig.queue.put([{"type": "identify", "messageId": "broken"}])
+    await rig.worker.run_once()
+    assert await rig.worker.purge_if_due() == 0  # nothing is old enough yet
+    rig.clock.advance(8 * 86400)
+    assert await rig.worker.purge_if_due() == 2
+    assert nonzero(await rig.queue.counts()) == {"dead": 1}
+    assert await rig.queue.put([identify(1)]) == 1  # outside the de-duplication window now
+    assert await rig.worker.purge_if_due() == 0  # at most once per interval
