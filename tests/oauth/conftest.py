@@ -8,9 +8,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from adapters.pardot_http import PardotHttpRepository
 from adapters.token_store import StoredTokens, TokenStore
 from contracts.fake_pardot import FakePardot, RunningFakePardot, running_fake_pardot
-from contracts.fake_pardot_state import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from contracts.fake_pardot_state import (
+    DEFAULT_BUSINESS_UNIT_ID,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+)
+from domain.ports import TokenProvider
 
 CLIENT_ID = DEFAULT_CLIENT_ID
 CLIENT_SECRET = DEFAULT_CLIENT_SECRET
@@ -65,3 +71,17 @@ async def refresh_works(http: httpx.AsyncClient, login_url: str, refresh_token: 
         },
     )
     return answer.status_code == 200
+
+
+def repository_for(
+    http: httpx.AsyncClient, tokens: TokenProvider, server: RunningFakePardot
+) -> PardotHttpRepository:
+    """The real HTTP adapter against the fake, with the given token provider."""
+    return PardotHttpRepository(
+        http,
+        tokens,
+        base_url=server.url,
+        business_unit_id=DEFAULT_BUSINESS_UNIT_ID,
+        api_version=4,
+        retry_wait_initial=0.01,
+    )

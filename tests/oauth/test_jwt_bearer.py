@@ -12,11 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import RSAKey
 
-from adapters.pardot_http import PardotHttpRepository
 from adapters.salesforce_oauth import JWT_BEARER_GRANT, JwtBearerProvider, token_provider_from
 from contracts.fake_pardot import FakePardot, RunningFakePardot
-from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID
 from domain.errors import ConfigurationError
+from tests.oauth.conftest import repository_for
 
 CONSUMER_KEY = "3MVG9-jwt-consumer-key"
 USERNAME = "integration@example.com"
@@ -66,14 +65,7 @@ async def test_jwt_bearer_provider_gets_a_token_pardot_accepts(
         jwt_private_key_file=key_file,
     )
     assert isinstance(tokens, JwtBearerProvider)
-    repo = PardotHttpRepository(
-        http,
-        tokens,
-        base_url=server.url,
-        business_unit_id=DEFAULT_BUSINESS_UNIT_ID,
-        api_version=4,
-        retry_wait_initial=0.01,
-    )
+    repo = repository_for(http, tokens, server)
     pid = fake.seed_prospect(email="jwt@example.com")
     assert (await repo.read_by_id(pid)) is not None
     assert fake.token_requests == 1

@@ -11,7 +11,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from adapters.pardot_http import PardotHttpRepository
 from adapters.salesforce_oauth import (
     JwtBearerProvider,
     RefreshTokenProvider,
@@ -24,7 +23,7 @@ from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID, DEFAULT_REFRES
 from domain.errors import ConfigurationError
 from entrypoints.connect import run_connect
 from tests.oauth.browser import Browser
-from tests.oauth.conftest import CLIENT_ID, CLIENT_SECRET
+from tests.oauth.conftest import CLIENT_ID, CLIENT_SECRET, repository_for
 
 
 def private_pem() -> str:
@@ -74,14 +73,7 @@ async def test_nothing_secret_reaches_logs_errors_or_reprs(
         refresh_token=None,
         token_file=token_file,
     )
-    repo = PardotHttpRepository(
-        http,
-        tokens,
-        base_url=server.url,
-        business_unit_id=DEFAULT_BUSINESS_UNIT_ID,
-        api_version=4,
-        retry_wait_initial=0.01,
-    )
+    repo = repository_for(http, tokens, server)
     pid = fake.seed_prospect(email="pat@example.com")
     await repo.read_by_id(pid)
     refresh_tokens |= set(fake.refresh_tokens)

@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.pardot_http import PardotHttpRepository
 from adapters.salesforce_oauth import (
     RefreshTokenProvider,
     StaticTokenProvider,
@@ -21,9 +20,15 @@ from adapters.salesforce_oauth import (
 )
 from adapters.token_store import TokenStore
 from contracts.fake_pardot import FakePardot, RunningFakePardot
-from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID, DEFAULT_REFRESH_TOKEN
+from contracts.fake_pardot_state import DEFAULT_REFRESH_TOKEN
 from domain.errors import ConfigurationError, RetryableError
-from tests.oauth.conftest import CLIENT_ID, CLIENT_SECRET, refresh_works, store_refresh_token
+from tests.oauth.conftest import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    refresh_works,
+    repository_for,
+    store_refresh_token,
+)
 
 
 def provider(server: RunningFakePardot, **options: object) -> RefreshTokenProvider:
@@ -54,14 +59,7 @@ async def test_fifty_concurrent_calls_that_see_184_cause_exactly_one_refresh(
     server: RunningFakePardot, fake: FakePardot, http: httpx.AsyncClient
 ) -> None:
     tokens = provider(server)
-    repo = PardotHttpRepository(
-        http,
-        tokens,
-        base_url=server.url,
-        business_unit_id=DEFAULT_BUSINESS_UNIT_ID,
-        api_version=4,
-        retry_wait_initial=0.01,
-    )
+    repo = repository_for(http, tokens, server)
     pid = fake.seed_prospect(email="pat@example.com", first_name="Pat")
     assert (await repo.read_by_id(pid)) is not None
     fake.expire_access_tokens()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from adapters.identity_memory import InMemoryIdentityMap
@@ -14,17 +14,7 @@ from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
 from entrypoints.worker import DeliveryWorker, WorkerOptions
 from tests.domain.conftest import make_settings
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from tests.queue.conftest import Clock
 
 
 class Rig:
