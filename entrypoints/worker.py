@@ -103,7 +103,16 @@ class DeliveryWorker:
             except InvalidEvent as exc:
                 settlements.append(Settlement(item.id, "dead", f"invalid event: {exc}"))
         if usable:
-            settlements.extend(await self._deliver(usable, events))
+            try:
+                settlements.extend(await self._deliver(usable, events))
+            except asyncio.CancelledError:
+                # Shutting down mid-batch: hand the leases back at once rather than leave the
+                # events locked until their leases expire. A write already sent may be sent
+                # again; the field times make that harmless.
+                back = [Settlement(i.id, "retry", "released at shutdown", self._clock())
+                        for i in usable]  # fmt: skip
+                await asyncio.shield(self._queue.settle([*settlements, *back]))
+                raise
         await self._queue.settle(settlements)
         for settlement in settlements:
             self._metrics.outcomes.labels(settlement.state).inc()

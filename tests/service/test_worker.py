@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
+
+import pytest
 
 from adapters.identity_memory import InMemoryIdentityMap
 from adapters.pardot_memory import InMemoryPardot
@@ -131,3 +134,22 @@ async def test_finished_events_are_purged_after_the_retention_and_dead_letters_k
     assert nonzero(await rig.queue.counts()) == {"dead": 1}
     assert await rig.queue.put([identify(1)]) == 1  # outside the de-duplication window now
     assert await rig.worker.purge_if_due() == 0  # at most once per interval
+
+
+async def test_a_shutdown_mid_batch_hands_the_leases_back_at_once() -> None:
+    rig = Rig(lease_seconds=300)
+    started = asyncio.Event()
+
+    async def slow(writes: Any) -> Any:
+        started.set()
+        await asyncio.sleep(60)
+
+    rig.pardot.write_batch = slow  # type: ignore[method-assign]
+    await rig.queue.put([identify(1), identify(2)])
+    task = asyncio.create_task(rig.worker.run_once())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert nonzero(await rig.queue.counts()) == {"retry": 2}
+    assert len(await rig.queue.lease(10, 60)) == 2  # available now, not in five minutes
