@@ -152,7 +152,7 @@ async def test_the_default_limit_never_causes_66() -> None:
     async with AsyncExitStack() as stack:
         backend = await open_backend(stack, "http", 4)
         assert backend.fake is not None
-        backend.fake.latency = 0.02
+        backend.fake.latency = 0.05  # long enough that five calls always overlap
         pid = backend.seed("pat@x.io")
         await asyncio.gather(*(backend.repo.read_by_id(pid) for _ in range(40)))
         assert backend.fake.max_in_flight == 5
