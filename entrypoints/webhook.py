@@ -79,6 +79,16 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         response = _answer(503, "queue_full", "the queue is full: retry later")
         response.headers["Retry-After"] = "30"
         return response
+    except web.HTTPException:
+        raise
+    except Exception:
+        # Nothing was acknowledged, so the sender keeps the events: a 503 makes Segment and
+        # its libraries retry, where a 500 page would tell them nothing.
+        log.exception("could not store a request's events")
+        request.app[METRICS].refused.labels("unavailable").inc()
+        response = _answer(503, "unavailable", "the events could not be stored: retry later")
+        response.headers["Retry-After"] = "5"
+        return response
 
 
 def _answer(status: int, code: str, message: str, **extra: Any) -> web.Response:

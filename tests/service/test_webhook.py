@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import hmac
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -243,3 +244,22 @@ async def test_health_readiness_and_metrics_never_show_secrets(door: Door) -> No
     metrics = (await door.client.get("/metrics")).text
     assert 'pardot_destination_requests_refused_total{reason="unauthorized"} 1.0' in metrics
     assert WRITE_KEY not in metrics and SECRET not in metrics
+
+
+class BrokenQueue(InMemoryEventQueue):
+    async def put(self, payloads: Any) -> int:
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+async def test_a_storage_failure_is_503_so_the_sender_retries() -> None:
+    app = create_app(BrokenQueue(), write_keys=(WRITE_KEY,))
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        client = httpx.AsyncClient(base_url=str(server.make_url("")))
+        async with client:
+            answer = await client.post("/v1/identify", json=identify(1), auth=AUTH)
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+    assert answer.json() == {
+        "success": False,
+        "code": "unavailable",
+        "message": "the events could not be stored: retry later",
+    }
