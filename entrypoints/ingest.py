@@ -104,14 +104,33 @@ def signed_part(raw: bytes) -> bytes:
     return text[start:end].encode()
 
 
-def single(payload: Any, path_type: str | None, now: datetime) -> Intake:
+@dataclass(frozen=True)
+class Arrival:
+    """What every event of one request shares: when it arrived, and how big the body was."""
+
+    received_at: str
+    body_bytes: int
+
+    @classmethod
+    def now(cls, body_bytes: int) -> Arrival:
+        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        return cls(stamp, body_bytes)
+
+    @property
+    def events_may_be_too_big(self) -> bool:
+        # An event is at most the whole body plus the receivedAt we add: below the limit, the
+        # per-event measurement (a JSON serialisation each) can be skipped.
+        return self.body_bytes + len(self.received_at) + 16 > MAX_EVENT_BYTES
+
+
+def single(payload: Any, path_type: str | None, arrival: Arrival) -> Intake:
     """One event posted to /v1/{type} or /webhook."""
     intake = Intake()
-    _take(intake, 0, payload, path_type, {}, now)
+    _take(intake, 0, payload, path_type, {}, arrival)
     return intake
 
 
-def batch(payload: Any, now: datetime) -> Intake:
+def batch(payload: Any, arrival: Arrival) -> Intake:
     """Segment's /v1/batch: top-level context and integrations apply to every event."""
     if not isinstance(payload, dict) or not isinstance(payload.get("batch"), list):
         raise Refused(400, "invalid_batch", "body must be an object with a `batch` array")
@@ -121,17 +140,17 @@ def batch(payload: Any, now: datetime) -> Intake:
     shared = {key: payload[key] for key in ("context", "integrations") if key in payload}
     intake = Intake()
     for index, event in enumerate(events):
-        _take(intake, index, event, None, shared, now)
+        _take(intake, index, event, None, shared, arrival)
     return intake
 
 
-def array(payload: list[Any], now: datetime) -> Intake:
+def array(payload: list[Any], arrival: Arrival) -> Intake:
     """Webhooks (Actions) with batching on: a bare JSON array of events."""
     if len(payload) > MAX_BATCH_EVENTS:
         raise Refused(400, "invalid_batch", f"at most {MAX_BATCH_EVENTS} events per request")
     intake = Intake()
     for index, event in enumerate(payload):
-        _take(intake, index, event, None, {}, now)
+        _take(intake, index, event, None, {}, arrival)
     return intake
 
 
@@ -141,14 +160,15 @@ def _take(
     payload: Any,
     path_type: str | None,
     shared: Mapping[str, Any],
-    now: datetime,
+    arrival: Arrival,
 ) -> None:
     if isinstance(payload, dict):
-        payload = _merged(payload, path_type, shared, now)
-        size = len(json.dumps(payload, separators=(",", ":")).encode())
-        if size > MAX_EVENT_BYTES:
-            intake.errors.append(_error(index, payload, f"event is {size} bytes, over 32 KB"))
-            return
+        payload = _merged(payload, path_type, shared, arrival.received_at)
+        if arrival.events_may_be_too_big:
+            size = len(json.dumps(payload, separators=(",", ":")).encode())
+            if size > MAX_EVENT_BYTES:
+                intake.errors.append(_error(index, payload, f"event is {size} bytes, over 32 KB"))
+                return
     try:
         event = parse_event(payload)
     except InvalidEvent as exc:
@@ -163,7 +183,7 @@ def _take(
 
 
 def _merged(
-    payload: dict[str, Any], path_type: str | None, shared: Mapping[str, Any], now: datetime
+    payload: dict[str, Any], path_type: str | None, shared: Mapping[str, Any], received_at: str
 ) -> dict[str, Any]:
     event = dict(payload)
     event.pop("writeKey", None)  # a secret: never stored with the event
@@ -175,7 +195,7 @@ def _merged(
             event[key] = {**value, **own}
         elif own is None:
             event[key] = value
-    event.setdefault("receivedAt", now.astimezone(UTC).isoformat().replace("+00:00", "Z"))
+    event.setdefault("receivedAt", received_at)
     return event
 
 

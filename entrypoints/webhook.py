@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -17,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from domain.ports import EventQueue, QueueFull
 from entrypoints import ingest
-from entrypoints.ingest import Intake, Refused
+from entrypoints.ingest import Arrival, Intake, Refused
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
 
@@ -102,7 +101,7 @@ def _single(event_type: str) -> Handler:
         payload = ingest.decode_json(raw)
         body = payload if isinstance(payload, dict) else None
         ingest.check_write_key(_keys(request), request.headers.get("Authorization"), body)
-        return await _store(request, ingest.single(payload, event_type, _now()))
+        return await _store(request, ingest.single(payload, event_type, Arrival.now(len(raw))))
 
     return handle
 
@@ -112,7 +111,7 @@ async def _batch(request: web.Request) -> web.Response:
     payload = ingest.decode_json(raw)
     body = payload if isinstance(payload, dict) else None
     ingest.check_write_key(_keys(request), request.headers.get("Authorization"), body)
-    return await _store(request, ingest.batch(payload, _now()))
+    return await _store(request, ingest.batch(payload, Arrival.now(len(raw))))
 
 
 async def _webhook(request: web.Request) -> web.Response:
@@ -126,8 +125,8 @@ async def _webhook(request: web.Request) -> web.Response:
         body = payload if isinstance(payload, dict) else None
         ingest.check_write_key(_keys(request), request.headers.get("Authorization"), body)
     if isinstance(payload, list):
-        return await _store(request, ingest.array(payload, _now()))
-    return await _store(request, ingest.single(payload, None, _now()))
+        return await _store(request, ingest.array(payload, Arrival.now(len(raw))))
+    return await _store(request, ingest.single(payload, None, Arrival.now(len(raw))))
 
 
 async def _store(request: web.Request, intake: Intake) -> web.Response:
@@ -179,7 +178,3 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def _keys(request: web.Request) -> tuple[str, ...]:
     return request.app[WRITE_KEYS]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
