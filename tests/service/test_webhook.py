@@ -263,3 +263,17 @@ async def test_a_storage_failure_is_503_so_the_sender_retries() -> None:
         "code": "unavailable",
         "message": "the events could not be stored: retry later",
     }
+
+
+async def test_a_single_event_over_32_kb_is_400(door: Door) -> None:
+    big = identify(1, traits={"email": "a@x.io", "blob": "x" * 33_000})
+    answer = await door.client.post("/v1/identify", json=big, auth=AUTH)
+    assert answer.status_code == 400 and "over 32 KB" in answer.json()["message"]
+    assert await door.stored() == 0
+
+
+async def test_an_event_just_under_32_kb_is_stored(door: Door) -> None:
+    event = identify(1, traits={"email": "a@x.io", "blob": "x" * 32_000})
+    answer = await door.client.post("/v1/identify", json=event, auth=AUTH)
+    assert answer.status_code == 200
+    assert await door.stored() == 1
