@@ -29,7 +29,7 @@ from domain.errors import (
     RetryableError,
 )
 from domain.ports import BATCH_LIMIT, ProspectWrite, TokenProvider
-from domain.prospect import Fields, FieldValue, Prospect
+from domain.prospect import CustomField, Fields, FieldValue, Prospect
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,15 @@ class PardotHttpRepository:
         result = body.get("result") or {}
         return [to_prospect(raw) for raw in as_list(result.get("prospect"))]
 
+    async def custom_fields(self) -> list[CustomField]:
+        body = await self._call(self.api_version, "query", {}, resource="customField")
+        result = body.get("result") or {}
+        return [
+            CustomField(str(raw["field_id"]), str(raw.get("type") or "Text"))
+            for raw in as_list(result.get("customField"))
+            if isinstance(raw, Mapping) and raw.get("field_id")
+        ]
+
     async def _read(self, by: str, key: str) -> Mapping[str, Any]:
         try:
             return await self._call(self.api_version, f"read/{by}/{_segment(key)}", {})
@@ -201,7 +210,13 @@ class PardotHttpRepository:
         return row_errors(body)
 
     async def _call(
-        self, version: int, operation: str, form: Mapping[str, str], *, idempotent: bool = True
+        self,
+        version: int,
+        operation: str,
+        form: Mapping[str, str],
+        *,
+        idempotent: bool = True,
+        resource: str = "prospect",
     ) -> Mapping[str, Any]:
         """One API call with the token refreshed once on 184 and retries with backoff."""
         retry_on = (
@@ -216,7 +231,7 @@ class PardotHttpRepository:
             timeout=None,
         ):
             with attempt:
-                return await self._authenticated(version, operation, form)
+                return await self._authenticated(version, f"{resource}:{operation}", form)
         raise AssertionError("unreachable: stamina re-raises the last error")
 
     async def _authenticated(
@@ -232,7 +247,8 @@ class PardotHttpRepository:
     async def _send(
         self, version: int, operation: str, form: Mapping[str, str], token: str
     ) -> Mapping[str, Any]:
-        url = f"{self._base}/api/prospect/version/{version}/do/{operation}"
+        resource, _, operation = operation.partition(":")
+        url = f"{self._base}/api/{resource}/version/{version}/do/{operation}"
         headers = {
             "Authorization": f"Bearer {token}",
             "Pardot-Business-Unit-Id": self._business_unit,

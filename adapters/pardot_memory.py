@@ -6,19 +6,21 @@ by email. Fields that do not exist in the account are ignored, as Pardot ignores
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 
 from domain.errors import ConfigurationError, PardotError, PermanentPardotError
 from domain.ports import BATCH_LIMIT, ProspectWrite
-from domain.prospect import Fields, FieldValue, Prospect, normalise_email
-
-STANDARD_FIELDS = frozenset(
-    "salutation first_name last_name email password company website job_title department "
-    "country address_one address_two city state territory zip phone fax source annual_revenue "
-    "employees industry years_in_business comments notes score is_do_not_email "
-    "is_do_not_call is_reviewed is_starred campaign_id".split()
+from domain.prospect import (
+    STANDARD_FIELDS,
+    CustomField,
+    Fields,
+    FieldValue,
+    Prospect,
+    normalise_email,
 )
 
 
@@ -34,11 +36,25 @@ class _Record:
 class InMemoryPardot:
     """A PardotRepository that keeps prospects in a dict."""
 
-    def __init__(self, *, version: int = 4, custom_fields: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        version: int = 4,
+        custom_fields: Iterable[str] | Mapping[str, str] = (),
+        yields: Iterator[int] | None = None,
+    ) -> None:
+        """`custom_fields` names the account's custom fields, or maps them to their types
+        (`Text`, `Number`, `Date`). `yields` says how often each call gives way to the event
+        loop before it acts (default once), so tests can draw interleavings that reproduce.
+        """
         if version not in (3, 4):
             raise ValueError("version must be 3 or 4")
         self._version = version
-        self.custom_fields = set(custom_fields)
+        types = custom_fields if isinstance(custom_fields, Mapping) else {}
+        self.custom_field_types: dict[str, str] = {
+            name: types.get(name, "Text") for name in custom_fields
+        }
+        self._yields = yields
         self._records: dict[int, _Record] = {}
         self._ids = itertools.count(1001)
         self._clock = itertools.count(1)
@@ -60,22 +76,30 @@ class InMemoryPardot:
     def prospects(self) -> list[Prospect]:
         return [self._view(r) for r in sorted(self._records.values(), key=lambda r: r.id)]
 
+    async def custom_fields(self) -> list[CustomField]:
+        await self._count_async("customField")
+        return [CustomField(n, t) for n, t in sorted(self.custom_field_types.items())]
+
+    def update(self, prospect_id: int, **fields: FieldValue) -> None:
+        """Test helper: a change made in Pardot by someone else (a marketer, a form)."""
+        self._apply(self._records[prospect_id], fields)
+
     async def read_by_email(self, email: str) -> list[Prospect]:
-        self._count("read")
+        await self._count_async("read")
         return [self._view(r) for r in self._by_email(email)]
 
     async def read_by_id(self, prospect_id: int) -> Prospect | None:
-        self._count("read")
+        await self._count_async("read")
         record = self._records.get(prospect_id)
         return self._view(record) if record else None
 
     async def read_by_fid(self, fid: str) -> Prospect | None:
-        self._count("read")
+        await self._count_async("read")
         record = self._by_fid(fid)
         return self._view(record) if record else None
 
     async def create(self, email: str, fields: Fields) -> Prospect:
-        self._count("create")
+        await self._count_async("create")
         if normalise_email(email) is None:
             raise PermanentPardotError("Invalid prospect email address", code=4)
         if self._version == 3 and self._by_email(email):
@@ -85,7 +109,7 @@ class InMemoryPardot:
         return self._view(record)
 
     async def write_batch(self, writes: Sequence[ProspectWrite]) -> list[PardotError | None]:
-        self._count("batch")
+        await self._count_async("batch")
         if len(writes) > BATCH_LIMIT:
             raise ConfigurationError(f"batch of {len(writes)} exceeds {BATCH_LIMIT}", code=70)
         return [self._write(w) for w in writes]
@@ -93,7 +117,7 @@ class InMemoryPardot:
     async def query(
         self, *, id_greater_than: int | None = None, limit: int = 200, offset: int = 0
     ) -> list[Prospect]:
-        self._count("query")
+        await self._count_async("query")
         rows = [r for r in sorted(self._records.values(), key=lambda r: r.id)]
         if id_greater_than is not None:
             rows = [r for r in rows if r.id > id_greater_than]
@@ -149,8 +173,10 @@ class InMemoryPardot:
                     if normalise_email(value) is None:
                         raise PermanentPardotError("Invalid prospect email address", code=4)
                     record.email = value.strip()
-            elif name in STANDARD_FIELDS or name in self.custom_fields:
+            elif name in STANDARD_FIELDS:
                 record.fields[name] = value
+            elif name in self.custom_field_types:
+                record.fields[name] = _as_stored(value, self.custom_field_types[name])
         record.updated = next(self._clock)
 
     def _by_email(self, email: str) -> list[_Record]:
@@ -164,5 +190,23 @@ class InMemoryPardot:
         fields = {k: v for k, v in record.fields.items() if v not in ("", ())}
         return Prospect(record.id, record.email, record.fid, ("", record.updated), fields)
 
-    def _count(self, operation: str) -> None:
+    async def _count_async(self, operation: str) -> None:
+        # Give way to the event loop as a network call would, so concurrent callers interleave.
+        for _ in range(next(self._yields, 0) if self._yields is not None else 1):
+            await asyncio.sleep(0)
         self.calls[operation] = self.calls.get(operation, 0) + 1
+
+
+def _as_stored(value: FieldValue, field_type: str) -> FieldValue:
+    """Pardot converts what it stores: a Number reads back as an integer, a Date as its day."""
+    if isinstance(value, tuple) or not value:
+        return value
+    if field_type == "Number":
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            return value
+        return str(int(number)) if number == number.to_integral_value() else str(number)
+    if field_type == "Date":
+        return value.strip()[:10]
+    return value

@@ -27,7 +27,7 @@ from xml.sax.saxutils import escape, quoteattr
 from aiohttp import web
 
 from contracts.fake_pardot_oauth import AUTHORIZE_PATH, TOKEN_PATH, SalesforceOAuth
-from contracts.fake_pardot_ops import Reply, dispatch, parse_path_identifiers
+from contracts.fake_pardot_ops import Reply, custom_field_query, dispatch, parse_path_identifiers
 from contracts.fake_pardot_state import (
     CONCURRENT_LIMIT,
     DAILY_LIMIT,
@@ -57,6 +57,7 @@ __all__ = [
 BUSINESS_UNIT_HEADER = "Pardot-Business-Unit-Id"
 FAKE_KEY = web.AppKey("fake_pardot", FakePardot)
 PROSPECT_PATH = "/api/prospect/version/{version:\\d+}/do/{operation}"
+CUSTOM_FIELD_PATH = "/api/{object:customField}/version/{version:\\d+}/do/{operation}"
 SERVER_HEADERS = {"Server": "PardotServer"}
 SHUTDOWN_TIMEOUT = 0.5  # do not let a hung call hold up test teardown
 
@@ -79,6 +80,7 @@ def create_app(fake: FakePardot) -> web.Application:
     app[FAKE_KEY] = fake
     app.router.add_route("*", PROSPECT_PATH, _prospect_call)
     app.router.add_route("*", PROSPECT_PATH + "/{tail:.+}", _prospect_call)
+    app.router.add_route("*", CUSTOM_FIELD_PATH, _prospect_call)
     SalesforceOAuth(fake).add_routes(app)
     return app
 
@@ -135,7 +137,8 @@ async def _serve(fake: FakePardot, host: str, port: int) -> None:
 
 async def _prospect_call(request: web.Request) -> web.StreamResponse:
     fake = request.app[FAKE_KEY]
-    fake.calls[request.match_info["operation"]] += 1
+    custom_fields = request.match_info.get("object") == "customField"
+    fake.calls["customField" if custom_fields else request.match_info["operation"]] += 1
     params = await _params(request)
     as_json = params.get("format") == "json"
     if fake.resets_pending > 0:
@@ -177,8 +180,10 @@ async def _handle(fake: FakePardot, request: web.Request, params: Mapping[str, s
             if failure.err_code is None:
                 raise _BareFailure(failure.status)
             raise PardotError(failure.err_code, failure.message, status=failure.status)
-        path_ids = parse_path_identifiers(request.match_info.get("tail", ""))
         version = int(request.match_info["version"])
+        if request.match_info.get("object") == "customField":
+            return custom_field_query(fake, version, request.match_info["operation"])
+        path_ids = parse_path_identifiers(request.match_info.get("tail", ""))
         return dispatch(fake, version, request.match_info["operation"], path_ids, params)
     finally:
         fake.in_flight[unit] -= 1

@@ -104,6 +104,40 @@ def dispatch(
     return Reply(201 if created else 200, {"prospect": fake.render(record, output)})
 
 
+# How the account's custom field types are named in Pardot's customField answers.
+CUSTOM_FIELD_TYPE_NAMES = {"number": "Number", "date": "Date", "text": "Text"}
+
+
+def custom_field_query(fake: FakePardot, version: int, operation: str) -> Reply:
+    """`/api/customField/version/N/do/query`: every custom field of the account at once."""
+    if version not in (3, 4):
+        raise PardotError(UNSUPPORTED_VERSION)
+    if version != fake.version:
+        raise PardotError(MUST_USE_V4 if fake.version == 4 else CANNOT_USE_V4)
+    if operation != "query":
+        raise PardotError(INVALID_ACTION)
+    rows = [
+        {
+            "id": 500 + position,
+            "name": name.replace("_", " ").title(),
+            "field_id": name,
+            "type": CUSTOM_FIELD_TYPE_NAMES.get(fake.custom_field_types.get(name, "text"), "Text"),
+            "type_id": 1,
+            "is_record_multiple_responses": False,
+            "crm_id": None,
+            "is_use_values": False,
+            "is_analytics_synced": False,
+            "created_at": "2024-01-01 00:00:00",
+            "updated_at": "2024-01-01 00:00:00",
+        }
+        for position, name in enumerate(sorted(fake.custom_fields))
+    ]
+    result: dict[str, Any] = {"total_results": len(rows)}
+    if rows:
+        result["customField"] = _one_or_many(rows)
+    return Reply(200, {"result": result})
+
+
 def create(
     fake: FakePardot, version: int, ids: Mapping[str, str], fields: Mapping[str, FieldValue]
 ) -> ProspectRecord:

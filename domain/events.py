@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -11,6 +11,10 @@ from domain.errors import InvalidEvent
 from domain.settings import describe_validation_error
 
 MAX_MESSAGE_ID = 100
+# How far ahead of its arrival an event's time may be: clocks of well-run machines drift by
+# fractions of a second, and a request spends some time on the wire.
+CLOCK_TOLERANCE = timedelta(seconds=5)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 class IdentifyEvent(BaseModel):
@@ -71,8 +75,27 @@ class IdentifyEvent(BaseModel):
 
     @property
     def effective_time(self) -> datetime | None:
-        """When the user did this: the best timestamp the event carries."""
-        return self.timestamp or self.original_timestamp or self.received_at or self.sent_at
+        """When the user did this, on the clock of whoever stored the event.
+
+        `receivedAt` is our service's arrival time (the worker sets it from the queue). As
+        Segment does, a client clock is corrected by the skew it showed when sending:
+        `receivedAt - (sentAt - timestamp)`. An event is never later than its arrival plus
+        a small tolerance, so a client whose clock runs years fast cannot win every
+        comparison after it.
+        """
+        claimed = self.timestamp or self.original_timestamp
+        arrival = self.received_at
+        if claimed is None:
+            return arrival or self.sent_at
+        if arrival is None:
+            return claimed
+        if self.sent_at is not None:
+            skew = self.sent_at - claimed
+            try:
+                claimed = arrival - skew
+            except OverflowError:
+                claimed = _EARLIEST if skew > timedelta(0) else arrival
+        return min(claimed, arrival + CLOCK_TOLERANCE)
 
     def to_json(self) -> dict[str, Any]:
         """The event as Segment spells it, unknown keys included."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from domain.errors import InvalidEvent
 from domain.events import IdentifyEvent, parse_event
-from domain.prospect import Fields, normalise_email, traits_to_fields
+from domain.prospect import Fields, normalise_email, salesforce_id_18, traits_to_fields
 from domain.settings import DestinationSettings
 
 DEFAULT_DESTINATION_KEYS: tuple[str, ...] = ("Pardot",)
@@ -41,6 +41,9 @@ class _Write:
     fields: Fields = field(default_factory=dict)
     # Written only when a prospect is created (the configured campaign), never on update.
     create_fields: Fields = field(default_factory=dict)
+    # The person behind the event: links to the prospect it resolves to are kept by these.
+    user_id: str | None = None
+    anonymous_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class UpsertById(_Write):
 
 @dataclass(frozen=True)
 class UpsertByFid(_Write):
-    """v4: the sender named the Salesforce Lead/Contact id in `integrations.Pardot.fid`."""
+    """v4: the sender named the Salesforce Lead/Contact id (18-character form)."""
 
     fid: str = ""
     email: str | None = None
@@ -92,7 +95,7 @@ class UpsertByFid(_Write):
 
 @dataclass(frozen=True)
 class MatchByLookup(_Write):
-    """v4: find the one prospect whose lookup field holds `value`; create it when none does."""
+    """v4: the one prospect whose lookup field holds `value`; adopted or created when none."""
 
     lookup_field: str = ""
     value: str = ""
@@ -108,25 +111,33 @@ class MatchByLookup(_Write):
 
 
 @dataclass(frozen=True)
-class UpsertLatestByEmail(_Write):
-    """v4 without id, fid or lookup value: update the latest prospect with the email.
+class MatchPerson(_Write):
+    """v4 without id, fid or lookup value: the prospect this person is linked to, else one
+    found by email (the latest, or the latest without a lookup value), else a new one.
 
-    Pardot v4's own upsert by email always creates, which would add a duplicate on every
-    call; this follows v5's upsert-latest-by-email instead.
+    `lookup_field` is set when the account matches on one (then a prospect holding another
+    person's lookup value is not taken); `missing_email` says why an event that is linked to
+    no prospect cannot be delivered.
     """
 
-    email: str = ""
+    email: str | None = None
+    lookup_field: str | None = None
+    missing_email: str = ""
 
     @property
     def identity(self) -> str:
-        return f"latest-email:{self.email.lower()}"
+        if self.user_id is not None:
+            return f"user:{self.user_id}"
+        if self.anonymous_id is not None:
+            return f"anonymous:{self.anonymous_id}"
+        return f"email:{(self.email or '').lower()}"
 
     @property
     def reason(self) -> str:
-        return f"update the latest prospect with email {self.email}, or create one"
+        return f"the prospect of this person, or by email {self.email}"
 
 
-Write = UpsertByEmail | UpsertById | UpsertByFid | MatchByLookup | UpsertLatestByEmail
+Write = UpsertByEmail | UpsertById | UpsertByFid | MatchByLookup | MatchPerson
 Plan = Skip | Reject | Write
 
 
@@ -135,8 +146,13 @@ def plan(
     settings: DestinationSettings,
     *,
     destination_keys: Sequence[str] = DEFAULT_DESTINATION_KEYS,
+    create_campaign_id: str | None = None,
 ) -> Plan:
-    """Decide what one event does to Pardot. Never raises: every input gets a plan."""
+    """Decide what one event does to Pardot. Never raises: every input gets a plan.
+
+    `create_campaign_id` is the campaign of prospects the service creates; the seed's
+    campaign id is for the browser tracking code only.
+    """
     if event.type != "identify":
         return Skip(f"skipped: {event.type!r} events are not sent to Pardot")
     enabled, options = destination_options(event.integrations, destination_keys)
@@ -146,12 +162,13 @@ def plan(
     email = normalise_email(traits.get("email"))
     fields = traits_to_fields(traits)
     create_fields: Fields = {}
-    if settings.campaign_id is not None and "campaign_id" not in fields:
-        create_fields["campaign_id"] = settings.campaign_id
+    if create_campaign_id is not None and "campaign_id" not in fields:
+        create_fields["campaign_id"] = create_campaign_id
+    person = {"user_id": event.user_id, "anonymous_id": event.anonymous_id}
     if settings.api_version == 3:
         if email is None:
             return Reject(_email_problem(traits, "API v3 matches prospects by email"))
-        return UpsertByEmail(fields=fields, create_fields=create_fields, email=email)
+        return UpsertByEmail(fields=fields, create_fields=create_fields, email=email, **person)
     return _plan_v4(event, settings, options, email, fields, create_fields, traits)
 
 
@@ -160,13 +177,16 @@ def plan_payload(
     settings: DestinationSettings,
     *,
     destination_keys: Sequence[str] = DEFAULT_DESTINATION_KEYS,
+    create_campaign_id: str | None = None,
 ) -> Plan:
     """`plan` for any decoded JSON value: a malformed event is a Reject, never an exception."""
     try:
         event = parse_event(payload)
     except InvalidEvent as exc:
         return Reject(f"rejected: invalid event: {exc}")
-    return plan(event, settings, destination_keys=destination_keys)
+    return plan(
+        event, settings, destination_keys=destination_keys, create_campaign_id=create_campaign_id
+    )
 
 
 def _plan_v4(
@@ -178,37 +198,38 @@ def _plan_v4(
     create_fields: Fields,
     traits: Mapping[str, Any],
 ) -> Plan:
+    common: dict[str, Any] = {
+        "fields": fields,
+        "create_fields": create_fields,
+        "user_id": event.user_id,
+        "anonymous_id": event.anonymous_id,
+        "email": email,
+    }
     if "id" in options and options["id"] not in (None, ""):
         raw_id = str(options["id"]).strip()
         if isinstance(options["id"], bool) or not _PROSPECT_ID.match(raw_id):
             return Reject(f"rejected: integrations.Pardot.id {raw_id!r} is not a Pardot id")
-        return UpsertById(
-            fields=fields, create_fields=create_fields, prospect_id=int(raw_id), email=email
-        )
+        return UpsertById(prospect_id=int(raw_id), **common)
     if "fid" in options and options["fid"] not in (None, ""):
         fid = str(options["fid"]).strip()
         if not _FID.match(fid):
             return Reject(f"rejected: integrations.Pardot.fid {fid!r} is not a Lead/Contact id")
-        return UpsertByFid(fields=fields, create_fields=create_fields, fid=fid, email=email)
-    lookup = settings.prospect_lookup_field_id
+        return UpsertByFid(fid=salesforce_id_18(fid), **common)
+    lookup = settings.lookup_field
     if lookup is not None:
         value = _lookup_value(event, settings, traits, lookup)
         if value is not None:
-            fields = {**fields, lookup: value}
-            return MatchByLookup(
-                fields=fields,
-                create_fields=create_fields,
-                lookup_field=lookup,
-                value=value,
-                email=email,
-            )
-    if email is None:
-        wanted = "an email trait, integrations.Pardot.id or .fid"
-        if lookup is not None:
-            source = "userId" if settings.use_user_id_as_lookup_value else f"the {lookup} trait"
-            wanted += f", or {source} for the lookup field {lookup}"
-        return Reject(_email_problem(traits, f"needs {wanted}"))
-    return UpsertLatestByEmail(fields=fields, create_fields=create_fields, email=email)
+            common["fields"] = {**fields, lookup: value}
+            return MatchByLookup(lookup_field=lookup, value=value, **common)
+    wanted = "an email trait, integrations.Pardot.id or .fid"
+    if lookup is not None:
+        source = "userId" if settings.use_user_id_as_lookup_value else f"the {lookup} trait"
+        wanted += f", or {source} for the lookup field {lookup}"
+    return MatchPerson(
+        lookup_field=lookup,
+        missing_email=_email_problem(traits, f"needs {wanted}"),
+        **common,
+    )
 
 
 def _lookup_value(
@@ -241,7 +262,13 @@ def destination_options(
     named = [integrations[key] for key in keys if key in integrations]
     if any(value is False for value in named):
         return False, {}
-    options = next((value for value in named if isinstance(value, dict)), None)
+    objects = [value for value in named if isinstance(value, dict)]
+    # Whichever key carries the prospect id or fid wins, so the order of the configured
+    # keys cannot hide them behind an empty options object.
+    options = next(
+        (o for o in objects if o.get("id") not in (None, "") or o.get("fid") not in (None, "")),
+        next(iter(objects), None),
+    )
     if options is not None:
         return True, options
     if any(value is True for value in named):

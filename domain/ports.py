@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from domain.errors import PardotError
-from domain.prospect import Fields, Prospect
+from domain.prospect import CustomField, Fields, FieldValue, Prospect
 
 BATCH_LIMIT = 50  # Pardot answers error 70 past 50 prospects in one batch call
 
@@ -62,6 +63,10 @@ class PardotRepository(Protocol):
         self, *, id_greater_than: int | None = None, limit: int = 200, offset: int = 0
     ) -> list[Prospect]:
         """A page of prospects by ascending id, custom fields included."""
+        ...
+
+    async def custom_fields(self) -> list[CustomField]:
+        """Every custom field of the account (one call)."""
         ...
 
 
@@ -149,13 +154,47 @@ class EventQueue(Protocol):
         ...
 
 
-class IdentityMap(Protocol):
-    """What we learned about identities: their prospect ids and when each field was set."""
+@dataclass(frozen=True)
+class FieldStamp:
+    """A field value we wrote to a prospect and the time of the event it came from."""
 
-    async def prospect_id(self, identity: str) -> int | None: ...
+    value: FieldValue
+    at: datetime | None
 
-    async def remember(self, identity: str, prospect_id: int) -> None: ...
 
-    async def field_times(self, identity: str) -> dict[str, datetime]: ...
+class ProspectStore(Protocol):
+    """What the service knows about the account's prospects, keyed by prospect.
 
-    async def record_field_times(self, identity: str, times: Mapping[str, datetime]) -> None: ...
+    A prospect key is the Pardot id as text (`"1234"`); with API v3, where the email is the
+    prospect's identity and batch writes return no ids, it is `"email:<address>"`.
+    Identities (`user:…`, `anonymous:…`, `lookup:field=value`, `fid:…`) link to prospect keys.
+    Every process that shares the store sees the same links, stamps and locks.
+    """
+
+    async def links(self, identities: Sequence[str]) -> dict[str, str]:
+        """The prospect key each known identity links to; unknown identities are left out."""
+        ...
+
+    async def link(self, links: Mapping[str, str]) -> None:
+        """Point each identity at its prospect key, replacing an older link."""
+        ...
+
+    async def unlink(self, identities: Sequence[str]) -> None:
+        """Forget links that proved wrong (the prospect lost the lookup value, say)."""
+        ...
+
+    async def stamps(self, prospect: str) -> dict[str, FieldStamp]:
+        """The value and event time of every field we wrote to this prospect."""
+        ...
+
+    async def record(self, prospect: str, stamps: Mapping[str, FieldStamp]) -> None:
+        """Remember what was written; a field keeps the stamp with the later time."""
+        ...
+
+    def create_lock(self, email: str) -> AbstractAsyncContextManager[None]:
+        """Held while finding or creating the prospect for `email` (case-insensitive).
+
+        Every process sharing the store waits for it, so one new email never becomes two
+        prospects; a lock whose holder died expires within seconds.
+        """
+        ...

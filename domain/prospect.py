@@ -15,6 +15,17 @@ FieldValue = str | tuple[str, ...]
 Fields = dict[str, FieldValue]
 
 MAX_EMAIL_LENGTH = 255  # Pardot's documented limit
+# Pardot's writable standard prospect fields (v3/v4 names); anything else is a custom field.
+STANDARD_FIELDS = frozenset(
+    "salutation first_name last_name email password company website job_title department "
+    "country address_one address_two city state territory zip phone fax source annual_revenue "
+    "employees industry years_in_business comments notes score is_do_not_email "
+    "is_do_not_call is_reviewed is_starred campaign_id".split()
+)
+READ_ONLY_FIELDS = frozenset(
+    "id grade opted_out created_at updated_at last_activity_at salesforce_fid "
+    "crm_lead_fid crm_contact_fid crm_owner_fid crm_account_fid".split()
+)
 _EMAIL = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
@@ -95,7 +106,10 @@ def traits_to_fields(traits: Mapping[str, Any]) -> Fields:
             mapped[target] = form_value(traits[trait])
     _split_name(traits.get("name"), mapped)
     address = traits.get("address")
-    if isinstance(address, Mapping):
+    if isinstance(address, str):
+        # A one-line address is what most forms collect: it is the first address line.
+        mapped["address_one"] = address
+    elif isinstance(address, Mapping):
         for key, target in ADDRESS_TO_FIELD.items():
             if key in address:
                 mapped[target] = form_value(address[key])
@@ -116,10 +130,11 @@ def _split_name(full: object, fields: Fields) -> None:
     """Fill first/last name from `name` only where neither spelling gave them."""
     if not isinstance(full, str) or not full.strip():
         return
-    first, _, last = full.strip().partition(" ")
+    # Any whitespace separates the parts: tabs and non-breaking spaces come from copy-paste.
+    first, *rest = full.split(None, 1)
     fields.setdefault("first_name", first)
-    if last.strip():
-        fields.setdefault("last_name", last.strip())
+    if rest:
+        fields.setdefault("last_name", rest[0].strip())
 
 
 @dataclass(frozen=True)
@@ -139,3 +154,61 @@ class Prospect:
         if value is None or value == "":
             return None
         return ",".join(value) if isinstance(value, tuple) else value
+
+
+_SALESFORCE_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+
+def salesforce_id_18(fid: str) -> str:
+    """The 18-character, case-insensitive form Pardot stores for a 15-character Salesforce id.
+
+    Each suffix character encodes which letters of one 5-character chunk are upper case,
+    read right to left as bits. An 18-character id is returned unchanged.
+    """
+    if len(fid) != 15:
+        return fid
+    suffix = ""
+    for start in range(0, 15, 5):
+        chunk = fid[start : start + 5]
+        bits = sum(1 << i for i, char in enumerate(chunk) if "A" <= char <= "Z")
+        suffix += _SALESFORCE_ID_ALPHABET[bits]
+    return fid + suffix
+
+
+@dataclass(frozen=True)
+class CustomField:
+    """One custom field of the account, as Pardot's customField query lists it."""
+
+    field_id: str  # what prospects use, case-sensitive
+    type: str = "Text"  # Text, Number, Date, Dropdown, Checkbox, ...
+
+
+def stored_form(value: str, field_type: str) -> str:
+    """A field value as Pardot stores and reads it back, so values compare as Pardot sees them.
+
+    A Number field reads "007" back as 7 and a Date field "2020-08-30T05:49:48Z" as
+    "2020-08-30"; a value Pardot could not convert is left as sent.
+    """
+    text = value.strip()
+    kind = field_type.strip().lower()
+    if kind == "number":
+        return _number_form(text)
+    if kind == "date":
+        match = _DATE_PREFIX.match(text)
+        return match.group(0) if match else text
+    return text
+
+
+_DATE_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _number_form(text: str) -> str:
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(number):
+        return text
+    if number.is_integer() and abs(number) < 2**53:
+        return str(int(number))
+    return repr(number)

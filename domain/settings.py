@@ -61,15 +61,25 @@ class DestinationSettings(BaseModel):
 
     @model_validator(mode="after")
     def _lookup_rules(self) -> DestinationSettings:
-        if self.api_version == 3 and self.prospect_lookup_field_id is not None:
-            raise ValueError(
-                "prospect_lookup_field_id is only used with api_version 4: unset it or use v4"
-            )
         if self.use_user_id_as_lookup_value and self.prospect_lookup_field_id is None:
             raise ValueError(
                 "use_user_id_as_lookup_value needs prospect_lookup_field_id to say which field"
             )
         return self
+
+    @property
+    def lookup_field(self) -> str | None:
+        """The lookup field in force: the seed applies it with API version 4 only."""
+        return self.prospect_lookup_field_id if self.api_version == 4 else None
+
+    def warnings(self) -> list[str]:
+        """Settings that are valid but have no effect, for one warning at start-up."""
+        if self.api_version == 3 and self.prospect_lookup_field_id is not None:
+            return [
+                "prospect_lookup_field_id (and use_user_id_as_lookup_value) only apply with "
+                "API version 4: ignored, prospects are matched by email"
+            ]
+        return []
 
     @classmethod
     def parse(cls, values: dict[str, object]) -> DestinationSettings:

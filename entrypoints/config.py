@@ -58,6 +58,10 @@ class ServiceConfig(BaseSettings):
     tracker_url: str = _env("PARDOT_TRACKER_URL", "https://pi.pardot.com")
     max_concurrency: int = _env("PARDOT_MAX_CONCURRENCY", 5, ge=1, le=5)
     retry_wait_max: float = _env("PARDOT_RETRY_WAIT_MAX", 10.0, gt=0)
+    # The campaign of prospects the service creates. The seed's campaign id is for the
+    # browser tracking code only ("not used if you are sending data from a server side
+    # source"), so this one is operational and lives here, not among the six.
+    create_campaign_id: str | None = _env("PARDOT_CREATE_CAMPAIGN_ID", None)
 
     # The service itself.
     write_keys: Annotated[tuple[SecretStr, ...], NoDecode] = _env("DESTINATION_WRITE_KEY", ())
@@ -92,10 +96,28 @@ class ServiceConfig(BaseSettings):
         sqlite_path_from_url(value)  # raises ValueError naming both accepted forms
         return value
 
-    @field_validator("lookup_field_id", "campaign_id", mode="before")
+    @field_validator("lookup_field_id", "campaign_id", "create_campaign_id", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("create_campaign_id")
+    @classmethod
+    def _campaign_digits(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip().isdigit():
+            raise ValueError("must be digits only")
+        return value.strip() if value is not None else None
+
+    def startup_warnings(self, settings: DestinationSettings) -> list[str]:
+        """Valid settings that will not do what their owner may expect, named as variables."""
+        warnings = [_with_env_names(w) for w in settings.warnings()]
+        if self.campaign_id is not None and self.create_campaign_id is None:
+            warnings.append(
+                "PARDOT_CAMPAIGN_ID is used by the browser tracking code only; prospects the "
+                "service creates get Pardot's default campaign unless PARDOT_CREATE_CAMPAIGN_ID "
+                "is set"
+            )
+        return warnings
 
     @classmethod
     def settings_customise_sources(
@@ -133,7 +155,10 @@ class ServiceConfig(BaseSettings):
 ENV_NAMES: dict[str, str] = {
     name: str(field.validation_alias.choices[0])  # type: ignore[union-attr]
     for name, field in ServiceConfig.model_fields.items()
-} | {"prospect_lookup_field_id": "PARDOT_LOOKUP_FIELD_ID"}
+} | {
+    "prospect_lookup_field_id": "PARDOT_LOOKUP_FIELD_ID",
+    "use_user_id_as_lookup_value": "PARDOT_USE_USER_ID_AS_LOOKUP_VALUE",
+}
 
 
 def load_config(**overrides: Any) -> ServiceConfig:

@@ -7,23 +7,26 @@ by the application's lifecycle. Tests override providers instead of monkeypatchi
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import httpx
 from dependency_injector import containers, providers
 
-from adapters.identity_sqlite import SQLiteIdentityMap
 from adapters.pardot_http import PardotHttpRepository
+from adapters.prospect_store_sqlite import SQLiteProspectStore
 from adapters.queue_sqlite import SQLiteEventQueue
 from adapters.salesforce_oauth import token_provider_from
 from adapters.sqlite_db import SQLiteDatabase, sqlite_path_from_url
 from domain.errors import ConfigurationError, InvalidSettings
-from domain.ports import IdentityMap, PardotRepository, TokenProvider
+from domain.ports import PardotRepository, ProspectStore, TokenProvider
 from domain.sync import SyncService
 from entrypoints.config import ServiceConfig
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
+
+log = logging.getLogger(__name__)
 
 
 async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
@@ -56,10 +59,10 @@ class SyncServiceSource:
     """Builds the SyncService once the API version is known (detected on first use)."""
 
     def __init__(
-        self, repository: PardotRepository, identities: IdentityMap, config: ServiceConfig
+        self, repository: PardotRepository, store: ProspectStore, config: ServiceConfig
     ) -> None:
         self._repository = repository
-        self._identities = identities
+        self._store = store
         self._config = config
         self._service: SyncService | None = None
 
@@ -71,11 +74,15 @@ class SyncServiceSource:
             except InvalidSettings as exc:
                 # Only known once Pardot named the version (a lookup field on a v3 account).
                 raise ConfigurationError(f"API version {version} detected: {exc}") from None
+            for warning in self._config.startup_warnings(settings):
+                log.warning("%s", warning)
             self._service = SyncService(
                 self._repository,
                 settings,
-                self._identities,
+                self._store,
                 destination_keys=self._config.destination_keys,
+                create_campaign_id=self._config.create_campaign_id,
+                lookup_setting="PARDOT_LOOKUP_FIELD_ID",
             )
         return self._service
 
@@ -97,7 +104,7 @@ class Container(containers.DeclarativeContainer):
     http_client = providers.Resource(_http_client)
     database = providers.Resource(_database, config)
     queue = providers.Singleton(SQLiteEventQueue, database, max_pending=config.provided.max_pending)
-    identity_map = providers.Singleton(SQLiteIdentityMap, database)
+    prospect_store = providers.Singleton(SQLiteProspectStore, database)
     tokens = providers.Singleton(_tokens, config)
     repository = providers.Singleton(
         PardotHttpRepository,
@@ -109,4 +116,4 @@ class Container(containers.DeclarativeContainer):
         max_concurrency=config.provided.max_concurrency,
         retry_wait_max=config.provided.retry_wait_max,
     )
-    sync_service = providers.Singleton(SyncServiceSource, repository, identity_map, config)
+    sync_service = providers.Singleton(SyncServiceSource, repository, prospect_store, config)

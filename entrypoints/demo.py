@@ -120,6 +120,7 @@ async def _start_service(pardot_url: str, queue_file: Path) -> asyncio.subproces
         "PARDOT_LOOKUP_FIELD_ID": "org_id",
         "PARDOT_ACCOUNT_ID": "507251",
         "PARDOT_CAMPAIGN_ID": "1",
+        "PARDOT_CREATE_CAMPAIGN_ID": "1",
         "PARDOT_BUSINESS_UNIT_ID": DEFAULT_BUSINESS_UNIT_ID,
         "PARDOT_BASE_URL": pardot_url,
         "SALESFORCE_LOGIN_URL": pardot_url,

@@ -195,7 +195,8 @@ def _merged(
             event[key] = {**value, **own}
         elif own is None:
             event[key] = value
-    event.setdefault("receivedAt", received_at)
+    # Our arrival time, whatever a sender claimed: event times are corrected against it.
+    event["receivedAt"] = received_at
     return event
 
 

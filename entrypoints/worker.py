@@ -60,12 +60,16 @@ class DeliveryWorker:
         self._options = options or WorkerOptions()
         self._clock = clock
         self._purged_at: datetime | None = None
+        self._setup_checked_at: datetime | None = None
+        self._setup_ok = False
+        self._setup_problem = ""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; the batch in hand is finished first."""
         while not stop.is_set():
             try:
                 await self.purge_if_due()
+                await self.check_setup_if_due()
                 settled = await self.run_once()
             except Exception:
                 log.exception("delivery round failed; trying again")
@@ -85,6 +89,32 @@ class DeliveryWorker:
             log.info("purged %d events finished more than %s ago", purged, self._options.retention)
         return purged
 
+    async def check_setup_if_due(self) -> bool:
+        """Check the setup (the lookup field exists) at start, and again while it is wrong.
+
+        A problem marks the service unready with one line saying what to change; fixing it in
+        Pardot resumes deliveries without a restart.
+        """
+        now = self._clock()
+        due = self._setup_checked_at is None or (
+            now - self._setup_checked_at >= timedelta(seconds=self._options.configuration_retry)
+        )
+        if self._setup_ok or not due:
+            return self._setup_ok
+        self._setup_checked_at = now
+        try:
+            await (await self._sync_service()).prepare()
+        except ConfigurationError as error:
+            self._setup_problem = str(error)
+            self._readiness.fail(str(error))
+            log.error("deliveries paused, the setup needs an operator: %s", error)
+            return False
+        self._setup_ok = True
+        if self._readiness.reason == self._setup_problem:
+            # Only lift what this check reported; a refused token is cleared by a delivery.
+            self._readiness.clear()
+        return True
+
     async def run_once(self) -> int:
         """One round: returns how many events were settled (0 when there was nothing due)."""
         paused = await self._queue.paused_until()
@@ -98,7 +128,10 @@ class DeliveryWorker:
         settlements: list[Settlement] = []
         for item in leased:
             try:
-                events.append(parse_event(dict(item.payload)))
+                # The event's time is judged against when *we* stored it, not a receivedAt
+                # its sender claimed.
+                arrival = item.received_at.isoformat()
+                events.append(parse_event({**item.payload, "receivedAt": arrival}))
                 usable.append(item)
             except InvalidEvent as exc:
                 settlements.append(Settlement(item.id, "dead", f"invalid event: {exc}"))
@@ -126,6 +159,9 @@ class DeliveryWorker:
             service = await self._sync_service()
             outcomes = await service.sync(events)
         except ConfigurationError as error:
+            self._setup_ok = False
+            self._setup_checked_at = self._clock()
+            self._setup_problem = str(error)
             self._readiness.fail(str(error))
             log.error("deliveries paused, the setup needs an operator: %s", error)
             later = self._clock() + timedelta(seconds=self._options.configuration_retry)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from adapters.identity_memory import InMemoryIdentityMap
+from adapters.prospect_store_memory import InMemoryProspectStore
 from domain.events import parse_event
 from domain.sync import Delivered, Rejected, SyncService
 from tests.contracts.conftest import open_backend
@@ -29,8 +29,10 @@ def event(message_id: str, when: str = "00:00", **traits: Any) -> dict[str, Any]
 async def test_v4_lookup_audience_and_latest_by_email_end_alike(kind: str) -> None:
     async with AsyncExitStack() as stack:
         backend = await open_backend(stack, kind, 4)
-        settings = make_settings(prospect_lookup_field_id="org_id", campaign_id="17")
-        service = SyncService(backend.repo, settings, InMemoryIdentityMap())
+        settings = make_settings(prospect_lookup_field_id="org_id", campaign_id="99")
+        service = SyncService(
+            backend.repo, settings, InMemoryProspectStore(), create_campaign_id="17"
+        )
         backend.seed("pat@x.io", org_id="other")
         outcomes = await service.sync(
             [
@@ -62,7 +64,7 @@ async def test_v4_lookup_audience_and_latest_by_email_end_alike(kind: str) -> No
 async def test_unknown_pardot_id_is_rejected_not_created(kind: str) -> None:
     async with AsyncExitStack() as stack:
         backend = await open_backend(stack, kind, 4)
-        service = SyncService(backend.repo, make_settings(), InMemoryIdentityMap())
+        service = SyncService(backend.repo, make_settings(), InMemoryProspectStore())
         payload = {**event("m1", email="pat@x.io"), "integrations": {"Pardot": {"id": 987654}}}
         [outcome] = await service.sync([parse_event(payload)])
         assert isinstance(outcome, Rejected)
@@ -74,7 +76,10 @@ async def test_v3_tom_is_one_prospect(kind: str) -> None:
     async with AsyncExitStack() as stack:
         backend = await open_backend(stack, kind, 3)
         service = SyncService(
-            backend.repo, make_settings(api_version=3, campaign_id="17"), InMemoryIdentityMap()
+            backend.repo,
+            make_settings(api_version=3, campaign_id="99"),
+            InMemoryProspectStore(),
+            create_campaign_id="17",
         )
         tom = event("m1", email="tom@initech.example", first_name="Tom", title="Product Manager")
         tom2 = event("m2", "00:01", email="tom@initech.example", last_name="Smykowski")

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from adapters.identity_memory import InMemoryIdentityMap
 from adapters.pardot_memory import InMemoryPardot
+from adapters.prospect_store_memory import InMemoryProspectStore
 from domain.events import parse_event
 from domain.settings import DestinationSettings
 from domain.sync import Outcome, SyncService
@@ -23,11 +24,29 @@ def make_settings(**overrides: Any) -> DestinationSettings:
 class World:
     """An in-memory Pardot, an identity map and the sync service wired together."""
 
-    def __init__(self, settings: DestinationSettings, custom_fields: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        settings: DestinationSettings,
+        custom_fields: tuple[str, ...] | dict[str, str] = (),
+        *,
+        create_campaign_id: str | None = None,
+        yields: Iterator[int] | None = None,
+    ) -> None:
         self.settings = settings
-        self.pardot = InMemoryPardot(version=settings.api_version, custom_fields=custom_fields)
-        self.identities = InMemoryIdentityMap()
-        self.service = SyncService(self.pardot, settings, self.identities)
+        lookup = settings.lookup_field
+        if lookup is not None and lookup not in custom_fields:
+            custom_fields = (
+                {**custom_fields, lookup: "Text"}
+                if isinstance(custom_fields, dict)
+                else (*custom_fields, lookup)
+            )
+        self.pardot = InMemoryPardot(
+            version=settings.api_version, custom_fields=custom_fields, yields=yields
+        )
+        self.store = InMemoryProspectStore()
+        self.service = SyncService(
+            self.pardot, settings, self.store, create_campaign_id=create_campaign_id
+        )
 
     async def send(self, *payloads: dict[str, Any]) -> list[Outcome]:
         return await self.service.sync([parse_event(p) for p in payloads])

@@ -71,7 +71,6 @@ def test_events_keep_unknown_keys_and_merge_context_traits_under_traits() -> Non
         ({"prospect_lookup_field_id": "id"}, "prospect_lookup_field_id"),
         ({"prospect_lookup_field_id": "fid"}, "prospect_lookup_field_id"),
         ({"prospect_lookup_field_id": "org id"}, "prospect_lookup_field_id"),
-        ({"api_version": 3, "prospect_lookup_field_id": "org_id"}, "prospect_lookup_field_id"),
         ({"use_user_id_as_lookup_value": True}, "use_user_id_as_lookup_value"),
     ],
 )

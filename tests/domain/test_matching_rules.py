@@ -10,21 +10,21 @@ from hypothesis import strategies as st
 from domain.events import parse_event
 from domain.matching import (
     MatchByLookup,
+    MatchPerson,
     Reject,
     Skip,
     UpsertByEmail,
     UpsertByFid,
     UpsertById,
-    UpsertLatestByEmail,
     destination_options,
     plan,
     plan_payload,
 )
-from domain.prospect import normalise_email
+from domain.prospect import normalise_email, salesforce_id_18
 from domain.settings import DestinationSettings
 from tests.strategies import events, fids, json_values, prospect_ids, settings
 
-WRITES = (UpsertByEmail, UpsertById, UpsertByFid, MatchByLookup, UpsertLatestByEmail)
+WRITES = (UpsertByEmail, UpsertById, UpsertByFid, MatchByLookup, MatchPerson)
 
 
 def _enabled(integrations: dict[str, Any]) -> bool:
@@ -96,6 +96,28 @@ def test_rule_4_v4_pardot_id_wins(
     assert "id" not in decision.fields and "fid" not in decision.fields
 
 
+@given(events("identify"), settings(version=4), fids.map(lambda f: f[:15]))
+def test_rule_5_v4_a_15_character_fid_is_matched_in_its_18_character_form(
+    payload: dict[str, Any], config: DestinationSettings, fid: str
+) -> None:
+    payload["integrations"] = {"Pardot": {"fid": fid}}
+    decision = plan(parse_event(payload), config)
+    assert isinstance(decision, UpsertByFid)
+    assert len(decision.fid) == 18 and decision.fid.startswith(fid)
+    # The suffix encodes the case: the 18-character form names the same record in any case.
+    assert plan(parse_event({**payload}), config) == decision
+
+
+@given(fids.map(lambda f: f[:15]), fids.map(lambda f: f[:15]))
+def test_rule_5_ids_that_differ_only_in_case_stay_apart_in_18_characters(a: str, b: str) -> None:
+    assume(a != b)
+    assert salesforce_id_18(a).upper() != salesforce_id_18(b).upper()
+
+
+def test_rule_5_salesforce_documented_example() -> None:
+    assert salesforce_id_18("001A0000006Vm9r") == "001A0000006Vm9rIAC"
+
+
 @given(events("identify"), settings(version=4), fids)
 def test_rule_5_v4_fid_without_id(
     payload: dict[str, Any], config: DestinationSettings, fid: str
@@ -131,7 +153,7 @@ def test_rule_6_v4_lookup_field_value_from_trait_or_user_id(
 
 
 @given(events("identify"), settings(version=4))
-def test_rule_7_v4_without_keys_updates_latest_by_email_or_rejects(
+def test_rule_7_v4_without_keys_matches_the_person_then_the_email(
     payload: dict[str, Any], config: DestinationSettings
 ) -> None:
     assume(_enabled(payload["integrations"]) and not {"id", "fid"} & set(_options(payload)))
@@ -141,12 +163,13 @@ def test_rule_7_v4_without_keys_updates_latest_by_email_or_rejects(
     event = parse_event(payload)
     decision = plan(event, config)
     email = normalise_email(event.all_traits.get("email"))
+    assert isinstance(decision, MatchPerson)
+    assert decision.email == email
+    assert (decision.user_id, decision.anonymous_id) == (event.user_id, event.anonymous_id)
+    assert decision.lookup_field is None
     if email is None:
-        assert isinstance(decision, Reject)
-        assert "email" in decision.reason
-    else:
-        assert isinstance(decision, UpsertLatestByEmail)
-        assert decision.email == email
+        # Delivered only if the person is already linked to a prospect; else this is why not.
+        assert "email" in decision.missing_email
 
 
 @given(events(), settings(version=4))
@@ -179,3 +202,25 @@ def test_every_plan_explains_itself_in_one_line(
 ) -> None:
     decision = plan(parse_event(payload), config)
     assert decision.reason and "\n" not in decision.reason
+
+
+@given(events("identify"), settings(version=3), st.sampled_from(["org_id", "customer_key"]))
+def test_rule_3_v3_ignores_the_lookup_settings_with_a_warning(
+    payload: dict[str, Any], config: DestinationSettings, lookup: str
+) -> None:
+    with_lookup = DestinationSettings(**{**config.model_dump(), "prospect_lookup_field_id": lookup})
+    assert plan(parse_event(payload), with_lookup) == plan(parse_event(payload), config)
+    assert with_lookup.lookup_field is None
+    [warning] = with_lookup.warnings()
+    assert "prospect_lookup_field_id" in warning and "ignored" in warning
+
+
+@given(
+    events("identify"), settings(version=4), prospect_ids, st.permutations(["Webhooks", "Pardot"])
+)
+def test_rule_2_the_options_object_holding_an_id_wins_whatever_the_key_order(
+    payload: dict[str, Any], config: DestinationSettings, prospect_id: int, keys: list[str]
+) -> None:
+    payload["integrations"] = {"Webhooks": {}, "Pardot": {"id": prospect_id}}
+    decision = plan(parse_event(payload), config, destination_keys=keys)
+    assert isinstance(decision, UpsertById) and decision.prospect_id == prospect_id

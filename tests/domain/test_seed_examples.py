@@ -25,7 +25,9 @@ TOM = {
 
 
 async def test_v3_tom_smykowski_becomes_one_prospect_with_mapped_fields() -> None:
-    world = World(make_settings(api_version=3, campaign_id="17"))
+    # The seed's campaign id is for the tracking code; the service's own setting names the
+    # campaign of prospects it creates.
+    world = World(make_settings(api_version=3, campaign_id="99"), create_campaign_id="17")
     [outcome] = await world.send(TOM)
     assert isinstance(outcome, Delivered)
     [prospect] = world.pardot.prospects()
@@ -47,7 +49,7 @@ async def test_v3_tom_smykowski_becomes_one_prospect_with_mapped_fields() -> Non
         "messageId": "m-tom-2",
         "traits": {"email": " TOM@initech.example ", "department": "Sales"},
     }
-    world.pardot.custom_fields.add("department")
+    world.pardot.custom_field_types["department"] = "Text"
     await world.send(again)
     [prospect] = world.pardot.prospects()
     assert prospect.fields["department"] == "Sales"
@@ -60,7 +62,7 @@ async def test_v4_fid_option_updates_the_salesforce_linked_prospect() -> None:
     other = world.pardot.seed("tom@initech.example", first_name="Tommy")
     event = {**TOM, "integrations": {"Pardot": {"fid": "00Q5e00000AbCdEfGH"}}}
     [outcome] = await world.send(event)
-    assert outcome == Delivered("matched by fid 00Q5e00000AbCdEfGH")
+    assert outcome == Delivered(f"updated prospect {lead}: matched by fid 00Q5e00000AbCdEfGH", lead)
     by_id = {p.id: p for p in world.pardot.prospects()}
     assert by_id[lead].fields["last_name"] == "Smykowski"
     assert "last_name" not in by_id[other].fields

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.identity_sqlite import SQLiteIdentityMap
+from adapters.prospect_store_sqlite import SQLiteProspectStore
 from adapters.queue_sqlite import SQLiteEventQueue, sqlite_path_from_url
 from adapters.sqlite_db import SQLiteDatabase
 from tests.queue.conftest import Clock, identify
@@ -157,13 +157,13 @@ async def test_concurrent_puts_share_commits(tmp_path: Path) -> None:
     await db.close()
 
 
-async def test_the_queue_and_identity_map_can_share_one_connection(tmp_path: Path) -> None:
+async def test_the_queue_and_prospect_store_can_share_one_connection(tmp_path: Path) -> None:
     db = SQLiteDatabase(tmp_path / "shared.db")
-    queue, identities = SQLiteEventQueue(db), SQLiteIdentityMap(db)
-    await asyncio.gather(queue.put([identify("m1")]), identities.remember("u1", 42))
+    queue, identities = SQLiteEventQueue(db), SQLiteProspectStore(db)
+    await asyncio.gather(queue.put([identify("m1")]), identities.link({"user:u1": "42"}))
     await queue.close()
     await identities.close()  # neither closes what it was lent
-    assert await identities.prospect_id("u1") == 42
+    assert await identities.links(["user:u1"]) == {"user:u1": "42"}
     await db.close()
     with pytest.raises(RuntimeError, match="closed"):
         await queue.counts()

@@ -33,7 +33,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         ({"PARDOT_ACCOUNT_ID": ""}, "PARDOT_ACCOUNT_ID"),
         ({"PARDOT_BUSINESS_UNIT_ID": "0Uv1"}, "PARDOT_BUSINESS_UNIT_ID"),
         ({"PARDOT_API_VERSION": "5"}, "PARDOT_API_VERSION"),
-        ({"PARDOT_API_VERSION": "3", "PARDOT_LOOKUP_FIELD_ID": "org_id"}, "PARDOT_LOOKUP_FIELD_ID"),
+        ({"PARDOT_CREATE_CAMPAIGN_ID": "x1"}, "PARDOT_CREATE_CAMPAIGN_ID"),
         ({"DESTINATION_QUEUE_URL": "postgres://x"}, "DESTINATION_QUEUE_URL"),
         ({"PARDOT_TRACKER_URL": "pi.pardot.com/pd.js"}, "PARDOT_TRACKER_URL"),
         ({"DESTINATION_MAX_ATTEMPTS": "0"}, "DESTINATION_MAX_ATTEMPTS"),
@@ -66,7 +66,7 @@ def test_plan_is_a_dry_run_with_reasons(env: dict[str, str]) -> None:
     )
     assert result.exit_code == 0, result.output
     rows = [line.split("\t") for line in result.output.strip().splitlines()]
-    assert [row[1] for row in rows] == ["UpsertLatestByEmail", "UpsertByFid", "Skip", "Reject"]
+    assert [row[1] for row in rows] == ["MatchPerson", "UpsertByFid", "Skip", "Reject"]
     assert rows[3][2].startswith("rejected: invalid event")
 
 

@@ -39,7 +39,7 @@ def at(minute: int) -> datetime:
 
 
 async def test_v3_identifies_become_one_prospect_per_email(v3_stack: Stack) -> None:
-    service = await v3_stack.service(PARDOT_CAMPAIGN_ID="1")
+    service = await v3_stack.service(PARDOT_CREATE_CAMPAIGN_ID="1")
     await send_with_segment_library(
         service.url,
         [

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from adapters.identity_memory import InMemoryIdentityMap
 from adapters.pardot_memory import InMemoryPardot
+from adapters.prospect_store_memory import InMemoryProspectStore
 from adapters.queue_memory import InMemoryEventQueue
 from domain.errors import ConfigurationError, DailyLimitReached, RetryableError
 from domain.sync import SyncService
@@ -26,7 +26,9 @@ class Rig:
         self.queue = InMemoryEventQueue(clock=self.clock)
         self.pardot = InMemoryPardot(version=3)
         self.readiness = Readiness()
-        self.service = SyncService(self.pardot, make_settings(api_version=3), InMemoryIdentityMap())
+        self.service = SyncService(
+            self.pardot, make_settings(api_version=3), InMemoryProspectStore()
+        )
         self.failure: Exception | None = None
         self.worker = DeliveryWorker(
             self.queue, self._service, readiness=self.readiness, metrics=Metrics(),
