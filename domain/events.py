@@ -79,9 +79,9 @@ class IdentifyEvent(BaseModel):
 
         `receivedAt` is our service's arrival time (the worker sets it from the queue). As
         Segment does, a client clock is corrected by the skew it showed when sending:
-        `receivedAt - (sentAt - timestamp)`. An event is never later than its arrival plus
-        a small tolerance, so a client whose clock runs years fast cannot win every
-        comparison after it.
+        `receivedAt - (sentAt - timestamp)`. An event claiming a time later than its arrival
+        plus a small tolerance is taken to have happened on arrival, so a client whose clock
+        runs years fast cannot win every comparison after it.
         """
         claimed = self.timestamp or self.original_timestamp
         arrival = self.received_at
@@ -95,7 +95,8 @@ class IdentifyEvent(BaseModel):
                 claimed = arrival - skew
             except OverflowError:
                 claimed = _EARLIEST if skew > timedelta(0) else arrival
-        return min(claimed, arrival + CLOCK_TOLERANCE)
+        # Past the tolerance the clock is wrong, not early: arrival is the best estimate.
+        return claimed if claimed <= arrival + CLOCK_TOLERANCE else arrival
 
     def to_json(self) -> dict[str, Any]:
         """The event as Segment spells it, unknown keys included."""

@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +26,7 @@ from contracts.fake_pardot_state import (
 WRITE_KEY = "e2e-write-key"
 SHARED_SECRET = "e2e-shared-secret"
 LISTENING = re.compile(r"listening on (http://\S+)")
+WORKER_STARTED = "delivery worker started"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -33,14 +35,16 @@ class ServiceProcess:
     """One `serve` child process; its log is kept for assertions and failure reports."""
 
     env: dict[str, str]
+    command: str = "serve"
     process: asyncio.subprocess.Process | None = None
     url: str = ""
     log: list[str] = field(default_factory=list)
     _reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        arguments = ["serve", "--port", "0"] if self.command == "serve" else [self.command]
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "entrypoints.cli", "serve", "--port", "0",
+            sys.executable, "-m", "entrypoints.cli", *arguments,
             env=self.env, cwd=ROOT, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         found: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -55,6 +59,8 @@ class ServiceProcess:
             match = LISTENING.search(text)
             if match and not found.done():
                 found.set_result(match.group(1))
+            elif self.command == "worker" and WORKER_STARTED in text and not found.done():
+                found.set_result("")
         if not found.done():
             found.set_exception(RuntimeError("service exited:\n" + "\n".join(self.log)))
 
@@ -110,8 +116,8 @@ class Stack:
         env.update(overrides)
         return env
 
-    async def service(self, **overrides: str) -> ServiceProcess:
-        service = ServiceProcess(self.env(**overrides))
+    async def service(self, command: str = "serve", **overrides: str) -> ServiceProcess:
+        service = ServiceProcess(self.env(**overrides), command)
         self.services.append(service)
         await service.start()
         return service
@@ -140,10 +146,9 @@ class Stack:
         )
 
 
-async def open_stack(tmp_path: Path, version: int, **fake_options: object) -> AsyncIterator[Stack]:
-    fake = FakePardot(
-        version=version, custom_fields={"org_id", "premium_users", "plan"}, **fake_options
-    )  # type: ignore[arg-type]
+async def open_stack(tmp_path: Path, version: int, **fake_options: Any) -> AsyncIterator[Stack]:
+    fake_options.setdefault("custom_fields", {"org_id", "premium_users", "plan"})
+    fake = FakePardot(version=version, **fake_options)
     async with running_fake_pardot(fake) as server:
         stack = Stack(fake, server.url, tmp_path)
         try:
