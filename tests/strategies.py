@@ -81,7 +81,36 @@ def traits(draw: st.DrawFn) -> dict[str, Any]:
     for name in ("org_id", "Org_Id", "customer_key"):
         if draw(st.booleans()):
             result[name] = draw(st.none() | st.text(max_size=6) | st.integers(0, 99))
+    result.update(draw(reserved_traits))
     return result
+
+
+# Segment's reserved traits in both spellings and shapes, so mapping is always exercised.
+short_text = st.text(max_size=12)
+reserved_traits = st.fixed_dictionaries(
+    {},
+    optional={
+        "firstName": short_text,
+        "lastName": short_text,
+        "first_name": short_text,
+        "name": st.sampled_from(["Ann Lee", "Ann\tLee", "Ann\u00a0Mary Lee", "Cher", " "]),
+        "title": short_text,
+        "phone": short_text,
+        "company": short_text
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "name": short_text,
+                "industry": short_text,
+                "employee_count": st.integers(0, 9),
+            },
+        ),
+        "address": short_text
+        | st.fixed_dictionaries(
+            {}, optional={"street": short_text, "city": short_text, "postalCode": short_text}
+        ),
+    },
+)
 
 
 @st.composite
