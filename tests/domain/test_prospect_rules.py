@@ -104,7 +104,9 @@ def test_rules_1_and_2_one_holder_is_updated_else_the_latest_free_one_is_adopted
             [new] = after.keys() - before.keys()
             assert (after[new].email, after[new].fields["org_id"]) == (E, value)
         if not isinstance(outcome, Rejected):
-            holding = [p for p in after.values() if p.fields.get("org_id") == value]
+            holding = [
+                p for p in after.values() if p.fields.get("org_id") == value and p.email == E
+            ]
             assert len(holding) == 1 and isinstance(outcome, Delivered)
 
     run(scenario())
