@@ -18,7 +18,7 @@ from adapters.pardot_http import PardotHttpRepository
 from adapters.prospect_store_sqlite import SQLiteProspectStore
 from adapters.queue_sqlite import SQLiteEventQueue
 from adapters.salesforce_oauth import token_provider_from
-from adapters.sqlite_db import SQLiteDatabase, sqlite_path_from_url
+from adapters.sqlite_db import SQLiteDatabase
 from domain.errors import ConfigurationError, InvalidSettings
 from domain.ports import PardotRepository, ProspectStore, TokenProvider
 from domain.sync import SyncService
@@ -35,7 +35,7 @@ async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _database(config: ServiceConfig) -> AsyncIterator[SQLiteDatabase]:
-    database = SQLiteDatabase(sqlite_path_from_url(config.queue_url))
+    database = SQLiteDatabase(config.queue_path)
     try:
         yield database
     finally:
