@@ -17,8 +17,8 @@ from contracts.fake_pardot_state import (
     DEFAULT_CLIENT_SECRET,
 )
 from domain.ports import TokenProvider
-from entrypoints.config import ServiceConfig
 from entrypoints.container import Container
+from tests.settings import service_config
 
 CLIENT_ID = DEFAULT_CLIENT_ID
 CLIENT_SECRET = DEFAULT_CLIENT_SECRET
@@ -110,11 +110,5 @@ def chosen_tokens(**credentials: object) -> TokenProvider:
         settings[CREDENTIALS[name]] = value if value is None else str(value)
     if settings["salesforce_login_url"] is None:
         del settings["salesforce_login_url"]  # the default login host
-    config = ServiceConfig(
-        _env_file=None,  # type: ignore[call-arg]
-        account_id="507251",
-        business_unit_id=DEFAULT_BUSINESS_UNIT_ID,
-        **settings,
-    )
-    tokens: TokenProvider = Container(config=config).tokens()
+    tokens: TokenProvider = Container(config=service_config(**settings)).tokens()
     return tokens
