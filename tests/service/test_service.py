@@ -112,9 +112,12 @@ async def test_a_missing_credential_makes_the_service_unready_until_connect_wrot
             async def unready() -> bool:
                 return (await client.get("/readyz")).status_code == 503
 
+            async def waiting() -> bool:
+                return {k: v for k, v in (await queue.counts()).items() if v} == {"retry": 1}
+
             await eventually(unready)
             assert (await client.get("/readyz")).json()["reason"] == NO_CREDENTIALS
-            assert {k: v for k, v in (await queue.counts()).items() if v} == {"retry": 1}
+            await eventually(waiting)  # kept, not dead-lettered
 
             # What `pardot-destination connect` leaves behind once the operator signed in.
             TokenStore(token_file).save_refresh_token(
