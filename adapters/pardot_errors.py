@@ -53,8 +53,11 @@ VERSION_HINT = {
     88: "this Pardot account allows several prospects per email: set PARDOT_API_VERSION=4",
     89: "this Pardot account has one prospect per email: set PARDOT_API_VERSION=3",
     181: "the Pardot-Business-Unit-Id header is missing: set PARDOT_BUSINESS_UNIT_ID",
-    182: "PARDOT_BUSINESS_UNIT_ID is malformed (18 characters starting with 0Uv)",
-    201: "PARDOT_BUSINESS_UNIT_ID names no active business unit of this org",
+    182: "check PARDOT_BUSINESS_UNIT_ID: 18 characters starting with 0Uv",
+    201: (
+        "check PARDOT_BUSINESS_UNIT_ID: it names no active business unit this user can reach "
+        "(Setup > Account Engagement > Business Unit Setup shows the id)"
+    ),
     46: "the Salesforce user lacks Pardot API access for this business unit",
 }
 

@@ -6,18 +6,19 @@ import copy
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from adapters.queue_sqlite import (
+from domain.ports import (
     PURGEABLE,
     SETTLED,
     STATES,
+    QueuedEvent,
+    QueueFull,
+    Settlement,
     message_id_of,
     ordering_key_of,
-    utc_now,
 )
-from domain.ports import QueuedEvent, QueueFull, Settlement
 
 __all__ = ["InMemoryEventQueue", "QueueFull"]
 
@@ -40,7 +41,10 @@ class _Event:
 
 class InMemoryEventQueue:
     def __init__(
-        self, *, max_pending: int | None = None, clock: Callable[[], datetime] = utc_now
+        self,
+        *,
+        max_pending: int | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._events: dict[int, _Event] = {}
         self._ids = itertools.count(1)
@@ -94,13 +98,13 @@ class InMemoryEventQueue:
             for e in sorted(chosen, key=lambda e: e.id)
         ]
 
-    async def settle(self, settlements: Sequence[Settlement]) -> None:
-        for s in settlements:
+    async def settle(self, settlements: Mapping[int, Settlement]) -> None:
+        for s in settlements.values():
             if s.state not in SETTLED:
                 raise ValueError(f"cannot settle an event as {s.state!r}")
         now = self._clock()
-        for s in settlements:
-            event = self._events.get(s.event_id)
+        for event_id, s in settlements.items():
+            event = self._events.get(event_id)
             if event is not None:  # last writer wins, as in the SQLite queue
                 event.state, event.reason = s.state, s.reason
                 event.due_at = (s.not_before or now) if s.state == "retry" else now

@@ -22,25 +22,23 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from adapters.sqlite_db import (
-    MAX_BATCH,
-    SQLiteDatabase,
-    from_micros,
-    sqlite_path_from_url,
-    to_micros,
+from adapters.sqlite_db import MAX_BATCH, SQLiteDatabase, from_micros, to_micros
+from domain.ports import (
+    SETTLED,
+    STATES,
+    QueuedEvent,
+    QueueFull,
+    Settlement,
+    message_id_of,
+    ordering_key_of,
 )
-from domain.ports import QueuedEvent, QueueFull, Settlement
 
-__all__ = ["QueueFull", "SQLiteEventQueue", "sqlite_path_from_url"]
+__all__ = ["QueueFull", "SQLiteEventQueue"]
 
 # How stale the cached count of open events may get; settles by other processes sharing the
 # file are only seen at a recount.
 OPEN_COUNT_SECONDS = 5.0
 
-STATES = ("pending", "leased", "retry", "delivered", "skipped", "rejected", "dead")
-SETTLED = frozenset({"delivered", "skipped", "rejected", "dead", "retry"})
-# Finished for good; dead letters stay until an operator requeues them.
-PURGEABLE = frozenset({"delivered", "skipped", "rejected"})
 # Spelled out in each query: SQLite uses a partial index only when a query repeats its WHERE.
 _OPEN = "state IN ('pending', 'retry', 'leased')"
 _PAUSE_KEY = "paused_until"
@@ -68,19 +66,6 @@ SCHEMA = (
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def message_id_of(payload: Mapping[str, Any]) -> str | None:
-    return _text(payload.get("messageId"))
-
-
-def ordering_key_of(payload: Mapping[str, Any]) -> str | None:
-    """Events of one person are delivered one lease at a time, in arrival order."""
-    return _text(payload.get("userId")) or _text(payload.get("anonymousId"))
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
 
 
 class SQLiteEventQueue:
@@ -123,15 +108,15 @@ class SQLiteEventQueue:
         until = now + round(lease_seconds * 1_000_000)
         return await self._db.write(partial(_lease, now, until, limit))
 
-    async def settle(self, settlements: Sequence[Settlement]) -> None:
+    async def settle(self, settlements: Mapping[int, Settlement]) -> None:
         now = to_micros(self._clock())
         rows = []
-        for s in settlements:
+        for event_id, s in settlements.items():
             if s.state not in SETTLED:
                 raise ValueError(f"cannot settle an event as {s.state!r}")
             retry = s.state == "retry"
             due = to_micros(s.not_before) if retry and s.not_before else now
-            rows.append((s.state, s.reason, due, None if retry else now, s.event_id))
+            rows.append((s.state, s.reason, due, None if retry else now, event_id))
         if rows:
             await self._db.write(partial(self._update, rows))
 

@@ -17,7 +17,7 @@ import os
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 from authlib.integrations.base_client.errors import OAuthError
@@ -26,7 +26,6 @@ from joserfc.jwk import RSAKey
 
 from adapters.token_store import DEFAULT_TOKEN_FILE, TokenStore
 from domain.errors import ConfigurationError, RetryableError
-from domain.ports import TokenProvider
 
 # Authlib 1.9 prefers httpx2 and warns, on every CLI start, when it falls back to httpx,
 # which this project uses throughout. The warning is for us, not for operators: silence
@@ -43,7 +42,6 @@ __all__ = [
     "OAuthError",
     "RefreshTokenProvider",
     "StaticTokenProvider",
-    "token_provider_from",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,18 +55,6 @@ FORM_CLIENT_AUTH = "client_secret_post"
 JWT_ASSERTION_LIFETIME = 180
 TOKEN_REQUEST_TIMEOUT = 30.0
 CONNECT_COMMAND = "pardot-destination connect"
-NO_CREDENTIALS = (
-    "no Salesforce credentials: run `pardot-destination connect` or set SALESFORCE_REFRESH_TOKEN"
-)
-
-
-class SupportsSecret(Protocol):
-    """pydantic's SecretStr, or anything else that hides its value until asked."""
-
-    def get_secret_value(self) -> str: ...
-
-
-Secret = str | SupportsSecret | None
 
 
 class StaticTokenProvider:
@@ -161,6 +147,40 @@ class RefreshTokenProvider(_CachedTokenProvider):
         self._token_file = None if token_file is None else Path(token_file)
         self._timeout = timeout
 
+    @classmethod
+    def kept_in(
+        cls,
+        store: TokenStore,
+        *,
+        login_url: str,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        instance_url: str = "",
+    ) -> RefreshTokenProvider:
+        """A provider that saves rotated refresh tokens to `store` at once, and that tries
+        the one stored there when Salesforce rejects its own (written by `connect`, or
+        rotated by another process)."""
+
+        async def save_rotation(rotated: str) -> None:
+            await asyncio.to_thread(
+                store.save_refresh_token,
+                rotated,
+                login_url=login_url,
+                client_id=client_id,
+                instance_url=instance_url,
+            )
+
+        return cls(
+            login_url=login_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+            on_rotation=save_rotation,
+            reload=store.refresh_token,
+            token_file=store.path,
+        )
+
     def __repr__(self) -> str:
         return f"RefreshTokenProvider({self._token_url!r}, <secrets hidden>)"
 
@@ -209,7 +229,7 @@ class RefreshTokenProvider(_CachedTokenProvider):
                 )
                 return token
         except (httpx.HTTPError, ValueError) as error:
-            raise _unreachable(error) from None
+            raise unreachable(error) from None
 
     async def _take_newer_refresh_token(self) -> bool:
         if self._reload is None:
@@ -326,113 +346,18 @@ class JwtBearerProvider(_CachedTokenProvider):
                 "certificate and that the user is pre-authorized for it"
             ) from None
         except (httpx.HTTPError, ValueError) as error:
-            raise _unreachable(error) from None
+            raise unreachable(error) from None
         log.info("Salesforce access token obtained with a JWT bearer assertion")
         return str(token["access_token"])
 
 
-def _unreachable(error: Exception) -> RetryableError:
+def unreachable(error: Exception) -> RetryableError:
     """A token request that failed on the way, not by Salesforce's refusal: try again."""
     if isinstance(error, httpx.HTTPError):
         why = f"unreachable or failing ({type(error).__name__})"
     else:
         why = "answered something not JSON"
     return RetryableError(f"Salesforce token endpoint {why}")
-
-
-def token_provider_from(
-    *,
-    login_url: str | None,
-    client_id: str | None,
-    client_secret: Secret,
-    refresh_token: Secret,
-    token_file: str | os.PathLike[str] | None,
-    jwt_username: str | None = None,
-    jwt_private_key_file: str | os.PathLike[str] | None = None,
-    static_token: Secret = None,
-) -> TokenProvider:
-    """The token provider the configuration asks for, or a ConfigurationError saying why not.
-
-    In order: a static token; the JWT bearer flow when a username and key file are set; a
-    refresh token given explicitly; the refresh token `connect` stored in `token_file` (the
-    default file when None). Rotated refresh tokens are written to `token_file`, and a
-    rejected refresh token is replaced by the stored one when that is newer.
-    """
-    static = _reveal(static_token)
-    if static:
-        return StaticTokenProvider(static)
-    login = (login_url or "https://login.salesforce.com").rstrip("/")
-    if jwt_username or jwt_private_key_file:
-        if not (jwt_username and jwt_private_key_file):
-            missing = "SALESFORCE_JWT_USERNAME" if not jwt_username else "the private key file"
-            raise ConfigurationError(f"the JWT bearer flow needs {missing} as well")
-        if not client_id:
-            raise ConfigurationError(
-                "the JWT bearer flow needs SALESFORCE_CLIENT_ID (the connected app's consumer key)"
-            )
-        return JwtBearerProvider(
-            login_url=login,
-            consumer_key=client_id,
-            username=jwt_username,
-            private_key_file=jwt_private_key_file,
-        )
-
-    store = TokenStore(token_file)
-    explicit = _reveal(refresh_token)
-    if explicit:
-        token, client = explicit, client_id
-        instance_url = ""
-    else:
-        stored = store.load()
-        if stored is None:
-            raise ConfigurationError(NO_CREDENTIALS)
-        if client_id and client_id != stored.client_id:
-            raise ConfigurationError(
-                f"the token file {store.path} was written for another connected app than "
-                f"SALESFORCE_CLIENT_ID: run `{CONNECT_COMMAND}` again or fix SALESFORCE_CLIENT_ID"
-            )
-        if stored.login_url.rstrip("/") != login:
-            log.info("using the login URL stored with the refresh token: %s", stored.login_url)
-        token, client, login = stored.refresh_token, stored.client_id, stored.login_url
-        instance_url = stored.instance_url
-    if not client:
-        raise ConfigurationError(
-            "SALESFORCE_CLIENT_ID is not set (the connected app's consumer key)"
-        )
-    secret = _reveal(client_secret)
-    if not secret:
-        raise ConfigurationError(
-            "SALESFORCE_CLIENT_SECRET is not set (the connected app's consumer secret, needed "
-            "to use the refresh token)"
-        )
-
-    persisted_login, persisted_client = login, client
-
-    async def save_rotation(rotated: str) -> None:
-        await asyncio.to_thread(
-            store.save_refresh_token,
-            rotated,
-            login_url=persisted_login,
-            client_id=persisted_client,
-            instance_url=instance_url,
-        )
-
-    return RefreshTokenProvider(
-        login_url=login,
-        client_id=client,
-        client_secret=secret,
-        refresh_token=token,
-        on_rotation=save_rotation,
-        reload=store.refresh_token,
-        token_file=store.path,
-    )
-
-
-def _reveal(value: Secret) -> str | None:
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else value.get_secret_value()
-    return text.strip() or None
 
 
 def _read_private_key(path: Path) -> str:

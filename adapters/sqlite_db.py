@@ -25,17 +25,6 @@ BUSY_TIMEOUT_SECONDS = 30.0  # how long another process may hold the write lock
 MAX_BATCH = 1000  # jobs per transaction, so one burst cannot hold the lock for long
 
 
-def sqlite_path_from_url(url: str) -> Path:
-    """`sqlite:///relative.db` or `sqlite:////absolute.db` (SQLAlchemy's spelling) to a path."""
-    scheme, sep, rest = url.partition("://")
-    if scheme != "sqlite" or not sep or not rest.startswith("/") or rest == "/":
-        raise ValueError(
-            f"unsupported queue URL {url!r}: expected sqlite:///relative/path.db "
-            "or sqlite:////absolute/path.db"
-        )
-    return Path(rest[1:])
-
-
 def to_micros(when: datetime) -> int:
     """Integer microseconds since the epoch: exact, and comparable inside SQL."""
     if when.tzinfo is None:

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -27,9 +26,9 @@ import aiohttp
 from aiohttp import web
 
 from adapters.queue_sqlite import SQLiteEventQueue
+from tests.child_server import ChildServer, start_server
 
 WRITE_KEY = "bench-write-key"
-LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 def bare_app() -> web.Application:
@@ -55,7 +54,7 @@ async def serve_bare() -> None:
     await asyncio.Event().wait()
 
 
-async def start(kind: str, workdir: Path) -> tuple[asyncio.subprocess.Process, str]:
+async def start(kind: str, workdir: Path) -> ChildServer:
     env = {
         **os.environ,
         "PARDOT_API_VERSION": "3",
@@ -69,15 +68,7 @@ async def start(kind: str, workdir: Path) -> tuple[asyncio.subprocess.Process, s
     }
     args = ["-m", "benchmarks.ingest", "--serve-bare"] if kind == "bare" else [
         "-m", "entrypoints.cli", "--log-level", "error", "serve", "--port", "0"]  # fmt: skip
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, *args, env=env, stderr=asyncio.subprocess.PIPE
-    )
-    assert process.stderr is not None
-    while line := await asyncio.wait_for(process.stderr.readline(), 30):
-        found = LISTENING.search(line.decode())
-        if found:
-            return process, found.group(1)
-    raise RuntimeError(f"{kind} server did not start")
+    return await start_server(*args, env=env)
 
 
 async def load(url: str, path: str, bodies: list[bytes], concurrency: int) -> float:
@@ -117,7 +108,8 @@ async def pause_deliveries(workdir: Path) -> None:
 async def measure(kind: str, requests: int, batch_size: int, concurrency: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="pardot-bench-") as workdir:
         await pause_deliveries(Path(workdir))
-        process, url = await start(kind, Path(workdir))
+        server = await start(kind, Path(workdir))
+        url = server.url
         try:
             warm_up = [json.dumps(identify(-n)).encode() for n in range(1, 201)]
             await load(url, "/v1/identify", warm_up, concurrency)
@@ -131,8 +123,7 @@ async def measure(kind: str, requests: int, batch_size: int, concurrency: int) -
             ]  # fmt: skip
             batch_seconds = await load(url, "/v1/batch", batches, concurrency)
         finally:
-            process.terminate()
-            await process.wait()
+            await server.stop()
     return {
         "single_events_per_s": requests / single_seconds,
         "batch_events_per_s": len(batches) * batch_size / batch_seconds,

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from domain.errors import InvalidEvent
-from domain.settings import describe_validation_error
+from domain.validation import describe_validation_error
 
 MAX_MESSAGE_ID = 100
 # How far ahead of its arrival an event's time may be: clocks of well-run machines drift by

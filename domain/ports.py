@@ -94,12 +94,33 @@ class QueuedEvent:
     received_at: datetime
 
 
+# The queue's vocabulary, shared by every EventQueue so that they all mean the same by a state.
+STATES = ("pending", "leased", "retry", "delivered", "skipped", "rejected", "dead")
+SettledState = Literal["delivered", "skipped", "rejected", "retry", "dead"]
+SETTLED: frozenset[str] = frozenset({"delivered", "skipped", "rejected", "dead", "retry"})
+# Finished for good; dead letters stay until an operator requeues them.
+PURGEABLE: frozenset[str] = frozenset({"delivered", "skipped", "rejected"})
+
+
+def message_id_of(payload: Mapping[str, Any]) -> str | None:
+    """The sender's id of an event: a second event with the same one is a duplicate."""
+    return _text(payload.get("messageId"))
+
+
+def ordering_key_of(payload: Mapping[str, Any]) -> str | None:
+    """Events of one person are delivered one lease at a time, in arrival order."""
+    return _text(payload.get("userId")) or _text(payload.get("anonymousId"))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
 @dataclass(frozen=True)
 class Settlement:
-    """What became of one leased event. `state` decides whether it ever comes back."""
+    """What becomes of one leased event. `state` decides whether it ever comes back."""
 
-    event_id: int
-    state: Literal["delivered", "skipped", "rejected", "retry", "dead"]
+    state: SettledState
     reason: str
     not_before: datetime | None = None
 
@@ -122,7 +143,9 @@ class EventQueue(Protocol):
         """Take up to `limit` due events; unsettled ones come back after `lease_seconds`."""
         ...
 
-    async def settle(self, settlements: Sequence[Settlement]) -> None: ...
+    async def settle(self, settlements: Mapping[int, Settlement]) -> None:
+        """Record what became of leased events, by event id; `retry` makes one due again."""
+        ...
 
     async def pause_until(self, when: datetime | None) -> None:
         """Hold every delivery until `when` (Pardot's daily limit); None lifts the pause.

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from domain.errors import InvalidSettings
+from domain.validation import describe_validation_error
 
 BUSINESS_UNIT_ID = re.compile(r"^0Uv[0-9A-Za-z]{15}$")
 DIGITS = re.compile(r"^[0-9]+$")
@@ -88,13 +89,3 @@ class DestinationSettings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             raise InvalidSettings(describe_validation_error(exc)) from None
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, `location: why`, with the offending input never echoed."""
-    lines = []
-    for error in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(part) for part in error["loc"]) or "value"
-        message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: {message}")
-    return "; ".join(lines)

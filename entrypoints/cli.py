@@ -20,7 +20,7 @@ from domain.matching import plan_payload
 from domain.ports import EventQueue
 from entrypoints.config import ServiceConfig, load_config
 from entrypoints.connect import connect
-from entrypoints.container import Container, resolve
+from entrypoints.container import Container, opened
 from entrypoints.service import build_app, run_worker_alone
 
 T = TypeVar("T")
@@ -35,6 +35,10 @@ def _config() -> ServiceConfig:
         # One line naming the setting, and a non-zero exit: no traceback for a typo.
         click.echo(f"pardot-destination: configuration error: {exc}", err=True)
         sys.exit(2)
+
+
+def _container() -> Container:
+    return Container(config=_config())
 
 
 def _logging(level: str) -> None:
@@ -58,8 +62,7 @@ def main(log_level: str) -> None:
 @click.option("--port", default=8080, show_default=True, type=int, help="0 picks a free port")
 def serve(host: str, port: int) -> None:
     """Run the webhook and the delivery worker in one process."""
-    container = Container(config=_config())
-    asyncio.run(_serve(container, host, port))
+    asyncio.run(_serve(_container(), host, port))
 
 
 async def _serve(container: Container, host: str, port: int) -> None:
@@ -82,8 +85,7 @@ async def _serve(container: Container, host: str, port: int) -> None:
 @main.command()
 def worker() -> None:
     """Run only the delivery worker (scale out: many workers may share one queue)."""
-    container = Container(config=_config())
-    asyncio.run(run_worker_alone(container))
+    asyncio.run(run_worker_alone(_container()))
 
 
 @main.command("fake-pardot")
@@ -158,14 +160,11 @@ def plan_command(events: Any) -> None:
 
 
 def _with_queue(action: Callable[[EventQueue], Awaitable[T]]) -> T:
-    container = Container(config=_config())
+    container = _container()
 
     async def run() -> T:
-        await container.init_resources()  # type: ignore[misc]
-        try:
-            return await action(await resolve(container.queue))
-        finally:
-            await container.shutdown_resources()  # type: ignore[misc]
+        async with opened(container):
+            return await action(await container.queue.async_())
 
     return asyncio.run(run())
 

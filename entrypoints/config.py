@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -19,9 +20,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from adapters.sqlite_db import sqlite_path_from_url
 from domain.errors import InvalidSettings
-from domain.settings import DestinationSettings, describe_validation_error
+from domain.settings import DestinationSettings
+from domain.validation import describe_validation_error
 from entrypoints.tracking import TrackingConfig
 
 CONFIG_FILE_ENV = "PARDOT_DESTINATION_CONFIG"
@@ -149,6 +150,21 @@ class ServiceConfig(BaseSettings):
     @property
     def fixed_api_version(self) -> int | None:
         return None if self.api_version == "auto" else int(self.api_version)
+
+    @property
+    def queue_path(self) -> Path:
+        return sqlite_path_from_url(self.queue_url)
+
+
+def sqlite_path_from_url(url: str) -> Path:
+    """`sqlite:///relative.db` or `sqlite:////absolute.db` (SQLAlchemy's spelling) to a path."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "sqlite" or not sep or not rest.startswith("/") or rest == "/":
+        raise ValueError(
+            f"unsupported queue URL {url!r}: expected sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    return Path(rest[1:])
 
 
 # Setting names as the domain spells them, and as the user does (the variable).

@@ -3,7 +3,9 @@
 The OAuth 2.0 web-server flow with PKCE: print (and open) the authorize URL, wait on a local
 callback for the code, check `state`, exchange the code, store the refresh token with mode
 0600, then make one real Pardot call to say which API version answers or exactly what is
-wrong. The core is `run_connect`, testable without click; the click command is a thin shell.
+wrong. The exchange and the call are the OAuth adapter's, taken from the container; this
+module keeps the command's flow, its callback page and what it tells the person at the
+terminal. The core is `run_connect`, testable without click; the click command is a shell.
 """
 
 from __future__ import annotations
@@ -12,48 +14,31 @@ import asyncio
 import secrets
 import threading
 import webbrowser
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 import httpx
 from aiohttp import web
 
-from adapters.salesforce_oauth import (
-    FORM_CLIENT_AUTH,
-    TOKEN_PATH,
-    AsyncOAuth2Client,
-    OAuthError,
-)
-from adapters.token_store import StoredTokens, TokenStore, now_millis
-from domain.errors import ConfigurationError
+from domain.errors import ConfigurationError, PardotError, RetryableError
+from entrypoints.container import Container
 
 DEFAULT_LOGIN_URL = "https://login.salesforce.com"
 DEFAULT_PARDOT_URL = "https://pi.pardot.com"
 SANDBOX_LOGIN_URL = "https://test.salesforce.com"
 SANDBOX_PARDOT_URL = "https://pi.demo.pardot.com"
-AUTHORIZE_PATH = "/services/oauth2/authorize"
 CALLBACK_PATH = "/callback"
 CALLBACK_HOST = "127.0.0.1"
-SCOPE = "pardot_api refresh_token"
 DEFAULT_TIMEOUT = 300.0
-HTTP_TIMEOUT = 30.0
 
-# What to do about each Pardot error the connection test can meet.
-HINTS: dict[int, str] = {
-    181: "check PARDOT_BUSINESS_UNIT_ID (--business-unit-id)",
-    182: "check PARDOT_BUSINESS_UNIT_ID: 18 characters starting with 0Uv",
-    201: (
-        "check PARDOT_BUSINESS_UNIT_ID: it names no active business unit this user can reach "
-        "(Setup > Account Engagement > Business Unit Setup shows the id)"
-    ),
+# What two answers mean right after a sign-in; the repository's error table explains the rest.
+TEST_CALL_HINTS: dict[int, str] = {
     184: (
         "Pardot refused the new access token: give the connected app the pardot_api scope "
         "and the Salesforce user access to Account Engagement"
     ),
-    46: "the Salesforce user lacks Pardot API access for this business unit",
     122: "the business unit's daily API limit is spent; the sign-in itself worked",
 }
 
@@ -94,12 +79,13 @@ async def run_connect(
     callback_timeout: float = DEFAULT_TIMEOUT,
     open_url: Callable[[str], object] | None = None,
     echo: Callable[[str], object] = click.echo,
+    container: Container | None = None,
 ) -> ConnectResult:
     """Run the whole flow; raises ConnectError when no refresh token could be stored."""
+    container = container or Container()
     login = login_url.rstrip("/")
-    store = TokenStore(token_file)
+    store = container.token_store(token_file)
     state = secrets.token_urlsafe(32)
-    verifier = secrets.token_urlsafe(64)  # 86 characters, within PKCE's 43..128
     callback = _Callback(state)
     runner = web.AppRunner(callback.app(), access_log=None)  # the callback URL holds the code
     await runner.setup()
@@ -112,18 +98,13 @@ async def run_connect(
             ) from None
         bound = runner.addresses[0][1]
         redirect_uri = f"http://{CALLBACK_HOST}:{bound}{CALLBACK_PATH}"
-        async with AsyncOAuth2Client(
-            client_id,
-            client_secret,
-            scope=SCOPE,
+        async with container.sign_in(
+            login_url=login,
+            client_id=client_id,
+            client_secret=client_secret,
             redirect_uri=redirect_uri,
-            code_challenge_method="S256",
-            token_endpoint_auth_method=FORM_CLIENT_AUTH,
-            timeout=HTTP_TIMEOUT,
-        ) as oauth:
-            authorize_url, _ = oauth.create_authorization_url(
-                login + AUTHORIZE_PATH, state=state, code_verifier=verifier
-            )
+        ) as sign_in:
+            authorize_url = sign_in.authorize_url(state)
             echo(f"Callback URL (register it in the connected app): {redirect_uri}")
             if port == 0:
                 echo("  (the port was picked at random: pass --port to keep it the same)")
@@ -131,82 +112,56 @@ async def run_connect(
             if open_url is not None:
                 open_url(authorize_url)
             code = await _wait_for_code(callback, redirect_uri, callback_timeout)
-            token = await _exchange(oauth, login, code, verifier, redirect_uri)
+            try:
+                signed_in = await sign_in.exchange(code)
+            except RetryableError as error:
+                raise ConnectError(
+                    f"{error} at {login}: check SALESFORCE_LOGIN_URL (--login-url, --sandbox)"
+                ) from None
+            except ConfigurationError as error:
+                raise ConnectError(str(error)) from None
     finally:
         await runner.cleanup()
 
-    refresh_token = token.get("refresh_token")
-    if not refresh_token:
-        raise ConnectError(
-            "Salesforce issued no refresh token: add the scope 'Perform requests at any time "
-            "(refresh_token, offline_access)' to the connected app and run connect again"
-        )
-    instance_url = str(token.get("instance_url") or "")
+    tokens = signed_in.tokens
     try:
-        store.save(
-            StoredTokens(
-                refresh_token=str(refresh_token),
-                instance_url=instance_url,
-                login_url=login,
-                client_id=client_id,
-                issued_at=str(token.get("issued_at") or now_millis()),
-            )
-        )
+        store.save(tokens)
     except OSError as error:
         raise ConnectError(
             f"cannot write the token file {store.path} ({error.strerror}): "
             "choose another --token-file"
         ) from None
-    echo(f"Signed in to {instance_url or login}; refresh token saved to {store.path} (mode 0600)")
+    where = tokens.instance_url or login
+    echo(f"Signed in to {where}; refresh token saved to {store.path} (mode 0600)")
 
     check = None
     if business_unit_id:
-        check = await check_pardot(pardot_url, str(token["access_token"]), business_unit_id)
-    return ConnectResult(store.path, redirect_uri, instance_url, check)
+        check = await _test_call(container, pardot_url, signed_in.access_token, business_unit_id)
+    return ConnectResult(store.path, redirect_uri, tokens.instance_url, check)
 
 
-async def check_pardot(
-    pardot_url: str,
-    access_token: str,
-    business_unit_id: str,
-    *,
-    client: httpx.AsyncClient | None = None,
+async def _test_call(
+    container: Container, pardot_url: str, access_token: str, business_unit_id: str
 ) -> ConnectionCheck:
-    """Query one prospect with API version 4, then 3 if the account answers 89."""
+    """Ask Pardot which API version answers the new token, as the service will."""
     base = pardot_url.rstrip("/")
-    headers = {
-        "Authorization": f"Bearer {access_token}",
-        "Pardot-Business-Unit-Id": business_unit_id,
-    }
-    form = {"limit": "1", "output": "mobile", "format": "json"}
-    own = client is None
-    http = client if client is not None else httpx.AsyncClient(timeout=HTTP_TIMEOUT)
     try:
-        for version in (4, 3):
-            url = f"{base}/api/prospect/version/{version}/do/query"
-            try:
-                response = await http.post(url, data=form, headers=headers)
-            except httpx.HTTPError as error:
-                return ConnectionCheck(
-                    None,
-                    f"cannot reach Pardot at {base} ({type(error).__name__}): check "
-                    "PARDOT_BASE_URL (--pardot-url, --sandbox)",
-                )
-            code, message = _pardot_answer(response)
-            if code is None and message is None:
-                return ConnectionCheck(version)
-            if version == 4 and code == 89:  # "unable to use version 4": try 3
-                continue
-            if code is None:
-                return ConnectionCheck(None, f"{message}: check PARDOT_BASE_URL (--pardot-url)")
-            hint = HINTS.get(code)
-            return ConnectionCheck(
-                None, f"Pardot error {code}: {message}" + (f"; {hint}" if hint else "")
-            )
-        return ConnectionCheck(None, "Pardot refused both API versions 3 and 4")
-    finally:
-        if own:
-            await http.aclose()
+        version: int = await container.pardot_test_call(
+            pardot_url=base, business_unit_id=business_unit_id, access_token=access_token
+        )
+    except httpx.HTTPError as error:
+        return ConnectionCheck(
+            None,
+            f"cannot reach Pardot at {base} ({type(error).__name__}): check "
+            "PARDOT_BASE_URL (--pardot-url, --sandbox)",
+        )
+    except PardotError as error:
+        if error.code is None and not isinstance(error, ConfigurationError):
+            # Not an answer in Pardot's words: probably not Pardot at all.
+            return ConnectionCheck(None, f"{error}: check PARDOT_BASE_URL (--pardot-url)")
+        hint = TEST_CALL_HINTS.get(error.code or 0)
+        return ConnectionCheck(None, f"{error}" + (f"; {hint}" if hint else ""))
+    return ConnectionCheck(version)
 
 
 class _Callback:
@@ -259,55 +214,6 @@ async def _wait_for_code(callback: _Callback, redirect_uri: str, seconds: float)
             f"no sign-in arrived at {redirect_uri} within {seconds:g} s: open the URL above in "
             "a browser on this machine (or raise --timeout)"
         ) from None
-
-
-async def _exchange(
-    oauth: AsyncOAuth2Client, login: str, code: str, verifier: str, redirect_uri: str
-) -> Mapping[str, Any]:
-    try:
-        token: Mapping[str, Any] = await oauth.fetch_token(
-            login + TOKEN_PATH,
-            grant_type="authorization_code",
-            code=code,
-            code_verifier=verifier,
-            redirect_uri=redirect_uri,
-        )
-    except OAuthError as error:
-        hint = {
-            "redirect_uri_mismatch": f"register {redirect_uri} as a Callback URL of the app",
-            "invalid_client_id": "check SALESFORCE_CLIENT_ID (the consumer key)",
-            "invalid_client": "check SALESFORCE_CLIENT_SECRET (the consumer secret)",
-        }.get(str(error.error), "run connect again")
-        raise ConnectError(
-            f"Salesforce refused the authorization code ({error.error}"
-            + (f": {error.description}" if error.description else "")
-            + f"): {hint}"
-        ) from None
-    except (httpx.HTTPError, ValueError) as error:
-        raise ConnectError(
-            f"cannot reach the Salesforce token endpoint at {login} ({type(error).__name__}): "
-            "check SALESFORCE_LOGIN_URL (--login-url, --sandbox)"
-        ) from None
-    return token
-
-
-def _pardot_answer(response: httpx.Response) -> tuple[int | None, str | None]:
-    """(None, None) for success; Pardot's (code, message) or (None, what went wrong)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None, f"Pardot answered HTTP {response.status_code} with something not JSON"
-    if not isinstance(body, dict):
-        return None, f"Pardot answered HTTP {response.status_code} with something unexpected"
-    attributes = body.get("@attributes") or {}
-    if attributes.get("stat") == "ok":
-        return None, None
-    code = attributes.get("err_code")
-    message = str(body.get("err") or "unknown error")
-    try:
-        return (int(code) if code is not None else None), message
-    except (TypeError, ValueError):
-        return None, message
 
 
 def _page(status: int, text: str) -> web.Response:

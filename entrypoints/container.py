@@ -1,32 +1,139 @@
-"""The composition root: the only place that decides which adapter serves which port.
+"""The composition root: the only module that knows which adapter serves which port.
 
-Long-lived clients (the httpx client, the SQLite database) are Resources, opened and closed
-by the application's lifecycle. Tests override providers instead of monkeypatching.
+Every command asks this container for its objects, down to the delivery worker and the aiohttp
+app; tests override providers (`container.override_providers(queue=providers.Object(...))`)
+instead of assembling objects themselves. Long-lived clients (the httpx client, the SQLite
+database) are Resources, opened by `opened()` or the app's lifecycle and closed with it.
+
+The sync service needs the API version, which under `auto` only Pardot can tell, which needs
+credentials. So it is resolved on the worker's first batch, inside its error handling: a
+missing or refused credential marks the service unready instead of stopping it, and since a
+Singleton keeps only a success, the next batch tries again once the operator fixed it.
 """
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
+from aiohttp import web
 from dependency_injector import containers, providers
+from pydantic import SecretStr
 
 from adapters.pardot_http import PardotHttpRepository
 from adapters.prospect_store_sqlite import SQLiteProspectStore
 from adapters.queue_sqlite import SQLiteEventQueue
-from adapters.salesforce_oauth import token_provider_from
-from adapters.sqlite_db import SQLiteDatabase, sqlite_path_from_url
+from adapters.salesforce_oauth import (
+    CONNECT_COMMAND,
+    JwtBearerProvider,
+    RefreshTokenProvider,
+    StaticTokenProvider,
+)
+from adapters.salesforce_sign_in import WebServerSignIn, first_pardot_call
+from adapters.sqlite_db import SQLiteDatabase
+from adapters.token_store import TokenStore
 from domain.errors import ConfigurationError, InvalidSettings
-from domain.ports import PardotRepository, ProspectStore, TokenProvider
+from domain.ports import PardotRepository, TokenProvider
+from domain.settings import DestinationSettings
 from domain.sync import SyncService
 from entrypoints.config import ServiceConfig
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
+from entrypoints.tracking import TrackingConfig, add_tracking_routes
+from entrypoints.webhook import create_app
+from entrypoints.worker import DeliveryWorker, WorkerOptions
 
 log = logging.getLogger(__name__)
+
+NO_CREDENTIALS = (
+    f"no Salesforce credentials: run `{CONNECT_COMMAND}` or set SALESFORCE_REFRESH_TOKEN"
+)
+# Asked for with `await` by every caller. Async mode makes each call awaitable even when a test
+# has overridden everything beneath with plain objects.
+AWAITED = ("queue", "prospect_store", "sync_service", "worker", "app")
+
+
+def token_provider(config: ServiceConfig) -> TokenProvider:
+    """The token provider the configuration asks for, or a ConfigurationError naming what to set.
+
+    In order: a static token; the JWT bearer flow when a username or key file is set; a
+    refresh token given explicitly; the refresh token `connect` stored in the token file.
+    Rotated refresh tokens are written to the token file, and a rejected refresh token is
+    replaced by the stored one when that is newer.
+    """
+    static = _reveal(config.static_access_token).strip()
+    if static:
+        return StaticTokenProvider(static)
+    login = config.salesforce_login_url.rstrip("/")
+    client_id = config.salesforce_client_id
+    if config.jwt_username or config.jwt_private_key_file:
+        if not (config.jwt_username and config.jwt_private_key_file):
+            missing = (
+                "SALESFORCE_JWT_USERNAME" if not config.jwt_username else "the private key file"
+            )
+            raise ConfigurationError(f"the JWT bearer flow needs {missing} as well")
+        if not client_id:
+            raise ConfigurationError(
+                "the JWT bearer flow needs SALESFORCE_CLIENT_ID (the connected app's consumer key)"
+            )
+        return JwtBearerProvider(
+            login_url=login,
+            consumer_key=client_id,
+            username=config.jwt_username,
+            private_key_file=config.jwt_private_key_file,
+        )
+
+    store = TokenStore(config.token_file)
+    token, instance_url = _reveal(config.salesforce_refresh_token).strip(), ""
+    if not token:
+        stored = store.load()
+        if stored is None:
+            raise ConfigurationError(NO_CREDENTIALS)
+        if client_id and client_id != stored.client_id:
+            raise ConfigurationError(
+                f"the token file {store.path} was written for another connected app than "
+                f"SALESFORCE_CLIENT_ID: run `{CONNECT_COMMAND}` again or fix SALESFORCE_CLIENT_ID"
+            )
+        if stored.login_url.rstrip("/") != login:
+            log.info("using the login URL stored with the refresh token: %s", stored.login_url)
+        token, client_id, login = stored.refresh_token, stored.client_id, stored.login_url
+        instance_url = stored.instance_url
+    if not client_id:
+        raise ConfigurationError(
+            "SALESFORCE_CLIENT_ID is not set (the connected app's consumer key)"
+        )
+    secret = _reveal(config.salesforce_client_secret).strip()
+    if not secret:
+        raise ConfigurationError(
+            "SALESFORCE_CLIENT_SECRET is not set (the connected app's consumer secret, needed "
+            "to use the refresh token)"
+        )
+    return RefreshTokenProvider.kept_in(
+        store,
+        login_url=login,
+        client_id=client_id,
+        client_secret=secret,
+        refresh_token=token,
+        instance_url=instance_url,
+    )
+
+
+async def _destination(config: ServiceConfig, repository: PardotRepository) -> DestinationSettings:
+    """The six settings, once Pardot named the API version (asked once, under `auto`)."""
+    version = await repository.detect_version()
+    try:
+        settings = config.destination(version)
+    except InvalidSettings as exc:
+        # Only known once Pardot named the version.
+        raise ConfigurationError(f"API version {version} detected: {exc}") from None
+    for warning in config.startup_warnings(settings):
+        log.warning("%s", warning)
+    return settings
 
 
 async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
@@ -34,78 +141,45 @@ async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def _database(config: ServiceConfig) -> AsyncIterator[SQLiteDatabase]:
-    database = SQLiteDatabase(sqlite_path_from_url(config.queue_url))
+async def _database(path: Path) -> AsyncIterator[SQLiteDatabase]:
+    database = SQLiteDatabase(path)
     try:
         yield database
     finally:
         await database.close()
 
 
-def _tokens(config: ServiceConfig) -> TokenProvider:
-    return token_provider_from(
-        login_url=config.salesforce_login_url,
-        client_id=config.salesforce_client_id,
-        client_secret=config.salesforce_client_secret,
-        refresh_token=config.salesforce_refresh_token,
-        token_file=config.token_file,
-        jwt_username=config.jwt_username,
-        jwt_private_key_file=config.jwt_private_key_file,
-        static_token=config.static_access_token,
-    )
+def _with_tracking(app: web.Application, tracking: TrackingConfig) -> web.Application:
+    add_tracking_routes(app, tracking)
+    return app
 
 
-class SyncServiceSource:
-    """Builds the SyncService once the API version is known (detected on first use)."""
-
-    def __init__(
-        self, repository: PardotRepository, store: ProspectStore, config: ServiceConfig
-    ) -> None:
-        self._repository = repository
-        self._store = store
-        self._config = config
-        self._service: SyncService | None = None
-
-    async def __call__(self) -> SyncService:
-        if self._service is None:
-            version = await self._repository.detect_version()
-            try:
-                settings = self._config.destination(version)
-            except InvalidSettings as exc:
-                # Only known once Pardot named the version (a lookup field on a v3 account).
-                raise ConfigurationError(f"API version {version} detected: {exc}") from None
-            for warning in self._config.startup_warnings(settings):
-                log.warning("%s", warning)
-            self._service = SyncService(
-                self._repository,
-                settings,
-                self._store,
-                destination_keys=self._config.destination_keys,
-                create_campaign_id=self._config.create_campaign_id,
-                lookup_setting="PARDOT_LOOKUP_FIELD_ID",
-            )
-        return self._service
+def _reveal(secret: SecretStr | None) -> str:
+    return secret.get_secret_value() if secret is not None else ""
 
 
-T = TypeVar("T")
+def _reveal_all(secrets: tuple[SecretStr, ...]) -> tuple[str, ...]:
+    return tuple(secret.get_secret_value() for secret in secrets)
 
 
-async def resolve(provider: Callable[[], Any]) -> Any:
-    """A provider's instance: providers that depend on async Resources hand out awaitables."""
-    instance = provider()
-    return await instance if inspect.isawaitable(instance) else instance
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Container(containers.DeclarativeContainer):
     config = providers.Dependency(instance_of=ServiceConfig)
-
+    clock = providers.Object(_utc_now)
     metrics = providers.Singleton(Metrics)
     readiness = providers.Singleton(Readiness)
-    http_client = providers.Resource(_http_client)
-    database = providers.Resource(_database, config)
+
+    # Storage: the queue and what we know about the account share one SQLite database.
+    database = providers.Resource(_database, config.provided.queue_path)
     queue = providers.Singleton(SQLiteEventQueue, database, max_pending=config.provided.max_pending)
     prospect_store = providers.Singleton(SQLiteProspectStore, database)
-    tokens = providers.Singleton(_tokens, config)
+
+    # Pardot, and the credentials to reach it.
+    http_client = providers.Resource(_http_client)
+    tokens = providers.Singleton(token_provider, config)
     repository = providers.Singleton(
         PardotHttpRepository,
         http_client,
@@ -116,4 +190,74 @@ class Container(containers.DeclarativeContainer):
         max_concurrency=config.provided.max_concurrency,
         retry_wait_max=config.provided.retry_wait_max,
     )
-    sync_service = providers.Singleton(SyncServiceSource, repository, prospect_store, config)
+    destination = providers.Singleton(_destination, config, repository)
+    sync_service = providers.Singleton(
+        SyncService,
+        repository,
+        destination,
+        prospect_store,
+        destination_keys=config.provided.destination_keys,
+        create_campaign_id=config.provided.create_campaign_id,
+        lookup_setting="PARDOT_LOOKUP_FIELD_ID",
+    )
+
+    # Delivery.
+    worker_options = providers.Singleton(
+        WorkerOptions,
+        lease_seconds=config.provided.lease_seconds,
+        max_attempts=config.provided.max_attempts,
+        backoff_initial=config.provided.retry_initial_seconds,
+        configuration_retry=config.provided.configuration_retry_seconds,
+        retention=providers.Factory(timedelta, days=config.provided.retention_days),
+    )
+    worker = providers.Factory(
+        DeliveryWorker,
+        queue,
+        # The provider itself: the worker resolves the sync service batch by batch.
+        sync_service.provider,
+        readiness=readiness,
+        metrics=metrics,
+        options=worker_options,
+        clock=clock,
+    )
+
+    # The door: Segment's endpoints, health, metrics and /pardot.js.
+    tracking = providers.Singleton(
+        TrackingConfig,
+        config.provided.account_id,
+        config.provided.campaign_id,
+        tracker_url=config.provided.tracker_url,
+    )
+    app = providers.Factory(
+        _with_tracking,
+        providers.Factory(
+            create_app,
+            queue,
+            write_keys=providers.Callable(_reveal_all, config.provided.write_keys),
+            shared_secret=providers.Callable(_reveal, config.provided.shared_secret),
+            metrics=metrics,
+            readiness=readiness,
+        ),
+        tracking,
+    )
+
+    # `connect`, which runs before there is any configuration to read.
+    token_store = providers.Factory(TokenStore)
+    sign_in = providers.Factory(WebServerSignIn)
+    pardot_test_call = providers.Coroutine(first_pardot_call)
+
+    def __new__(cls, **overriding: Any) -> Container:
+        container = super().__new__(cls, **overriding)
+        for name in AWAITED:
+            container.providers[name].enable_async_mode()
+        return container
+
+
+@contextlib.asynccontextmanager
+async def opened(container: Container) -> AsyncIterator[Container]:
+    """The container with its resources (database, HTTP client) open, and closed on the way out."""
+    await container.init_resources()  # type: ignore[misc]
+    try:
+        yield container
+    finally:
+        await container.shutdown_resources()  # type: ignore[misc]

@@ -1,7 +1,9 @@
 """`pardot-destination demo`: the real service against the embedded fake Pardot.
 
 The fake runs in this process; the service runs as a child process (`serve`), exactly as a
-user would run it; the seed's example identify calls go through its real HTTP endpoints.
+user would run it; the seed's example identify calls go through its real HTTP endpoints. The
+outcome table is read from the service's queue, which this process asks the container for,
+configured with the very settings the child was given.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from adapters.queue_sqlite import SQLiteEventQueue
 from contracts.fake_pardot import FakePardot, running_fake_pardot
 from contracts.fake_pardot_state import (
     DEFAULT_BUSINESS_UNIT_ID,
@@ -27,11 +28,13 @@ from contracts.fake_pardot_state import (
     DEFAULT_CLIENT_SECRET,
     DEFAULT_REFRESH_TOKEN,
 )
+from entrypoints.config import load_config
+from entrypoints.container import Container, opened
 
 WRITE_KEY = "demo-write-key"
 SALESFORCE_LEAD = "00Q5e00000AbCdEfGH"
 LISTENING = re.compile(rb"listening on (http://\S+)")
-SETTLED = ("delivered", "skipped", "rejected", "dead")
+FINISHED = ("delivered", "skipped", "rejected", "dead")
 
 
 def seed_examples() -> list[dict[str, Any]]:
@@ -88,7 +91,8 @@ async def run_demo(console: Console, *, wait_seconds: float = 60.0) -> int:
         queue_file = Path(workdir) / "demo.db"
         async with running_fake_pardot(fake) as pardot:
             console.print(f"[bold]Fake Pardot[/] on {pardot.url}")
-            service = await _start_service(pardot.url, queue_file)
+            settings = _service_settings(pardot.url, queue_file)
+            service = await _start_service(settings)
             try:
                 url = await _wait_for_address(service)
                 # Keep reading the child's log so a full pipe never blocks it.
@@ -99,7 +103,7 @@ async def run_demo(console: Console, *, wait_seconds: float = 60.0) -> int:
                 await _stop(service)
             await drain
         _print_prospects(console, fake)
-        await _print_outcomes(console, queue_file)
+        await _print_outcomes(console, settings)
     return 0
 
 
@@ -113,9 +117,9 @@ async def _send_and_wait(console: Console, url: str, wait_seconds: float) -> Non
         await _wait_for_delivery(client, url, expected=identifies, wait_seconds=wait_seconds)
 
 
-async def _start_service(pardot_url: str, queue_file: Path) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
+def _service_settings(pardot_url: str, queue_file: Path) -> dict[str, str]:
+    """The service's settings, as the environment variables a user would set."""
+    return {
         "PARDOT_API_VERSION": "auto",
         "PARDOT_LOOKUP_FIELD_ID": "org_id",
         "PARDOT_ACCOUNT_ID": "507251",
@@ -130,6 +134,9 @@ async def _start_service(pardot_url: str, queue_file: Path) -> asyncio.subproces
         "DESTINATION_WRITE_KEY": WRITE_KEY,
         "DESTINATION_QUEUE_URL": f"sqlite:///{queue_file}",
     }
+
+
+async def _start_service(settings: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -139,7 +146,7 @@ async def _start_service(pardot_url: str, queue_file: Path) -> asyncio.subproces
         "serve",
         "--port",
         "0",
-        env=env,
+        env={**os.environ, **settings},
         stderr=asyncio.subprocess.PIPE,
     )
 
@@ -169,7 +176,7 @@ async def _wait_for_delivery(
     deadline = asyncio.get_running_loop().time() + wait_seconds
     while asyncio.get_running_loop().time() < deadline:
         metrics = (await client.get(f"{url}/metrics")).text
-        settled = sum(_gauge(metrics, state) for state in SETTLED)
+        settled = sum(_gauge(metrics, state) for state in FINISHED)
         if settled >= expected:
             return
         await asyncio.sleep(0.2)
@@ -204,10 +211,13 @@ def _print_prospects(console: Console, fake: FakePardot) -> None:
     console.print(table)
 
 
-async def _print_outcomes(console: Console, queue_file: Path) -> None:
+async def _print_outcomes(console: Console, settings: dict[str, str]) -> None:
     table = Table("messageId", "outcome", "reason", title="What happened to each event")
-    async with SQLiteEventQueue(queue_file) as queue:
-        rows = [(row, state) for state in SETTLED for row in await queue.recent(state, limit=100)]
+    # The TOML spelling of each variable (its name in lower case) is a valid keyword.
+    config = load_config(**{name.lower(): value for name, value in settings.items()})
+    async with opened(Container(config=config)) as container:
+        queue = await container.queue.async_()
+        rows = [(row, state) for state in FINISHED for row in await queue.recent(state, limit=100)]
     for row, state in sorted(rows, key=lambda item: item[0]["id"]):
         table.add_row(str(row["messageId"]), state, row["reason"])
     console.print(table)

@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 from domain.errors import ConfigurationError, InvalidEvent
 from domain.events import IdentifyEvent, parse_event
 from domain.ports import EventQueue, QueuedEvent, Settlement
-from domain.sync import Delivered, Outcome, Rejected, RetryLater, Skipped, SyncService
+from domain.settlement import RetryPolicy, settle
+from domain.sync import RetryLater, SyncService
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
 
@@ -40,6 +41,10 @@ class WorkerOptions:
     # Finished events are kept this long (the messageId de-duplication window), then purged.
     retention: timedelta = timedelta(days=7)
     purge_every: timedelta = timedelta(hours=1)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.backoff_initial, self.backoff_max)
 
 
 class DeliveryWorker:
@@ -125,7 +130,7 @@ class DeliveryWorker:
             return 0
         events: list[IdentifyEvent] = []
         usable: list[QueuedEvent] = []
-        settlements: list[Settlement] = []
+        settlements: dict[int, Settlement] = {}
         for item in leased:
             try:
                 # The event's time is judged against when *we* stored it, not a receivedAt
@@ -134,27 +139,26 @@ class DeliveryWorker:
                 events.append(parse_event({**item.payload, "receivedAt": arrival}))
                 usable.append(item)
             except InvalidEvent as exc:
-                settlements.append(Settlement(item.id, "dead", f"invalid event: {exc}"))
+                settlements[item.id] = Settlement("dead", f"invalid event: {exc}")
         if usable:
             try:
-                settlements.extend(await self._deliver(usable, events))
+                settlements |= await self._deliver(usable, events)
             except asyncio.CancelledError:
                 # Shutting down mid-batch: hand the leases back at once rather than leave the
                 # events locked until their leases expire. A write already sent may be sent
                 # again; the field times make that harmless.
-                back = [Settlement(i.id, "retry", "released at shutdown", self._clock())
-                        for i in usable]  # fmt: skip
-                await asyncio.shield(self._queue.settle([*settlements, *back]))
+                back = Settlement("retry", "released at shutdown", self._clock())
+                await asyncio.shield(self._queue.settle(settlements | {i.id: back for i in usable}))
                 raise
         await self._queue.settle(settlements)
-        for settlement in settlements:
+        for event_id, settlement in settlements.items():
             self._metrics.outcomes.labels(settlement.state).inc()
-            log.info("event %s %s: %s", settlement.event_id, settlement.state, settlement.reason)
+            log.info("event %s %s: %s", event_id, settlement.state, settlement.reason)
         return len(settlements)
 
     async def _deliver(
         self, items: list[QueuedEvent], events: list[IdentifyEvent]
-    ) -> list[Settlement]:
+    ) -> dict[int, Settlement]:
         try:
             service = await self._sync_service()
             outcomes = await service.sync(events)
@@ -164,46 +168,24 @@ class DeliveryWorker:
             self._setup_problem = str(error)
             self._readiness.fail(str(error))
             log.error("deliveries paused, the setup needs an operator: %s", error)
+            # Nothing can succeed until the setup changes: this wait spends no attempt.
             later = self._clock() + timedelta(seconds=self._options.configuration_retry)
-            return [Settlement(i.id, "retry", f"waiting: {error}", later) for i in items]
+            return {i.id: Settlement("retry", f"waiting: {error}", later) for i in items}
         except Exception as error:
             log.exception("delivery failed; the batch will be retried")
             outcomes = [RetryLater(f"retry: {type(error).__name__}: {error}")] * len(items)
         else:
             self._readiness.clear()
-        settlements = [self._settlement(i, o) for i, o in zip(items, outcomes, strict=True)]
+        policy, now = self._options.retry_policy, self._clock()
+        settlements: dict[int, Settlement] = {}
+        for item, outcome in zip(items, outcomes, strict=True):
+            jitter = random.random()  # noqa: S311 - spreads retries, guards nothing
+            settlements[item.id] = settle(outcome, item.attempts, policy, now, jitter=jitter)
         resume = [o.resume_at for o in outcomes if isinstance(o, RetryLater) and o.resume_at]
         if resume:
             await self._queue.pause_until(max(resume))
             log.warning("Pardot's daily API limit is spent: deliveries resume at %s", max(resume))
         return settlements
-
-    def _settlement(self, item: QueuedEvent, outcome: Outcome) -> Settlement:
-        if isinstance(outcome, Delivered):
-            return Settlement(item.id, "delivered", outcome.reason)
-        if isinstance(outcome, Skipped):
-            return Settlement(item.id, "skipped", outcome.reason)
-        if isinstance(outcome, Rejected):
-            return Settlement(item.id, "rejected", outcome.reason)
-        if outcome.resume_at is not None:
-            # The daily limit is nobody's fault: it does not spend the retry budget.
-            return Settlement(item.id, "retry", outcome.reason, outcome.resume_at)
-        if item.attempts >= self._options.max_attempts:
-            return Settlement(
-                item.id, "dead", f"gave up after {item.attempts} attempts: {outcome.reason}"
-            )
-        return Settlement(item.id, "retry", outcome.reason, self._retry_at(item, outcome))
-
-    def _retry_at(self, item: QueuedEvent, outcome: RetryLater) -> datetime:
-        if outcome.delay is not None:
-            delay = outcome.delay
-        else:
-            ceiling = min(
-                self._options.backoff_max,
-                self._options.backoff_initial * 2 ** max(item.attempts - 1, 0),
-            )
-            delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not crypto
-        return self._clock() + timedelta(seconds=delay)
 
     async def _idle_seconds(self) -> float:
         paused = await self._queue.paused_until()

@@ -17,9 +17,22 @@ from contracts.fake_pardot_state import (
     DEFAULT_CLIENT_SECRET,
 )
 from domain.ports import TokenProvider
+from entrypoints.container import Container
+from tests.settings import service_config
 
 CLIENT_ID = DEFAULT_CLIENT_ID
 CLIENT_SECRET = DEFAULT_CLIENT_SECRET
+# The credential settings, by the names the token choice knew them by before the container made it.
+CREDENTIALS = {
+    "login_url": "salesforce_login_url",
+    "client_id": "salesforce_client_id",
+    "client_secret": "salesforce_client_secret",
+    "refresh_token": "salesforce_refresh_token",
+    "token_file": "token_file",
+    "jwt_username": "jwt_username",
+    "jwt_private_key_file": "jwt_private_key_file",
+    "static_token": "static_access_token",
+}
 
 
 @pytest.fixture
@@ -85,3 +98,17 @@ def repository_for(
         api_version=4,
         retry_wait_initial=0.01,
     )
+
+
+def chosen_tokens(**credentials: object) -> TokenProvider:
+    """The token provider the container chooses for these credentials and nothing else.
+
+    Unset credentials are None, not whatever the environment or a `.env` file holds.
+    """
+    settings: dict[str, object] = {field: None for field in CREDENTIALS.values()}
+    for name, value in credentials.items():
+        settings[CREDENTIALS[name]] = value if value is None else str(value)
+    if settings["salesforce_login_url"] is None:
+        del settings["salesforce_login_url"]  # the default login host
+    tokens: TokenProvider = Container(config=service_config(**settings)).tokens()
+    return tokens

@@ -13,13 +13,13 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from adapters.salesforce_oauth import RefreshTokenProvider, token_provider_from
+from adapters.salesforce_oauth import RefreshTokenProvider
 from adapters.token_store import TokenStore
 from contracts.fake_pardot import FakePardot, RunningFakePardot, running_fake_pardot
 from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID
 from entrypoints.connect import ConnectError, ConnectionCheck, connect, run_connect
 from tests.oauth.browser import Browser, visit
-from tests.oauth.conftest import CLIENT_ID, CLIENT_SECRET, refresh_works
+from tests.oauth.conftest import CLIENT_ID, CLIENT_SECRET, chosen_tokens, refresh_works
 
 
 def file_mode(path: Path) -> int:
@@ -81,7 +81,7 @@ async def test_connect_stores_a_working_refresh_token_and_tests_pardot(
     assert result.check == ConnectionCheck(api_version=4)  # type: ignore[attr-defined]
     assert result.token_file == token_file  # type: ignore[attr-defined]
     # The service picks the stored token up from the file.
-    tokens = token_provider_from(
+    tokens = chosen_tokens(
         login_url=None,
         client_id=None,
         client_secret=CLIENT_SECRET,

@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import RSAKey
 
-from adapters.salesforce_oauth import JWT_BEARER_GRANT, JwtBearerProvider, token_provider_from
+from adapters.salesforce_oauth import JWT_BEARER_GRANT, JwtBearerProvider
 from contracts.fake_pardot import FakePardot, RunningFakePardot
 from domain.errors import ConfigurationError
-from tests.oauth.conftest import repository_for
+from tests.oauth.conftest import chosen_tokens, repository_for
 
 CONSUMER_KEY = "3MVG9-jwt-consumer-key"
 USERNAME = "integration@example.com"
@@ -55,7 +55,7 @@ def key_file(tmp_path: Path, keys: tuple[str, str], fake: FakePardot) -> Path:
 async def test_jwt_bearer_provider_gets_a_token_pardot_accepts(
     server: RunningFakePardot, fake: FakePardot, http: httpx.AsyncClient, key_file: Path
 ) -> None:
-    tokens = token_provider_from(
+    tokens = chosen_tokens(
         login_url=server.url,
         client_id=CONSUMER_KEY,
         client_secret=None,
@@ -144,7 +144,7 @@ async def test_the_fake_checks_audience_expiry_and_issuer(
 
 def test_a_missing_key_file_is_a_clear_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot read the JWT private key file"):
-        token_provider_from(
+        chosen_tokens(
             login_url=None,
             client_id=CONSUMER_KEY,
             client_secret=None,
@@ -154,7 +154,7 @@ def test_a_missing_key_file_is_a_clear_configuration_error(tmp_path: Path) -> No
             jwt_private_key_file=tmp_path / "missing.key",
         )
     with pytest.raises(ConfigurationError, match="needs"):
-        token_provider_from(
+        chosen_tokens(
             login_url=None,
             client_id=CONSUMER_KEY,
             client_secret=None,

@@ -15,7 +15,6 @@ from adapters.salesforce_oauth import (
     JwtBearerProvider,
     RefreshTokenProvider,
     StaticTokenProvider,
-    token_provider_from,
 )
 from adapters.token_store import TokenStore
 from contracts.fake_pardot import FakePardot, RunningFakePardot
@@ -23,7 +22,7 @@ from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID, DEFAULT_REFRES
 from domain.errors import ConfigurationError
 from entrypoints.connect import run_connect
 from tests.oauth.browser import Browser
-from tests.oauth.conftest import CLIENT_ID, CLIENT_SECRET, repository_for
+from tests.oauth.conftest import CLIENT_ID, CLIENT_SECRET, chosen_tokens, repository_for
 
 
 def private_pem() -> str:
@@ -66,7 +65,7 @@ async def test_nothing_secret_reaches_logs_errors_or_reprs(
     code = (await browser.last_visit()).code
     assert code
     refresh_tokens |= set(fake.refresh_tokens)
-    tokens = token_provider_from(
+    tokens = chosen_tokens(
         login_url=server.url,
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,

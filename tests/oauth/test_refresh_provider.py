@@ -16,7 +16,6 @@ import pytest
 from adapters.salesforce_oauth import (
     RefreshTokenProvider,
     StaticTokenProvider,
-    token_provider_from,
 )
 from adapters.token_store import TokenStore
 from contracts.fake_pardot import FakePardot, RunningFakePardot
@@ -25,6 +24,7 @@ from domain.errors import ConfigurationError, RetryableError
 from tests.oauth.conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
+    chosen_tokens,
     refresh_works,
     repository_for,
     store_refresh_token,
@@ -44,7 +44,7 @@ def provider(server: RunningFakePardot, **options: object) -> RefreshTokenProvid
 
 
 def from_file(server: RunningFakePardot, token_file: Path) -> RefreshTokenProvider:
-    tokens = token_provider_from(
+    tokens = chosen_tokens(
         login_url=server.url,
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
@@ -159,7 +159,7 @@ async def test_an_explicit_refresh_token_falls_back_to_the_stored_rotation(
 ) -> None:
     """SALESFORCE_REFRESH_TOKEN rotated away by a previous run: the file has its successor."""
     fake.rotate_refresh_tokens = True
-    first = token_provider_from(
+    first = chosen_tokens(
         login_url=server.url,
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
@@ -168,7 +168,7 @@ async def test_an_explicit_refresh_token_falls_back_to_the_stored_rotation(
     )
     await first.token()
     assert TokenStore(token_file).refresh_token() in fake.refresh_tokens
-    restarted = token_provider_from(
+    restarted = chosen_tokens(
         login_url=server.url,
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
@@ -203,15 +203,15 @@ def test_factory_picks_static_then_jwt_then_refresh(tmp_path: Path) -> None:
         "client_secret": CLIENT_SECRET,
         "token_file": tmp_path / "none.json",
     }
-    static = token_provider_from(refresh_token=None, static_token="abc", **common)  # type: ignore[arg-type]
+    static = chosen_tokens(refresh_token=None, static_token="abc", **common)  # type: ignore[arg-type]
     assert isinstance(static, StaticTokenProvider)
-    explicit = token_provider_from(refresh_token="r", **common)  # type: ignore[arg-type]
+    explicit = chosen_tokens(refresh_token="r", **common)  # type: ignore[arg-type]
     assert isinstance(explicit, RefreshTokenProvider)
 
 
 def test_factory_without_credentials_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as caught:
-        token_provider_from(
+        chosen_tokens(
             login_url=None,
             client_id=None,
             client_secret=None,
@@ -230,18 +230,18 @@ def test_factory_needs_the_client_secret_and_a_matching_client_id(
     path = tmp_path / "tokens.json"
     store_refresh_token(path, "stored", "https://test.salesforce.com")
     with pytest.raises(ConfigurationError, match="SALESFORCE_CLIENT_SECRET"):
-        token_provider_from(
+        chosen_tokens(
             login_url=None, client_id=None, client_secret=None, refresh_token=None, token_file=path
         )
     with pytest.raises(ConfigurationError, match="another connected app"):
-        token_provider_from(
+        chosen_tokens(
             login_url=None,
             client_id="someone-else",
             client_secret="s",
             refresh_token=None,
             token_file=path,
         )
-    stored = token_provider_from(
+    stored = chosen_tokens(
         login_url="https://login.salesforce.com",
         client_id=None,
         client_secret="s",

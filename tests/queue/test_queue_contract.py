@@ -25,7 +25,7 @@ async def test_put_lease_settle_round_trip(queue: Any, clock: Clock) -> None:
     assert event.received_at == clock.now
     assert (await queue.counts())["leased"] == 1
 
-    await queue.settle([Settlement(event.id, "delivered", "created prospect 7")])
+    await queue.settle({event.id: Settlement("delivered", "created prospect 7")})
     assert await queue.lease(10, 30) == []
     counts = await queue.counts()
     assert counts == {
@@ -51,7 +51,7 @@ async def test_duplicates_by_message_id_are_stored_once_in_any_state(queue: Any)
     assert await queue.put([identify("m1"), identify("m1"), identify("m2")]) == 2
     assert await queue.put([identify("m2", traits={"changed": True})]) == 0
     events = await queue.lease(10, 30)
-    await queue.settle([Settlement(e.id, "delivered", "ok") for e in events])
+    await queue.settle({e.id: Settlement("delivered", "ok") for e in events})
     assert await queue.put([identify("m1")]) == 0
     assert sum((await queue.counts()).values()) == 2
 
@@ -77,14 +77,14 @@ async def test_retry_waits_for_not_before(queue: Any, clock: Clock) -> None:
     await queue.put([identify("m1"), identify("m2", user="u2")])
     first, second = await queue.lease(10, 30)
     await queue.settle(
-        [
-            Settlement(first.id, "retry", "122", not_before=clock.now + timedelta(minutes=5)),
-            Settlement(second.id, "retry", "dropped connection"),
-        ]
+        {
+            first.id: Settlement("retry", "122", not_before=clock.now + timedelta(minutes=5)),
+            second.id: Settlement("retry", "dropped connection"),
+        }
     )
     assert (await queue.counts())["retry"] == 2
     assert ids(await queue.lease(10, 30)) == [second.id]  # no not_before: due at once
-    await queue.settle([Settlement(second.id, "delivered", "ok")])
+    await queue.settle({second.id: Settlement("delivered", "ok")})
     clock.advance(299)
     assert await queue.lease(10, 30) == []
     clock.advance(1)
@@ -98,7 +98,7 @@ async def test_one_person_is_never_leased_twice_at_once(queue: Any, clock: Clock
     await queue.put([identify("a2", user="ada"), identify("b1", user="bob")])
 
     assert [e.payload["messageId"] for e in await queue.lease(10, 30)] == ["b1"]
-    await queue.settle([Settlement(a1.id, "delivered", "ok")])
+    await queue.settle({a1.id: Settlement("delivered", "ok")})
     assert [e.payload["messageId"] for e in await queue.lease(10, 30)] == ["a2"]
 
 
@@ -124,7 +124,7 @@ async def test_a_limit_cuts_a_person_short_and_holds_back_the_rest(queue: Any) -
     first = await queue.lease(2, 30)
     assert [e.payload["messageId"] for e in first] == ["m0", "m1"]
     assert [e.payload["messageId"] for e in await queue.lease(10, 30)] == ["m3"]
-    await queue.settle([Settlement(e.id, "delivered", "ok") for e in first])
+    await queue.settle({e.id: Settlement("delivered", "ok") for e in first})
     assert [e.payload["messageId"] for e in await queue.lease(10, 30)] == ["m2"]
 
 
@@ -133,10 +133,10 @@ async def test_final_states_are_counted_and_listed(queue: Any) -> None:
     events = await queue.lease(10, 30)
     outcomes: list[Any] = ["delivered", "skipped", "rejected", "dead"]
     await queue.settle(
-        [
-            Settlement(e.id, state, f"because {state}")
+        {
+            e.id: Settlement(state, f"because {state}")
             for e, state in zip(events, outcomes, strict=True)
-        ]
+        }
     )
     counts = await queue.counts()
     assert [counts[state] for state in outcomes] == [1, 1, 1, 1]
@@ -162,7 +162,7 @@ async def test_requeue_dead_gives_dead_events_a_fresh_start(queue: Any) -> None:
     await queue.put([identify("m1"), identify("m2", user="u2")])
     first, second = await queue.lease(10, 30)
     await queue.settle(
-        [Settlement(first.id, "dead", "bad config"), Settlement(second.id, "delivered", "ok")]
+        {first.id: Settlement("dead", "bad config"), second.id: Settlement("delivered", "ok")}
     )
     assert await queue.requeue_dead() == 1
     [again] = await queue.lease(10, 30)
@@ -187,7 +187,7 @@ async def test_a_full_queue_refuses_new_events(make_queue: QueueFactory) -> None
     [first, _] = await queue.lease(1, 30) + await queue.lease(1, 30)
     with pytest.raises(QueueFull):  # leased events still await delivery
         await queue.put([identify("m3", user="u3")])
-    await queue.settle([Settlement(first.id, "delivered", "ok")])
+    await queue.settle({first.id: Settlement("delivered", "ok")})
     assert await queue.put([identify("m3", user="u3")]) == 1
 
 
@@ -196,8 +196,8 @@ async def test_a_late_settlement_wins_over_an_earlier_one(queue: Any, clock: Clo
     [slow] = await queue.lease(1, 30)
     clock.advance(31)
     [fast] = await queue.lease(1, 30)
-    await queue.settle([Settlement(fast.id, "delivered", "ok")])
-    await queue.settle([Settlement(slow.id, "retry", "timed out")])
+    await queue.settle({fast.id: Settlement("delivered", "ok")})
+    await queue.settle({slow.id: Settlement("retry", "timed out")})
     counts = await queue.counts()
     assert (counts["retry"], counts["delivered"]) == (1, 0)
 
@@ -206,7 +206,7 @@ async def test_settling_as_pending_is_refused(queue: Any) -> None:
     await queue.put([identify("m1")])
     [event] = await queue.lease(1, 30)
     with pytest.raises(ValueError, match="cannot settle"):
-        await queue.settle([Settlement(event.id, "pending", "?")])  # type: ignore[arg-type]
+        await queue.settle({event.id: Settlement("pending", "?")})  # type: ignore[arg-type]
 
 
 async def test_a_leased_payload_is_a_copy(queue: Any) -> None:
@@ -220,7 +220,7 @@ async def test_a_leased_payload_is_a_copy(queue: Any) -> None:
 async def test_nothing_to_do_is_cheap_and_harmless(queue: Any) -> None:
     assert await queue.put([]) == 0
     assert await queue.lease(10, 30) == []
-    await queue.settle([])
+    await queue.settle({})
     async with queue as same:
         assert same is queue
 
@@ -232,7 +232,7 @@ async def test_purge_forgets_finished_events_but_keeps_open_and_dead_ones(
     leased = await queue.lease(10, 60)
     states = ["delivered", "skipped", "rejected", "dead", "retry"]
     await queue.settle(
-        [Settlement(e.id, state, "x") for e, state in zip(leased, states, strict=True)]
+        {e.id: Settlement(state, "x") for e, state in zip(leased, states, strict=True)}
     )
     assert await queue.purge(clock.now) == 0  # settled at `now`: not before the cutoff
     clock.advance(10)

@@ -59,7 +59,7 @@ async def play(queue: Any, clock: Clock, script: list[tuple[Any, ...]]) -> list[
                 if leased:
                     event_id = leased.pop(pick % len(leased))
                     when = None if delay is None else clock.now + timedelta(seconds=delay)
-                    await queue.settle([Settlement(event_id, state, "why", not_before=when)])
+                    await queue.settle({event_id: Settlement(state, "why", not_before=when)})
             case ("wait", seconds):
                 clock.advance(seconds)
             case ("requeue",):

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from adapters.prospect_store_sqlite import SQLiteProspectStore
-from adapters.queue_sqlite import SQLiteEventQueue, sqlite_path_from_url
+from adapters.queue_sqlite import SQLiteEventQueue
 from adapters.sqlite_db import SQLiteDatabase
+from entrypoints.config import sqlite_path_from_url
 from tests.queue.conftest import Clock, identify
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,7 +85,7 @@ WORKER = """
                 await asyncio.sleep(0.002)  # a held lease, so the other worker tries to overlap
                 held = [start, time.monotonic()]
                 print(json.dumps([[e.id, e.payload["userId"], *held] for e in events]), flush=True)
-                await queue.settle([Settlement(e.id, "delivered", sys.argv[2]) for e in events])
+                await queue.settle({e.id: Settlement("delivered", sys.argv[2]) for e in events})
 
     asyncio.run(main())
 """

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,63 +20,50 @@ from contracts.fake_pardot_state import (
     DEFAULT_CLIENT_SECRET,
     DEFAULT_REFRESH_TOKEN,
 )
+from tests.child_server import ChildServer, start_server
 
 WRITE_KEY = "e2e-write-key"
 SHARED_SECRET = "e2e-shared-secret"
-LISTENING = re.compile(r"listening on (http://\S+)")
-WORKER_STARTED = "delivery worker started"
-ROOT = Path(__file__).resolve().parents[2]
+# The `worker` command serves no HTTP: it is ready once it says so.
+WORKER_STARTED = re.compile(r"delivery worker started")
 
 
 @dataclass
 class ServiceProcess:
-    """One `serve` child process; its log is kept for assertions and failure reports."""
+    """One `serve` (or `worker`) child process; its log is kept for assertions and reports."""
 
     env: dict[str, str]
     command: str = "serve"
-    process: asyncio.subprocess.Process | None = None
-    url: str = ""
-    log: list[str] = field(default_factory=list)
-    _reader: asyncio.Task[None] | None = None
+    server: ChildServer | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url if self.server is not None else ""
+
+    @property
+    def log(self) -> list[str]:
+        return self.server.log if self.server is not None else []
+
+    @property
+    def running(self) -> bool:
+        return self.server is not None and self.server.process.returncode is None
 
     async def start(self) -> None:
-        arguments = ["serve", "--port", "0"] if self.command == "serve" else [self.command]
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "entrypoints.cli", *arguments,
-            env=self.env, cwd=ROOT, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        found: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._reader = asyncio.create_task(self._read(found))
-        self.url = await asyncio.wait_for(found, 30)
-
-    async def _read(self, found: asyncio.Future[str]) -> None:
-        assert self.process is not None and self.process.stderr is not None
-        while line := await self.process.stderr.readline():
-            text = line.decode(errors="replace").rstrip()
-            self.log.append(text)
-            match = LISTENING.search(text)
-            if match and not found.done():
-                found.set_result(match.group(1))
-            elif self.command == "worker" and WORKER_STARTED in text and not found.done():
-                found.set_result("")
-        if not found.done():
-            found.set_exception(RuntimeError("service exited:\n" + "\n".join(self.log)))
+        if self.command == "serve":
+            arguments = ["serve", "--port", "0"]
+            self.server = await start_server("-m", "entrypoints.cli", *arguments, env=self.env)
+        else:
+            self.server = await start_server(
+                "-m", "entrypoints.cli", self.command, env=self.env, ready=WORKER_STARTED
+            )
 
     async def kill9(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        await self.process.wait()
-        if self._reader:
-            await self._reader
+        assert self.server is not None
+        await self.server.stop(kill=True)
 
     async def terminate(self) -> int:
-        assert self.process is not None
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.process.wait(), 30)
-        if self._reader:
-            await self._reader
-        return code
+        assert self.server is not None
+        return await self.server.stop()
 
 
 @dataclass
@@ -155,7 +140,7 @@ async def open_stack(tmp_path: Path, version: int, **fake_options: Any) -> Async
             yield stack
         finally:
             for service in stack.services:
-                if service.process is not None and service.process.returncode is None:
+                if service.running:
                     await service.kill9()
 
 

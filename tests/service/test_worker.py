@@ -7,38 +7,51 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from dependency_injector import providers
 
 from adapters.pardot_memory import InMemoryPardot
 from adapters.prospect_store_memory import InMemoryProspectStore
 from adapters.queue_memory import InMemoryEventQueue
 from domain.errors import ConfigurationError, DailyLimitReached, RetryableError
-from domain.sync import SyncService
-from entrypoints.metrics import Metrics
-from entrypoints.readiness import Readiness
+from domain.settings import DestinationSettings
+from entrypoints.container import Container
 from entrypoints.worker import DeliveryWorker, WorkerOptions
 from tests.domain.conftest import make_settings
 from tests.queue.conftest import Clock
+from tests.settings import service_config
 
 
 class Rig:
+    """The container's worker, over an in-memory queue, Pardot and identity map."""
+
     def __init__(self, **options: Any) -> None:
         self.clock = Clock()
         self.queue = InMemoryEventQueue(clock=self.clock)
         self.pardot = InMemoryPardot(version=3)
-        self.readiness = Readiness()
-        self.service = SyncService(
-            self.pardot, make_settings(api_version=3), InMemoryProspectStore()
-        )
         self.failure: Exception | None = None
-        self.worker = DeliveryWorker(
-            self.queue, self._service, readiness=self.readiness, metrics=Metrics(),
-            options=WorkerOptions(**options), clock=self.clock,
-        )  # fmt: skip
+        self.container = Container(config=service_config(api_version="3"))
+        self.container.override_providers(
+            clock=providers.Object(self.clock),
+            queue=providers.Object(self.queue),
+            repository=providers.Object(self.pardot),
+            prospect_store=providers.Object(InMemoryProspectStore()),
+            destination=providers.Callable(self._settings),
+            worker_options=providers.Object(WorkerOptions(**options)),
+        )
+        self.readiness = self.container.readiness()
+        self.worker: DeliveryWorker
 
-    async def _service(self) -> SyncService:
+    def _settings(self) -> DestinationSettings:
+        # Where the real container asks Pardot for the version: the place a setup fails.
         if self.failure is not None:
             raise self.failure
-        return self.service
+        return make_settings(api_version=3)
+
+
+async def started_rig(**options: Any) -> Rig:
+    made = Rig(**options)
+    made.worker = await made.container.worker.async_()
+    return made
 
 
 def nonzero(counts: dict[str, int]) -> dict[str, int]:
@@ -55,7 +68,7 @@ def identify(n: int, email: str | None = None) -> dict[str, Any]:
 
 
 async def test_delivered_skipped_and_rejected_are_settled_for_good() -> None:
-    rig = Rig()
+    rig = await started_rig()
     await rig.queue.put(
         [identify(1), {**identify(2), "integrations": {"Pardot": False}}, identify(3, "bad")]
     )
@@ -65,7 +78,7 @@ async def test_delivered_skipped_and_rejected_are_settled_for_good() -> None:
 
 
 async def test_retryable_failures_back_off_then_die_after_the_budget() -> None:
-    rig = Rig(max_attempts=3, backoff_initial=10, backoff_max=100)
+    rig = await started_rig(max_attempts=3, backoff_initial=10, backoff_max=100)
 
     async def busy(writes: Any) -> Any:
         raise RetryableError("busy", code=66)
@@ -83,7 +96,7 @@ async def test_retryable_failures_back_off_then_die_after_the_budget() -> None:
 
 
 async def test_the_daily_limit_pauses_the_whole_queue_without_spending_retries() -> None:
-    rig = Rig(max_attempts=1)
+    rig = await started_rig(max_attempts=1)
     resume = rig.clock.now + timedelta(hours=5)
 
     async def spent(writes: Any) -> Any:
@@ -103,7 +116,7 @@ async def test_the_daily_limit_pauses_the_whole_queue_without_spending_retries()
 
 
 async def test_a_configuration_error_marks_unready_keeps_events_and_recovers() -> None:
-    rig = Rig(max_attempts=1, configuration_retry=30)
+    rig = await started_rig(max_attempts=1, configuration_retry=30)
     rig.failure = ConfigurationError("refresh token revoked: run pardot-destination connect")
     await rig.queue.put([identify(1)])
     for _ in range(3):  # more rounds than the retry budget: nothing dies
@@ -118,7 +131,7 @@ async def test_a_configuration_error_marks_unready_keeps_events_and_recovers() -
 
 
 async def test_a_payload_that_no_longer_parses_is_dead_lettered_with_the_reason() -> None:
-    rig = Rig()
+    rig = await started_rig()
     await rig.queue.put([{"type": "identify", "messageId": "x"}])
     await rig.worker.run_once()
     [dead] = await rig.queue.recent("dead")
@@ -126,7 +139,9 @@ async def test_a_payload_that_no_longer_parses_is_dead_lettered_with_the_reason(
 
 
 async def test_finished_events_are_purged_after_the_retention_and_dead_letters_kept() -> None:
-    rig = Rig(retention=timedelta(days=7), purge_every=timedelta(hours=1), max_attempts=1)
+    rig = await started_rig(
+        retention=timedelta(days=7), purge_every=timedelta(hours=1), max_attempts=1
+    )
     await rig.queue.put([identify(1), identify(2, "bad")])
     await rig.queue.put([{"type": "identify", "messageId": "broken"}])
     await rig.worker.run_once()
@@ -139,7 +154,7 @@ async def test_finished_events_are_purged_after_the_retention_and_dead_letters_k
 
 
 async def test_a_shutdown_mid_batch_hands_the_leases_back_at_once() -> None:
-    rig = Rig(lease_seconds=300)
+    rig = await started_rig(lease_seconds=300)
     started = asyncio.Event()
 
     async def slow(writes: Any) -> Any:

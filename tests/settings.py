@@ -1,0 +1,15 @@
+"""A ServiceConfig for tests, built from keyword arguments rather than a `.env` file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from entrypoints.config import ServiceConfig
+from tests.strategies import BUSINESS_UNIT
+
+
+def service_config(**settings: Any) -> ServiceConfig:
+    """The two required settings plus `settings`, by field name; no `.env` file is read."""
+    values: dict[str, Any] = {"account_id": "507251", "business_unit_id": BUSINESS_UNIT}
+    values.update(settings)
+    return ServiceConfig(_env_file=None, **values)  # type: ignore[call-arg]
