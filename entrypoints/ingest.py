@@ -18,6 +18,7 @@ from typing import Any
 
 from domain.errors import InvalidEvent
 from domain.events import parse_event
+from entrypoints import event_checks
 
 MAX_EVENT_BYTES = 32 * 1024  # Segment's limit per event
 MAX_REQUEST_BYTES = 500 * 1024  # Segment's limit per batch request
@@ -45,10 +46,20 @@ class Intake:
 
 
 def decode_json(raw: bytes) -> Any:
+    """The body's JSON; anything the parser cannot turn into values is the sender's fault.
+
+    NaN, Infinity and 1e999 parse (as floats that are not finite) and are refused per
+    event by `event_checks`; a number with thousands of digits or nesting past the
+    interpreter's recursion limit cannot even be parsed, so the whole request is refused.
+    """
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Refused(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise Refused(400, "invalid_json", "body is nested too deeply") from None
+    except ValueError as exc:  # int() past sys.get_int_max_str_digits()
+        raise Refused(400, "invalid_json", f"body holds a number out of range: {exc}") from None
 
 
 def check_write_key(
@@ -164,6 +175,10 @@ def _take(
 ) -> None:
     if isinstance(payload, dict):
         payload = _merged(payload, path_type, shared, arrival.received_at)
+        refused = event_checks.problem(payload)
+        if refused is not None:
+            intake.errors.append(_error(index, payload, refused))
+            return
         if arrival.events_may_be_too_big:
             size = len(json.dumps(payload, separators=(",", ":")).encode())
             if size > MAX_EVENT_BYTES:

@@ -8,7 +8,6 @@ import hmac
 import json
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -17,41 +16,13 @@ from aiohttp.test_utils import TestServer
 
 from adapters.queue_memory import InMemoryEventQueue
 from entrypoints.webhook import create_app
-
-WRITE_KEY = "wk-test-123"
-SECRET = "shh-its-a-secret"
-AUTH = (WRITE_KEY, "")
-
-
-def identify(n: int = 1, **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "identify",
-        "messageId": f"m{n}",
-        "userId": f"u{n}",
-        "traits": {"email": f"u{n}@x.io"},
-        **extra,
-    }
-
-
-@dataclass
-class Door:
-    client: httpx.AsyncClient
-    queue: InMemoryEventQueue
-
-    async def stored(self) -> int:
-        counts = await self.queue.counts()
-        return sum(counts.values())
+from tests.service.door import AUTH, SECRET, WRITE_KEY, Door, identify, open_door
 
 
 @pytest.fixture
 async def door() -> AsyncIterator[Door]:
-    queue = InMemoryEventQueue()
-    app = create_app(queue, write_keys=(WRITE_KEY, "second-key"), shared_secret=SECRET)
-    async with (
-        TestServer(app, host="127.0.0.1", port=0) as server,
-        httpx.AsyncClient(base_url=str(server.make_url(""))) as client,
-    ):
-        yield Door(client, queue)
+    async with open_door() as opened:
+        yield opened
 
 
 async def test_identify_is_stored_before_200(door: Door) -> None:
