@@ -61,6 +61,7 @@ async def build_app(
         shared_secret=(
             config.shared_secret.get_secret_value() if config.shared_secret is not None else ""
         ),
+        webhook_batching=config.webhook_batching,
         metrics=container.metrics(),
         readiness=container.readiness(),
     )

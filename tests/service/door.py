@@ -49,6 +49,9 @@ async def open_door(queue: InMemoryEventQueue | None = None, **options: Any) -> 
     app = create_app(queue, **options)
     async with (
         TestServer(app, host="127.0.0.1", port=0) as server,
-        httpx.AsyncClient(base_url=str(server.make_url(""))) as client,
+        # What every Segment library sends; tests of other content types say so explicitly.
+        httpx.AsyncClient(
+            base_url=str(server.make_url("")), headers={"Content-Type": "application/json"}
+        ) as client,
     ):
         yield Door(client, queue)

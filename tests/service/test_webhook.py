@@ -180,7 +180,7 @@ async def test_webhook_signature_is_checked_before_parsing(door: Door) -> None:
     assert answer.status_code == 401
 
 
-async def test_webhooks_actions_batch_signs_the_first_element_as_sent(door: Door) -> None:
+async def test_webhooks_actions_batch_signs_the_first_element_as_sent() -> None:
     # JavaScript's serialisation (1e21, no spaces) differs from Python's: HMAC the raw bytes.
     first = b'{"type":"identify","messageId":"m1","userId":"u1","traits":{"email":"u1@x.io","score":1e21}}'
     body = (
@@ -188,11 +188,16 @@ async def test_webhooks_actions_batch_signs_the_first_element_as_sent(door: Door
         + first
         + b', {"type":"identify","messageId":"m2","userId":"u2","traits":{"email":"u2@x.io"}}]'
     )
-    answer = await door.client.post("/webhook", content=body, headers={"X-Signature": sign(first)})
-    assert answer.status_code == 200
-    assert await door.stored() == 2
-    bad = await door.client.post("/webhook", content=body, headers={"X-Signature": sign(body)})
-    assert bad.status_code == 401
+    async with open_door(webhook_batching=True) as door:
+        answer = await door.client.post(
+            "/webhook", content=body, headers={"X-Signature": sign(first)}, auth=AUTH
+        )
+        assert answer.status_code == 200
+        assert await door.stored() == 2
+        bad = await door.client.post(
+            "/webhook", content=body, headers={"X-Signature": sign(body)}, auth=AUTH
+        )
+        assert bad.status_code == 401
 
 
 async def test_a_full_queue_answers_503_with_retry_after() -> None:
@@ -218,7 +223,7 @@ async def test_health_readiness_and_metrics_never_show_secrets(door: Door) -> No
 
 
 class BrokenQueue(InMemoryEventQueue):
-    async def put(self, payloads: Any) -> int:
+    async def put(self, payloads: Any, *, scope: str = "") -> int:
         raise sqlite3.OperationalError("disk I/O error")
 
 
