@@ -18,7 +18,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 MAX_DEPTH = 32  # the event object is level 1; Segment's own payloads stay under 10
-TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
+# The sender's times; receivedAt is ours (ingest sets it whatever the sender claimed).
+TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_INT_BITS = 1024  # beyond a double's range: no JavaScript client could have meant it
 
