@@ -65,8 +65,14 @@ VERSION_HINT = {
 def pardot_error(
     code: int | None, message: str, *, status: int, account_zone: tzinfo, now: datetime
 ) -> PardotError:
-    """The domain error for one Pardot failure; unknown codes follow the HTTP status."""
-    kind = CODE_KIND.get(code) if code is not None else None
+    """The domain error for one Pardot failure; unknown codes follow the HTTP status.
+
+    Without Pardot's error code the answer came from something in between (a proxy, a
+    firewall, maintenance): whatever its status, trying again is the only safe move.
+    """
+    if code is None:
+        return RetryableError(message)
+    kind = CODE_KIND.get(code)
     if kind is None:
         kind = "retry" if status >= 500 or status in (408, 429) else "permanent"
     if kind == "retry":

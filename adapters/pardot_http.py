@@ -24,6 +24,7 @@ from adapters.pardot_responses import Answer, as_list, decode, row_errors, to_pr
 from domain.errors import (
     AuthenticationExpired,
     ConfigurationError,
+    OutcomeUnknown,
     PardotError,
     PermanentPardotError,
     RetryableError,
@@ -40,6 +41,8 @@ NOT_FOUND_CODES = frozenset({3, 4, 77})
 # Read, update and upsert-by-key calls can be repeated safely after a lost answer; a
 # create cannot (the first may have succeeded), so it is retried only when nothing was sent.
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Pardot's own "internal error" and "timed out" do not promise that nothing was saved.
+MAYBE_SAVED_CODES = frozenset({183, 214})
 
 
 class PardotHttpRepository:
@@ -111,7 +114,11 @@ class PardotHttpRepository:
 
     async def create(self, email: str, fields: Fields) -> Prospect:
         body = await self._call(
-            self.api_version, f"create/email/{_segment(email)}", _form(fields), idempotent=False
+            self.api_version,
+            f"create/email/{_segment(email)}",
+            _form(fields),
+            idempotent=False,
+            expect="prospect",
         )
         return to_prospect(body["prospect"])
 
@@ -136,12 +143,14 @@ class PardotHttpRepository:
         }
         if id_greater_than is not None:
             form["id_greater_than"] = str(id_greater_than)
-        body = await self._call(self.api_version, "query", form)
+        body = await self._call(self.api_version, "query", form, expect="result")
         result = body.get("result") or {}
         return [to_prospect(raw) for raw in as_list(result.get("prospect"))]
 
     async def custom_fields(self) -> list[CustomField]:
-        body = await self._call(self.api_version, "query", {}, resource="customField")
+        body = await self._call(
+            self.api_version, "query", {}, resource="customField", expect="result"
+        )
         result = body.get("result") or {}
         return [
             CustomField(str(raw["field_id"]), str(raw.get("type") or "Text"))
@@ -151,7 +160,9 @@ class PardotHttpRepository:
 
     async def _read(self, by: str, key: str) -> Mapping[str, Any]:
         try:
-            return await self._call(self.api_version, f"read/{by}/{_segment(key)}", {})
+            return await self._call(
+                self.api_version, f"read/{by}/{_segment(key)}", {}, expect="prospect"
+            )
         except PermanentPardotError as error:
             if error.code in NOT_FOUND_CODES:
                 return {}
@@ -217,35 +228,60 @@ class PardotHttpRepository:
         *,
         idempotent: bool = True,
         resource: str = "prospect",
+        expect: str | None = None,
     ) -> Mapping[str, Any]:
-        """One API call with the token refreshed once on 184 and retries with backoff."""
-        retry_on = (
-            (RetryableError, httpx.TransportError) if idempotent else (RetryableError, *_UNSENT)
-        )
-        async for attempt in stamina.retry_context(
-            on=retry_on,
-            attempts=self._attempts,
-            wait_initial=min(self._wait_initial, self._wait_max),
-            wait_max=self._wait_max,
-            wait_jitter=min(1.0, self._wait_max),
-            timeout=None,
-        ):
-            with attempt:
-                return await self._authenticated(version, f"{resource}:{operation}", form)
+        """One API call with the token refreshed once on 184 and retries with backoff.
+
+        `expect` names the key a successful answer must hold (a read without `prospect`
+        would otherwise look like "not found"). Transport errors leave as domain errors: a
+        create whose request may have reached Pardot as OutcomeUnknown, never retried here.
+        """
+        call = f"{resource}:{operation}"
+        try:
+            async for attempt in stamina.retry_context(
+                on=_retry_safe if idempotent else _retry_create,
+                attempts=self._attempts,
+                wait_initial=min(self._wait_initial, self._wait_max),
+                wait_max=self._wait_max,
+                wait_jitter=min(1.0, self._wait_max),
+                timeout=None,
+            ):
+                with attempt:
+                    return await self._authenticated(version, call, form, idempotent, expect)
+        except httpx.TransportError as error:
+            message = f"no answer from Pardot ({type(error).__name__})"
+            if idempotent or isinstance(error, _UNSENT):
+                raise RetryableError(message) from error
+            raise OutcomeUnknown(message) from error
         raise AssertionError("unreachable: stamina re-raises the last error")
 
     async def _authenticated(
-        self, version: int, operation: str, form: Mapping[str, str]
+        self,
+        version: int,
+        operation: str,
+        form: Mapping[str, str],
+        idempotent: bool,
+        expect: str | None,
     ) -> Mapping[str, Any]:
         token = await self._tokens.token()
         try:
-            return await self._send(version, operation, form, token)
+            body = await self._send(version, operation, form, token, idempotent)
         except AuthenticationExpired:
             await self._tokens.invalidate(token)
-            return await self._send(version, operation, form, await self._tokens.token())
+            fresh = await self._tokens.token()
+            body = await self._send(version, operation, form, fresh, idempotent)
+        if expect is not None and expect not in body:
+            message = f"Pardot's answer to {operation.split('/')[0]} holds no {expect}"
+            raise RetryableError(message) if idempotent else OutcomeUnknown(message)
+        return body
 
     async def _send(
-        self, version: int, operation: str, form: Mapping[str, str], token: str
+        self,
+        version: int,
+        operation: str,
+        form: Mapping[str, str],
+        token: str,
+        idempotent: bool,
     ) -> Mapping[str, Any]:
         resource, _, operation = operation.partition(":")
         url = f"{self._base}/api/{resource}/version/{version}/do/{operation}"
@@ -262,13 +298,29 @@ class PardotHttpRepository:
         )
         if answer.ok:
             return answer.body
-        raise pardot_error(
+        error = pardot_error(
             answer.code,
             answer.message,
             status=response.status_code,
             account_zone=self._zone,
             now=datetime.now(UTC),
         )
+        maybe_saved = answer.code is None or answer.code in MAYBE_SAVED_CODES
+        if not idempotent and type(error) is RetryableError and maybe_saved:
+            # Not Pardot's answer, or Pardot failing midway: the create may exist.
+            raise OutcomeUnknown(error.message, code=answer.code) from error
+        raise error
+
+
+def _retry_safe(error: Exception) -> bool:
+    return isinstance(error, RetryableError | httpx.TransportError)
+
+
+def _retry_create(error: Exception) -> bool:
+    """A create is repeated only when it certainly did not happen."""
+    if isinstance(error, RetryableError):
+        return not error.maybe_applied
+    return isinstance(error, _UNSENT)
 
 
 def _segment(value: str) -> str:

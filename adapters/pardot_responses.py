@@ -32,37 +32,53 @@ class Answer:
 
 
 def decode(status: int, content: bytes, content_type: str) -> Answer:
-    """Decode a response body whatever format Pardot chose to answer in."""
+    """Decode a response body whatever format Pardot chose to answer in.
+
+    Only Pardot's envelope counts (PARDOT_API.md): `stat="ok"` is a success, `stat="fail"`
+    with `err_code` is Pardot's refusal, and a batch's `stat="fail"` with per-row `errors`
+    is an answer too. Anything else (an empty body, a proxy's or firewall's page, a gateway's
+    JSON) came from something in between and carries no code: the caller retries it.
+    """
     text = content.decode("utf-8", errors="replace").strip()
     if text.startswith("<"):
-        return _decode_xml(status, text)
+        return _decode_xml(status, text, content_type)
     try:
-        body = json.loads(text) if text else {}
-    except json.JSONDecodeError:
-        snippet = text[:200] or f"empty body ({content_type or 'no content type'})"
-        return Answer(False, {}, None, f"HTTP {status}: unreadable answer: {snippet}")
-    if not isinstance(body, dict):
-        return Answer(False, {}, None, f"HTTP {status}: unexpected answer shape")
-    attributes = body.get("@attributes") or {}
-    if attributes.get("stat") == "fail" and "errors" not in body:
-        code = _int(attributes.get("err_code"))
+        body = json.loads(text) if text else None
+    except (json.JSONDecodeError, ValueError, RecursionError):
+        body = None
+    attributes = body.get("@attributes") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or not isinstance(attributes, dict):
+        return Answer(False, {}, None, _not_pardot(status, content, content_type))
+    stat = attributes.get("stat")
+    code = _int(attributes.get("err_code"))
+    if stat == "fail" and "errors" in body and code is None:
+        return Answer(status < 400, body, None, f"HTTP {status}")  # a batch's row errors
+    if stat == "fail" and code is not None:
         return Answer(False, body, code, str(body.get("err") or f"HTTP {status}"))
-    if status >= 400:
-        return Answer(False, body, _int(attributes.get("err_code")), f"HTTP {status}")
-    return Answer(True, body)
+    if stat == "ok" and status < 400:
+        return Answer(True, body)
+    return Answer(False, {}, None, _not_pardot(status, content, content_type))
 
 
-def _decode_xml(status: int, text: str) -> Answer:
+def _not_pardot(status: int, content: bytes, content_type: str) -> str:
+    # The body is not quoted: a proxy's page may echo the request's URL, which holds an email.
+    kind = content_type.split(";")[0].strip() or "no content type"
+    return f"HTTP {status}: not a Pardot answer ({kind}, {len(content)} bytes)"
+
+
+def _decode_xml(status: int, text: str, content_type: str) -> Answer:
     try:
         root = SafeXml.fromstring(text)
     except (ParseError, ValueError) as exc:
         return Answer(False, {}, None, f"HTTP {status}: unreadable XML answer ({exc})")
-    if root.get("stat") == "fail" or status >= 400:
-        err = root.find("err")
-        code = _int(err.get("code")) if err is not None else None
-        message = (err.text or "").strip() if err is not None else f"HTTP {status}"
+    err = root.find("err")
+    code = _int(err.get("code")) if err is not None else None
+    if root.tag == "rsp" and root.get("stat") == "fail" and code is not None:
+        message = (err.text or "").strip() if err is not None else ""
         return Answer(False, {}, code, message or f"HTTP {status}")
-    return Answer(True, {})
+    # We always ask for JSON: an XML success cannot be read (its prospect would look absent),
+    # and XML that is not Pardot's <rsp> is a page from something in between.
+    return Answer(False, {}, None, _not_pardot(status, text.encode(), content_type))
 
 
 def as_list(value: Any) -> list[Any]:

@@ -37,6 +37,7 @@ class _Event:
     reason: str | None = None
     message_id: str | None = None
     settled_at: datetime | None = None
+    scope: str = ""
 
 
 class InMemoryEventQueue:
@@ -48,12 +49,12 @@ class InMemoryEventQueue:
     ) -> None:
         self._events: dict[int, _Event] = {}
         self._ids = itertools.count(1)
-        self._message_ids: set[str] = set()
+        self._message_ids: set[tuple[str, str]] = set()
         self._paused: datetime | None = None
         self._max_pending = max_pending
         self._clock = clock
 
-    async def put(self, payloads: Sequence[Mapping[str, Any]]) -> int:
+    async def put(self, payloads: Sequence[Mapping[str, Any]], *, scope: str = "") -> int:
         if not payloads:
             return 0
         if self._max_pending is not None:
@@ -65,14 +66,16 @@ class InMemoryEventQueue:
         for payload in payloads:
             message_id = message_id_of(payload)
             if message_id is not None:
-                if message_id in self._message_ids:
+                if (scope, message_id) in self._message_ids:
                     continue
-                self._message_ids.add(message_id)
+                self._message_ids.add((scope, message_id))
             event_id = next(self._ids)
             # A deep copy, as SQLite's JSON round trip would: later edits by the caller do not leak.
             stored = copy.deepcopy(dict(payload))
             key = ordering_key_of(payload)
-            self._events[event_id] = _Event(event_id, stored, key, now, now, message_id=message_id)
+            self._events[event_id] = _Event(
+                event_id, stored, key, now, now, message_id=message_id, scope=scope
+            )
             added += 1
         return added
 
@@ -152,7 +155,8 @@ class InMemoryEventQueue:
         ]
         for event in gone:
             del self._events[event.id]
-            self._message_ids.discard(event.message_id or "")
+            if event.message_id is not None:
+                self._message_ids.discard((event.scope, event.message_id))
         return len(gone)
 
     async def close(self) -> None:

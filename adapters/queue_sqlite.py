@@ -3,7 +3,8 @@
 An event is pending, then leased, then delivered, skipped, rejected or dead, or back to
 retry until `not_before`. One column, `due_at`, says when an open event may be leased next:
 its arrival, its `not_before`, or the end of its lease. Settled rows are kept, so a late
-duplicate of a delivered event is still recognised by its messageId.
+duplicate of a delivered event is still recognised by its messageId. MessageIds are unique
+per `scope` (the sender, see `put`), so one sender cannot make another's events vanish.
 
 Settling is last writer wins: when a lease expires and another worker takes the event,
 whichever settles last decides its state. At worst an event is delivered twice, which Pardot
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from adapters.sqlite_db import MAX_BATCH, SQLiteDatabase, from_micros, to_micros
+from adapters.sqlite_migrations import Step, migrate
 from domain.ports import (
     SETTLED,
     STATES,
@@ -35,15 +36,19 @@ from domain.ports import (
 
 __all__ = ["QueueFull", "SQLiteEventQueue"]
 
-# How stale the cached count of open events may get; settles by other processes sharing the
-# file are only seen at a recount.
-OPEN_COUNT_SECONDS = 5.0
-
 # Spelled out in each query: SQLite uses a partial index only when a query repeats its WHERE.
 _OPEN = "state IN ('pending', 'retry', 'leased')"
 _PAUSE_KEY = "paused_until"
 
-SCHEMA = (
+# The schema's history: each entry brings a file from the previous version to the next.
+# Never edit a released step; append one (sqlite_migrations explains the mechanism).
+_INDEXES = (
+    # Leasing walks open events oldest first, then fetches each chosen person's others.
+    f"CREATE INDEX IF NOT EXISTS events_open ON events(id, due_at, ordering_key) WHERE {_OPEN}",
+    f"CREATE INDEX IF NOT EXISTS events_open_by_key ON events(ordering_key, id) WHERE {_OPEN}",
+    "CREATE INDEX IF NOT EXISTS events_by_state ON events(state, id)",
+)
+_V1_FIRST_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
         id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so a stale settle hits nothing
         message_id TEXT UNIQUE,
@@ -56,12 +61,73 @@ SCHEMA = (
         reason TEXT,
         settled_at INTEGER
     )""",
-    # Leasing walks open events oldest first, then fetches each chosen person's others.
-    f"CREATE INDEX IF NOT EXISTS events_open ON events(id, due_at, ordering_key) WHERE {_OPEN}",
-    f"CREATE INDEX IF NOT EXISTS events_open_by_key ON events(ordering_key, id) WHERE {_OPEN}",
-    "CREATE INDEX IF NOT EXISTS events_by_state ON events(state, id)",
+    *_INDEXES,
     "CREATE TABLE IF NOT EXISTS queue_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
+
+
+def _v2_dedupe_scope(conn: sqlite3.Connection) -> None:
+    """messageId is unique per sender (write key), no longer across senders.
+
+    SQLite cannot drop a column's UNIQUE, so the table is rebuilt (SQLite's documented
+    12-step way). Events stored before have no known sender: they share the scope ''.
+    """
+    (sequence,) = conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
+    ).fetchone()
+    conn.execute(
+        """CREATE TABLE events_v2 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a stale settle hits nothing
+            dedupe_scope TEXT NOT NULL DEFAULT '',  -- who sent it; see webhook.py
+            message_id TEXT,
+            ordering_key TEXT,
+            payload TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            received_at INTEGER NOT NULL,
+            due_at INTEGER NOT NULL,
+            reason TEXT,
+            settled_at INTEGER,
+            UNIQUE (dedupe_scope, message_id)
+        )"""
+    )
+    columns = (
+        "id, message_id, ordering_key, payload, state, attempts, received_at, due_at,"
+        " reason, settled_at"
+    )
+    conn.execute(f"INSERT INTO events_v2 ({columns}) SELECT {columns} FROM events")  # noqa: S608
+    conn.execute("DROP TABLE events")
+    conn.execute("ALTER TABLE events_v2 RENAME TO events")
+    # Keep AUTOINCREMENT's promise across the rebuild: ids of purged rows stay unused.
+    conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'events'", (sequence,))
+    for statement in _INDEXES:
+        conn.execute(statement)
+
+
+def _v3_state_counts(conn: sqlite3.Connection) -> None:
+    """Counts per state kept by triggers, so /metrics and the backlog limit read a few rows
+    instead of counting the table; every process writing the file keeps them right."""
+    conn.execute(
+        "CREATE TABLE event_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    conn.execute(
+        "INSERT INTO event_counts (state, n) SELECT state, count(*) FROM events GROUP BY state"
+    )
+    add = (
+        "INSERT INTO event_counts (state, n) VALUES (NEW.state, 1)"
+        " ON CONFLICT (state) DO UPDATE SET n = n + 1;"
+    )
+    remove = "UPDATE event_counts SET n = n - 1 WHERE state = OLD.state;"
+    conn.execute(f"CREATE TRIGGER events_counted_in AFTER INSERT ON events BEGIN {add} END")
+    conn.execute(f"CREATE TRIGGER events_counted_out AFTER DELETE ON events BEGIN {remove} END")
+    conn.execute(
+        "CREATE TRIGGER events_counted_move AFTER UPDATE OF state ON events"
+        f" WHEN OLD.state IS NOT NEW.state BEGIN {remove} {add} END"
+    )
+
+
+MIGRATIONS: tuple[Step, ...] = (_V1_FIRST_SCHEMA, _v2_dedupe_scope, _v3_state_counts)
+SCHEMA_COMPONENT = "queue"
 
 
 def utc_now() -> datetime:
@@ -87,18 +153,20 @@ class SQLiteEventQueue:
             self._db = path
         else:
             self._db = SQLiteDatabase(path, max_batch=MAX_BATCH if group_commit else 1)
-        self._db.prepare(SCHEMA)
+        self._db.prepare(partial(migrate, component=SCHEMA_COMPONENT, steps=MIGRATIONS))
         self._max_pending = max_pending
         self._clock = clock
-        # (when counted, open events): recounted at most every OPEN_COUNT_SECONDS, adjusted by
-        # our own inserts in between, so a large backlog does not cost a scan per request.
-        self._open_count: tuple[float, int] | None = None
 
-    async def put(self, payloads: Sequence[Mapping[str, Any]]) -> int:
+    async def put(self, payloads: Sequence[Mapping[str, Any]], *, scope: str = "") -> int:
         now = to_micros(self._clock())
         # ASCII escapes keep a lone surrogate (legal in JSON, not in UTF-8) storable.
         rows = [
-            (message_id_of(p), ordering_key_of(p), json.dumps(dict(p), separators=(",", ":")))
+            (
+                scope,
+                message_id_of(p),
+                ordering_key_of(p),
+                json.dumps(dict(p), separators=(",", ":")),
+            )
             for p in payloads
         ]
         return await self._db.write(partial(self._insert, rows, now)) if rows else 0
@@ -162,33 +230,26 @@ class SQLiteEventQueue:
     # The methods below run on the database thread, inside its transaction.
 
     def _insert(self, rows: list[tuple[Any, ...]], now: int, conn: sqlite3.Connection) -> int:
-        open_now = self._room(conn)
-        added = conn.executemany(
-            "INSERT INTO events (message_id, ordering_key, payload, received_at, due_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
+        self._check_room(conn)
+        added: int = conn.executemany(
+            "INSERT INTO events (dedupe_scope, message_id, ordering_key, payload, received_at,"
+            " due_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_scope, message_id) DO NOTHING",
             [(*row, now, now) for row in rows],
         ).rowcount
-        if open_now is not None:
-            self._open_count = (self._open_count[0] if self._open_count else 0.0, open_now + added)
         return added
 
-    def _room(self, conn: sqlite3.Connection) -> int | None:
-        """Open events now; other processes settle events too, hence the periodic recount."""
+    def _check_room(self, conn: sqlite3.Connection) -> None:
+        """Refuse new events while the backlog is at its limit (counted by triggers)."""
         if self._max_pending is None:
-            return None
-        now = time.monotonic()
-        if self._open_count is None or now - self._open_count[0] > OPEN_COUNT_SECONDS:
-            (count,) = conn.execute(
-                "SELECT count(*) FROM events WHERE state IN ('pending', 'retry', 'leased')"
-            ).fetchone()
-            self._open_count = (now, count)
-        count = self._open_count[1]
+            return
+        (count,) = conn.execute(
+            "SELECT coalesce(sum(n), 0) FROM event_counts"
+            " WHERE state IN ('pending', 'retry', 'leased')"
+        ).fetchone()
         if count >= self._max_pending:
             raise QueueFull(f"{count} events await delivery (limit {self._max_pending})")
-        return count
 
     def _update(self, rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> None:
-        self._adjust_open(-sum(1 for row in rows if row[0] != "retry"))
         conn.executemany(
             "UPDATE events SET state = ?, reason = ?, due_at = ?, settled_at = ? WHERE id = ?",
             rows,
@@ -200,13 +261,7 @@ class SQLiteEventQueue:
             " settled_at = NULL, due_at = ? WHERE state = 'dead'",
             (now,),
         ).rowcount
-        self._adjust_open(revived)
         return revived
-
-    def _adjust_open(self, change: int) -> None:
-        if self._open_count is not None:
-            counted_at, count = self._open_count
-            self._open_count = (counted_at, max(0, count + change))
 
 
 def _lease(now: int, until: int, limit: int, conn: sqlite3.Connection) -> list[QueuedEvent]:
@@ -269,7 +324,8 @@ def _get_pause(conn: sqlite3.Connection) -> datetime | None:
 
 
 def _count_states(conn: sqlite3.Connection) -> dict[str, int]:
-    return dict(conn.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall())
+    # Kept by triggers (see _v3_state_counts): a scrape reads a few rows, whatever the backlog.
+    return dict(conn.execute("SELECT state, n FROM event_counts").fetchall())
 
 
 def _recent(state: str, limit: int, conn: sqlite3.Connection) -> list[dict[str, Any]]:

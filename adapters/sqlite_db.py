@@ -12,6 +12,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -67,10 +68,16 @@ class SQLiteDatabase:
         self._thread = threading.Thread(target=self._serve, name=f"sqlite:{path}", daemon=True)
         self._thread.start()
 
-    def prepare(self, statements: Sequence[str]) -> None:
-        """Queue schema statements ahead of any later call; a failure breaks the database."""
+    def prepare(self, statements: Sequence[str] | Work) -> None:
+        """Queue schema statements (or a migration function) ahead of any later call.
+
+        A failure breaks the database: every later call raises it.
+        """
 
         def create(conn: sqlite3.Connection) -> None:
+            if callable(statements):
+                statements(conn)
+                return
             for statement in statements:
                 conn.execute(statement)
 
@@ -120,7 +127,17 @@ class SQLiteDatabase:
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), not the module's.
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        # Two processes opening a new file at once: switching it to WAL answers "locked" at
+        # once instead of waiting for the busy timeout, so wait here (on this thread).
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
         # FULL fsyncs the WAL on every commit: an acknowledged event survives a power cut.
         conn.execute("PRAGMA synchronous=FULL")
         return conn
@@ -153,7 +170,13 @@ class SQLiteDatabase:
             conn.execute("BEGIN IMMEDIATE" if any(j.writes for j in batch) else "BEGIN")
             self.transactions += 1
             for job in batch:
-                results.append((job, *_isolated(conn, job)))
+                if self._broken is not None:  # a schema step failed earlier in this batch
+                    results.append((job, None, self._broken))
+                    continue
+                value, failure = _isolated(conn, job)
+                if job.future is None and failure is not None:
+                    self._broken = failure
+                results.append((job, value, failure))
             conn.execute("COMMIT")
         except BaseException as error:
             if conn.in_transaction:
@@ -162,9 +185,6 @@ class SQLiteDatabase:
                 self._broken = error
             _fail(batch, error)
             return
-        for job, _, failure in results:
-            if job.future is None:
-                self._broken = self._broken or failure
         _hand_over([(job, value, failure) for job, value, failure in results])
 
 

@@ -193,6 +193,54 @@ class InjectedFailure:
     message: str | None
 
 
+@dataclass(frozen=True)
+class ForeignAnswer:
+    """An answer from something between the client and Pardot: a proxy, a load balancer,
+    a web application firewall, a maintenance page. It carries no Pardot envelope."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+
+# What real middleboxes send instead of Pardot's JSON (PARDOT_API.md: "an empty body, an
+# HTML page or a 4xx/5xx without Pardot's err_code came from something in between").
+FOREIGN_ANSWERS: dict[str, ForeignAnswer] = {
+    "empty": ForeignAnswer(200, b"", "application/json"),
+    "empty_object": ForeignAnswer(200, b"{}", "application/json"),
+    "maintenance": ForeignAnswer(
+        200,
+        b"<!DOCTYPE html><html><head><title>Scheduled Maintenance</title></head>"
+        b"<body><h1>Account Engagement is down for maintenance</h1></body></html>",
+        "text/html",
+    ),
+    # Well-formed XML without Pardot's <rsp stat="...">: parses, but is not an answer.
+    "xhtml": ForeignAnswer(
+        200, b"<html><body><p>We will be back shortly.</p></body></html>", "text/html"
+    ),
+    "waf": ForeignAnswer(
+        403,
+        b"<html><head><title>403 Forbidden</title></head><body><h1>Access Denied</h1>"
+        b"<p>Request blocked. Reference #18.7c2f1cb8</p></body></html>",
+        "text/html",
+    ),
+    "not_found_page": ForeignAnswer(404, b"<html><body>Not Found</body></html>", "text/html"),
+    "gateway": ForeignAnswer(502, b"<html><body>502 Bad Gateway</body></html>", "text/html"),
+    "gateway_json": ForeignAnswer(
+        504, b'{"message":"Endpoint request timed out"}', "application/json"
+    ),
+    "bad_request_json": ForeignAnswer(400, b'{"error":"bad_request"}', "application/json"),
+}
+
+
+@dataclass(frozen=True)
+class PendingForeignAnswer:
+    answer: ForeignAnswer
+    # True: Pardot did the call and the middlebox replaced its answer (a load balancer's
+    # timeout page after the backend finished); False: the request never reached Pardot.
+    after_call: bool
+
+
 @dataclass
 class AccessToken:
     """An issued bearer token and how many Pardot calls it has made."""
@@ -291,6 +339,7 @@ class FakePardot:
     failures: list[InjectedFailure] = field(default_factory=list)
     resets_pending: int = 0
     hangs_pending: list[float] = field(default_factory=list)
+    foreign_pending: list[PendingForeignAnswer] = field(default_factory=list)
     _next_id: int = field(default=1001, init=False)
     _seq: int = field(default=0, init=False)
     _last_stamp: datetime | None = field(default=None, init=False)
@@ -327,6 +376,17 @@ class FakePardot:
         create may well exist.
         """
         self.hangs_pending.extend(seconds for _ in range(n))
+
+    def answer_next(
+        self, n: int = 1, kind: str | ForeignAnswer = "empty", *, after_call: bool = False
+    ) -> None:
+        """Answer the next `n` prospect calls with a non-Pardot answer (FOREIGN_ANSWERS).
+
+        With `after_call=True` the call is carried out first and only its answer replaced,
+        so a create answered this way did create the prospect.
+        """
+        answer = FOREIGN_ANSWERS[kind] if isinstance(kind, str) else kind
+        self.foreign_pending.extend(PendingForeignAnswer(answer, after_call) for _ in range(n))
 
     def refresh_busy_next(self, n: int = 1) -> None:
         """Answer the next `n` refreshes with "token request is already being processed"."""

@@ -39,13 +39,30 @@ class PermanentPardotError(PardotError):
 
 
 class RetryableError(PardotError):
-    """Worth trying again later; `retry_after` is a hint in seconds, or None for backoff."""
+    """Worth trying again later; `retry_after` is a hint in seconds, or None for backoff.
+
+    `maybe_applied` is False: the call certainly did not take effect (see OutcomeUnknown).
+    """
+
+    maybe_applied = False
 
     def __init__(
         self, message: str, *, code: int | None = None, retry_after: float | None = None
     ) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+
+class OutcomeUnknown(RetryableError):
+    """A call that may have taken effect although no answer said so.
+
+    Raised for a create whose answer was lost (a dropped connection, a read timeout) or was
+    not Pardot's (an empty body, a proxy's page, a 5xx without Pardot's error code): Pardot
+    may have created the prospect. Repeating the create blindly could make a duplicate, so
+    look for the prospect first.
+    """
+
+    maybe_applied = True
 
 
 class DailyLimitReached(RetryableError):

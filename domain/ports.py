@@ -132,9 +132,11 @@ class QueueFull(Exception):
 class EventQueue(Protocol):
     """Durable storage between the webhook's 200 and Pardot's answer."""
 
-    async def put(self, payloads: Sequence[Mapping[str, Any]]) -> int:
+    async def put(self, payloads: Sequence[Mapping[str, Any]], *, scope: str = "") -> int:
         """Store events durably before returning; duplicates by messageId are dropped.
 
+        A messageId is a duplicate only within its `scope` (who sent it: one per write key),
+        so one sender cannot make another's events vanish by reusing their messageIds.
         Returns how many were new; raises QueueFull when the backlog limit is reached.
         """
         ...

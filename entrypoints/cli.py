@@ -18,7 +18,8 @@ from rich.table import Table
 from domain.errors import InvalidSettings
 from domain.matching import plan_payload
 from domain.ports import EventQueue
-from entrypoints.config import ServiceConfig, load_config
+from entrypoints import webhook
+from entrypoints.config import ServiceConfig, exposure_problem, load_config
 from entrypoints.connect import connect
 from entrypoints.container import Container, opened
 from entrypoints.service import build_app, run_worker_alone
@@ -60,14 +61,24 @@ def main(log_level: str) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int, help="0 picks a free port")
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--insecure-open",
+    is_flag=True,
+    help="listen beyond loopback without DESTINATION_WRITE_KEY: anyone may post events",
+)
+def serve(host: str, port: int, insecure_open: bool) -> None:
     """Run the webhook and the delivery worker in one process."""
-    asyncio.run(_serve(_container(), host, port))
+    config = _config()
+    problem = exposure_problem(host, config, insecure_open=insecure_open)
+    if problem is not None:
+        click.echo(f"pardot-destination: {problem}", err=True)
+        sys.exit(2)
+    asyncio.run(_serve(Container(config=config), host, port))
 
 
 async def _serve(container: Container, host: str, port: int) -> None:
     app = await build_app(container)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = webhook.runner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

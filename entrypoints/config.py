@@ -6,12 +6,20 @@ Read from environment variables, then an optional `.env` file, then an optional 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -26,6 +34,11 @@ from domain.validation import describe_validation_error
 from entrypoints.tracking import TrackingConfig
 
 CONFIG_FILE_ENV = "PARDOT_DESTINATION_CONFIG"
+BATCHING_NEEDS_A_KEY = (
+    "DESTINATION_WEBHOOK_BATCHING=true needs DESTINATION_WRITE_KEY: a batch's signature covers "
+    "only its first event, so the write key in the Authorization header must vouch for the rest"
+)
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
 def _env(name: str, *default: Any, **constraints: Any) -> Any:
@@ -67,6 +80,7 @@ class ServiceConfig(BaseSettings):
     # The service itself.
     write_keys: Annotated[tuple[SecretStr, ...], NoDecode] = _env("DESTINATION_WRITE_KEY", ())
     shared_secret: SecretStr | None = _env("DESTINATION_SHARED_SECRET", None)
+    webhook_batching: bool = _env("DESTINATION_WEBHOOK_BATCHING", False)
     queue_url: str = _env("DESTINATION_QUEUE_URL", "sqlite:///pardot-destination.db")
     destination_keys: Annotated[tuple[str, ...], NoDecode] = _env(
         "DESTINATION_INTEGRATION_KEYS", ("Pardot",)
@@ -119,6 +133,12 @@ class ServiceConfig(BaseSettings):
                 "is set"
             )
         return warnings
+
+    @model_validator(mode="after")
+    def _batching_needs_a_key(self) -> ServiceConfig:
+        if self.webhook_batching and not self.write_keys:
+            raise ValueError(BATCHING_NEEDS_A_KEY)
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -196,3 +216,28 @@ def _with_env_names(message: str) -> str:
         lambda match: ENV_NAMES[match.group(1)],
         message,
     ).removeprefix("value: ")
+
+
+def exposure_problem(host: str, config: ServiceConfig, *, insecure_open: bool) -> str | None:
+    """Why `serve` must not listen on `host` as configured, or None.
+
+    Without DESTINATION_WRITE_KEY anyone who can reach the port may post events (a shared
+    secret protects only /webhook). On loopback only this machine can, which the demo needs.
+    """
+    if config.write_keys or insecure_open or is_loopback(host):
+        return None
+    return (
+        f"refusing to listen on {host or 'every interface'} without DESTINATION_WRITE_KEY: "
+        "anyone who can reach it could post events. Set DESTINATION_WRITE_KEY, listen on "
+        "127.0.0.1, or pass --insecure-open to accept events from anyone"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Literal loopback addresses and `localhost`; any other name may reach the network."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

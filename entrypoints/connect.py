@@ -11,6 +11,7 @@ terminal. The core is `run_connect`, testable without click; the click command i
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import threading
 import webbrowser
@@ -24,6 +25,8 @@ from aiohttp import web
 
 from domain.errors import ConfigurationError, PardotError, RetryableError
 from entrypoints.container import Container
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LOGIN_URL = "https://login.salesforce.com"
 DEFAULT_PARDOT_URL = "https://pi.pardot.com"
@@ -180,14 +183,14 @@ class _Callback:
         query = request.query
         if self.answer.done():
             return _page(409, "This sign-in was already handled. Return to the terminal.")
-        if not secrets.compare_digest(query.get("state", ""), self._state):
-            self.answer.set_exception(
-                ConnectError(
-                    "the callback's state does not match this sign-in (a stale browser tab or "
-                    "a forged request): run connect again"
-                )
+        if not secrets.compare_digest(query.get("state", "").encode(), self._state.encode()):
+            # Anyone who can reach the port may call it: a forged or stale callback must not
+            # end the real sign-in, which is still on its way.
+            log.warning(
+                "ignored a callback whose state does not match this sign-in "
+                "(a stale browser tab or a forged request); still waiting for the sign-in"
             )
-            return _page(400, "The sign-in could not be verified. Return to the terminal.")
+            return _page(400, "This is not the sign-in in progress. Return to the terminal.")
         if "error" in query:
             description = query.get("error_description", "")
             self.answer.set_exception(

@@ -235,6 +235,7 @@ class Container(containers.DeclarativeContainer):
             queue,
             write_keys=providers.Callable(_reveal_all, config.provided.write_keys),
             shared_secret=providers.Callable(_reveal, config.provided.shared_secret),
+            webhook_batching=config.provided.webhook_batching,
             metrics=metrics,
             readiness=readiness,
         ),

@@ -11,28 +11,144 @@ import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from domain.errors import InvalidEvent
 from domain.events import parse_event
+from entrypoints import event_checks
 
 MAX_EVENT_BYTES = 32 * 1024  # Segment's limit per event
 MAX_REQUEST_BYTES = 500 * 1024  # Segment's limit per batch request
 MAX_BATCH_EVENTS = 2500
+# Request bodies being read and parsed at once, all requests together: a parsed 500 KB
+# body takes a few MB, so this keeps a burst of large posts to some tens of MB.
+MAX_INGEST_BYTES = 16 * 1024 * 1024
+# Segment's Webhooks destination gives up after 5 s; a body still arriving after 10 s is
+# someone holding a connection open, not a sender worth waiting for.
+BODY_TIMEOUT_SECONDS = 10.0
+# The time a connection gets to send a request's headers (also how long an idle keep-alive
+# connection stays open): slowloris senders trickle headers to hold sockets forever.
+HEADER_TIMEOUT_SECONDS = 10.0
+# After an early refusal (a wrong key, a full budget) aiohttp keeps reading the unwanted body
+# for this long so the sender sees the answer rather than a reset; 10 s by default is a
+# connection held by anyone for free.
+LINGERING_SECONDS = 2.0
 EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 
 
 class Refused(Exception):
     """The whole request is refused; `status` and `code` go back to the sender."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+
+
+# De-duplication scopes (EventQueue.put): a messageId is unique per sender only.
+OPEN_SCOPE = ""  # no write key configured: everyone is one sender
+SIGNATURE_SCOPE = "webhook-signature"  # /webhook calls proven only by the shared secret
+
+
+class WriteKeys:
+    """The configured write keys, kept only as SHA-256 digests.
+
+    Offered keys are hashed and compared with `hmac.compare_digest` against every digest:
+    equal-length inputs, so neither a key's prefix nor its length shows in the timing.
+    """
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self._digests = tuple(_digest(key.encode()) for key in keys)
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def __repr__(self) -> str:
+        return f"WriteKeys({len(self._digests)} configured)"
+
+    def scope_of(self, offered: bytes) -> str | None:
+        """The de-duplication scope of this key, or None when it is not one of ours."""
+        digest = _digest(offered)
+        found: bytes | None = None
+        for known in self._digests:  # no early exit: every key costs the same
+            if hmac.compare_digest(digest, known):
+                found = known
+        # A digest of the digest: the stored scope cannot be replayed as the key's digest.
+        return None if found is None else "key:" + hashlib.sha256(found).hexdigest()[:16]
+
+    def from_header(self, authorization: str | None) -> str | None:
+        """The scope of the key in `Authorization`; None when there is no header to judge.
+
+        A header that names no key of ours is refused at once, before the body is read.
+        """
+        if not self._digests or not authorization:
+            return None
+        scope = self.scope_of(_key_in_header(authorization))
+        if scope is None:
+            raise Refused(401, "unauthorized", "unknown write key")
+        return scope
+
+    def from_body(self, body: Any) -> str:
+        """Segment's other way: `writeKey` in the body (no Authorization header was sent)."""
+        if not self._digests:
+            return OPEN_SCOPE
+        key = body.get("writeKey") if isinstance(body, Mapping) else None
+        if not isinstance(key, str):
+            raise Refused(401, "unauthorized", "missing write key: use Basic auth or writeKey")
+        scope = self.scope_of(key.encode())
+        if scope is None:
+            raise Refused(401, "unauthorized", "unknown write key")
+        return scope
+
+
+def _digest(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
+
+
+def _key_in_header(authorization: str) -> bytes:
+    """Basic with the key as user name (Segment's libraries), or Bearer with the key."""
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip().encode()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(credentials.strip(), validate=True).split(b":", 1)[0]
+        except (binascii.Error, ValueError):
+            raise Refused(401, "unauthorized", "malformed Basic authorization header") from None
+    raise Refused(401, "unauthorized", "Authorization must be Basic or Bearer with a write key")
+
+
+class ByteBudget:
+    """How many request bytes may be read and parsed at once (503 past it).
+
+    Bodies are bounded one by one (MAX_REQUEST_BYTES); this bounds them together, so a
+    crowd of large posts cannot take all the memory. One request is always let in when
+    nothing else is being read, so the largest allowed body still fits.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        if self.in_use and self.in_use + size > self.limit:
+            raise Refused(
+                503, "busy", "too many requests are being read: retry shortly", retry_after=1
+            )
+        self.in_use += size
+        try:
+            yield
+        finally:
+            self.in_use -= size
 
 
 @dataclass
@@ -45,37 +161,20 @@ class Intake:
 
 
 def decode_json(raw: bytes) -> Any:
+    """The body's JSON; anything the parser cannot turn into values is the sender's fault.
+
+    NaN, Infinity and 1e999 parse (as floats that are not finite) and are refused per
+    event by `event_checks`; a number with thousands of digits or nesting past the
+    interpreter's recursion limit cannot even be parsed, so the whole request is refused.
+    """
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Refused(400, "invalid_json", f"body is not valid JSON: {exc}") from None
-
-
-def check_write_key(
-    write_keys: Iterable[str], authorization: str | None, body: Mapping[str, Any] | None
-) -> None:
-    """Basic auth with the write key as user name, or `writeKey` in the body."""
-    keys = [key.encode() for key in write_keys]
-    if not keys:
-        return
-    offered: list[bytes] = []
-    if authorization and authorization.lower().startswith("basic "):
-        try:
-            user = base64.b64decode(authorization[6:].strip(), validate=True).split(b":", 1)[0]
-            offered.append(user)
-        except (binascii.Error, ValueError):
-            raise Refused(401, "unauthorized", "malformed Basic authorization header") from None
-    if isinstance(body, Mapping) and isinstance(body.get("writeKey"), str):
-        offered.append(body["writeKey"].encode())
-    if not offered:
-        raise Refused(401, "unauthorized", "missing write key: use Basic auth or writeKey")
-    # Compare against every key in constant time so timing does not reveal a prefix.
-    matched = False
-    for candidate in offered:
-        for key in keys:
-            matched |= hmac.compare_digest(candidate, key)
-    if not matched:
-        raise Refused(401, "unauthorized", "unknown write key")
+    except RecursionError:
+        raise Refused(400, "invalid_json", "body is nested too deeply") from None
+    except ValueError as exc:  # int() past sys.get_int_max_str_digits()
+        raise Refused(400, "invalid_json", f"body holds a number out of range: {exc}") from None
 
 
 def check_signature(secret: str, signature: str | None, signed: bytes) -> None:
@@ -93,15 +192,24 @@ def signed_part(raw: bytes) -> bytes:
     Webhooks (Actions) with batching signs only the first event as JavaScript serialised
     it; its raw bytes are HMACed, never a Python re-serialisation.
     """
-    text = raw.decode("utf-8", errors="strict").lstrip()
-    if not text.startswith("["):
+    if not is_array(raw):
         return raw
     try:
+        text = raw.decode("utf-8", errors="strict").lstrip()
         start = 1 + len(text[1:]) - len(text[1:].lstrip())
         _, end = json.JSONDecoder().raw_decode(text, start)
-    except json.JSONDecodeError as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Refused(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    except (RecursionError, ValueError):
+        raise Refused(
+            400, "invalid_json", "body is nested too deeply or holds a number out of range"
+        ) from None
     return text[start:end].encode()
+
+
+def is_array(raw: bytes) -> bool:
+    """Whether the body is a JSON array, judged before parsing it."""
+    return raw.lstrip(b" \t\r\n")[:1] == b"["
 
 
 @dataclass(frozen=True)
@@ -164,6 +272,10 @@ def _take(
 ) -> None:
     if isinstance(payload, dict):
         payload = _merged(payload, path_type, shared, arrival.received_at)
+        refused = event_checks.problem(payload)
+        if refused is not None:
+            intake.errors.append(_error(index, payload, refused))
+            return
         if arrival.events_may_be_too_big:
             size = len(json.dumps(payload, separators=(",", ":")).encode())
             if size > MAX_EVENT_BYTES:

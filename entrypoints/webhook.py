@@ -6,9 +6,12 @@ event is answered once it is durably queued, and the worker delivers it later.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from domain.ports import EventQueue, QueueFull
 from entrypoints import ingest
-from entrypoints.ingest import Arrival, Intake, Refused
+from entrypoints.ingest import Arrival, ByteBudget, Intake, Refused, WriteKeys
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
 
@@ -25,10 +28,33 @@ log = logging.getLogger(__name__)
 QUEUE = web.AppKey("queue", EventQueue)
 METRICS = web.AppKey("metrics", Metrics)
 READINESS = web.AppKey("readiness", Readiness)
-WRITE_KEYS = web.AppKey("write_keys", tuple)
+WRITE_KEYS = web.AppKey("write_keys", WriteKeys)
 SHARED_SECRET = web.AppKey("shared_secret", str)
+BUDGET = web.AppKey("ingest_budget", ByteBudget)
+
+
+@dataclass(frozen=True)
+class DoorOptions:
+    webhook_batching: bool = False
+    body_timeout: float = ingest.BODY_TIMEOUT_SECONDS
+
+
+DOOR = web.AppKey("door_options", DoorOptions)
+# For the AppRunner: aiohttp closes a connection that has not sent a whole request's headers
+# within `keepalive_timeout` of opening (or of its previous answer), which is what bounds
+# slow headers; aiohttp has no separate header timeout.
+SERVER_OPTIONS: dict[str, Any] = {
+    "keepalive_timeout": ingest.HEADER_TIMEOUT_SECONDS,
+    "lingering_time": ingest.LINGERING_SECONDS,
+}
+BATCHING_NEEDS_A_KEY = "DESTINATION_WEBHOOK_BATCHING=true needs DESTINATION_WRITE_KEY"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def runner(app: web.Application, **options: Any) -> web.AppRunner:
+    """The AppRunner every server of this app should use (SERVER_OPTIONS, then `options`)."""
+    return web.AppRunner(app, **{**SERVER_OPTIONS, **options})
 
 
 def create_app(
@@ -36,16 +62,23 @@ def create_app(
     *,
     write_keys: tuple[str, ...] = (),
     shared_secret: str = "",
+    webhook_batching: bool = False,
     metrics: Metrics | None = None,
     readiness: Readiness | None = None,
+    max_ingest_bytes: int = ingest.MAX_INGEST_BYTES,
+    body_timeout: float = ingest.BODY_TIMEOUT_SECONDS,
 ) -> web.Application:
+    if webhook_batching and not write_keys:
+        raise ValueError(BATCHING_NEEDS_A_KEY)
     # aiohttp checks the decompressed body against client_max_size and answers 413.
     app = web.Application(client_max_size=ingest.MAX_REQUEST_BYTES, middlewares=[_json_errors])
     app[QUEUE] = queue
     app[METRICS] = metrics or Metrics()
     app[READINESS] = readiness or Readiness()
-    app[WRITE_KEYS] = write_keys
+    app[WRITE_KEYS] = WriteKeys(write_keys)
     app[SHARED_SECRET] = shared_secret
+    app[BUDGET] = ByteBudget(max_ingest_bytes)
+    app[DOOR] = DoorOptions(webhook_batching, body_timeout)
     if not write_keys:
         log.warning("DESTINATION_WRITE_KEY is not set: /v1 endpoints accept any sender")
     if not shared_secret and not write_keys:
@@ -68,7 +101,10 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     except Refused as refused:
         request.app[METRICS].refused.labels(refused.code).inc()
-        return _answer(refused.status, refused.code, refused.message)
+        response = _answer(refused.status, refused.code, refused.message)
+        if refused.retry_after is not None:
+            response.headers["Retry-After"] = str(refused.retry_after)
+        return response
     except web.HTTPRequestEntityTooLarge:
         request.app[METRICS].refused.labels("too_large").inc()
         limit = ingest.MAX_REQUEST_BYTES // 1024
@@ -97,43 +133,94 @@ def _answer(status: int, code: str, message: str, **extra: Any) -> web.Response:
 
 def _single(event_type: str) -> Handler:
     async def handle(request: web.Request) -> web.Response:
-        raw = await request.read()
-        payload = ingest.decode_json(raw)
-        body = payload if isinstance(payload, dict) else None
-        ingest.check_write_key(_keys(request), request.headers.get("Authorization"), body)
-        return await _store(request, ingest.single(payload, event_type, Arrival.now(len(raw))))
+        keys = request.app[WRITE_KEYS]
+        scope = keys.from_header(request.headers.get("Authorization"))
+        async with _body(request) as raw:
+            payload = ingest.decode_json(raw)
+            scope = scope if scope is not None else keys.from_body(payload)
+            intake = ingest.single(payload, event_type, Arrival.now(len(raw)))
+            return await _store(request, intake, scope)
 
     return handle
 
 
 async def _batch(request: web.Request) -> web.Response:
-    raw = await request.read()
-    payload = ingest.decode_json(raw)
-    body = payload if isinstance(payload, dict) else None
-    ingest.check_write_key(_keys(request), request.headers.get("Authorization"), body)
-    return await _store(request, ingest.batch(payload, Arrival.now(len(raw))))
+    keys = request.app[WRITE_KEYS]
+    scope = keys.from_header(request.headers.get("Authorization"))
+    async with _body(request) as raw:
+        payload = ingest.decode_json(raw)
+        scope = scope if scope is not None else keys.from_body(payload)
+        return await _store(request, ingest.batch(payload, Arrival.now(len(raw))), scope)
 
 
 async def _webhook(request: web.Request) -> web.Response:
-    raw = await request.read()
+    keys = request.app[WRITE_KEYS]
     secret = request.app[SHARED_SECRET]
-    if secret:
-        # Checked on the raw bytes before parsing: nothing unauthenticated gets parsed.
-        ingest.check_signature(secret, request.headers.get("X-Signature"), ingest.signed_part(raw))
-    payload = ingest.decode_json(raw)
-    if not secret:
-        body = payload if isinstance(payload, dict) else None
-        ingest.check_write_key(_keys(request), request.headers.get("Authorization"), body)
-    if isinstance(payload, list):
-        return await _store(request, ingest.array(payload, Arrival.now(len(raw))))
-    return await _store(request, ingest.single(payload, None, Arrival.now(len(raw))))
+    key_scope = keys.from_header(request.headers.get("Authorization"))
+    async with _body(request) as raw:
+        if ingest.is_array(raw):
+            if not request.app[DOOR].webhook_batching:
+                raise Refused(
+                    400,
+                    "batching_off",
+                    "a JSON array of events needs DESTINATION_WEBHOOK_BATCHING=true",
+                )
+            if key_scope is None:
+                # The signature covers only the first element: a captured one could carry
+                # any events appended after it.
+                raise Refused(
+                    401,
+                    "unauthorized",
+                    "a batch needs the write key in the Authorization header (Basic or Bearer)",
+                )
+        if secret:
+            # Checked on the raw bytes before parsing: nothing unauthenticated gets parsed.
+            signature = request.headers.get("X-Signature")
+            ingest.check_signature(secret, signature, ingest.signed_part(raw))
+        payload = ingest.decode_json(raw)
+        arrival = Arrival.now(len(raw))
+        if isinstance(payload, list):
+            assert key_scope is not None  # refused above otherwise
+            return await _store(request, ingest.array(payload, arrival), key_scope)
+        if key_scope is not None:
+            scope = key_scope
+        elif secret:
+            scope = ingest.SIGNATURE_SCOPE
+        else:
+            scope = keys.from_body(payload)
+        return await _store(request, ingest.single(payload, None, arrival), scope)
 
 
-async def _store(request: web.Request, intake: Intake) -> web.Response:
+@asynccontextmanager
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    """The request's body, read only once it may be: JSON, within the byte budget, in time.
+
+    The budget is held until the handler is done, since parsing is what costs memory.
+    """
+    if request.content_type != "application/json":
+        # A web page can POST text/plain to any origin without asking; Segment's libraries
+        # all send application/json, which a cross-site form or beacon cannot.
+        raise Refused(415, "unsupported_media_type", "Content-Type must be application/json")
+    declared = request.content_length
+    if declared is not None and declared > ingest.MAX_REQUEST_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=ingest.MAX_REQUEST_BYTES, actual_size=declared)
+    compressed = "Content-Encoding" in request.headers
+    size = declared if declared is not None and not compressed else ingest.MAX_REQUEST_BYTES
+    with request.app[BUDGET].hold(size):
+        seconds = request.app[DOOR].body_timeout
+        try:
+            async with asyncio.timeout(seconds):
+                raw = await request.read()
+        except TimeoutError:
+            raise Refused(408, "timeout", f"the body did not arrive within {seconds:g} s") from None
+        yield raw
+
+
+async def _store(request: web.Request, intake: Intake, scope: str) -> web.Response:
     metrics = request.app[METRICS]
     started = time.perf_counter()
     if intake.store:
-        await request.app[QUEUE].put(intake.store)
+        await request.app[QUEUE].put(intake.store, scope=scope)
     metrics.ingest_seconds.observe(time.perf_counter() - started)
     if intake.store:
         metrics.received.labels("identify").inc(len(intake.store))
@@ -174,7 +261,3 @@ async def _metrics(request: web.Request) -> web.Response:
     metrics.ready.set(1 if request.app[READINESS].ready else 0)
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def _keys(request: web.Request) -> tuple[str, ...]:
-    return request.app[WRITE_KEYS]

@@ -18,9 +18,12 @@ class Visit:
     status: int
     text: str
     code: str | None  # the authorization code the redirect carried
+    forged_status: int | None = None  # the answer to an attacker's callback sent first
 
 
-async def visit(url: str, *, tamper_state: bool = False, deny: bool = False) -> Visit:
+async def visit(
+    url: str, *, tamper_state: bool = False, deny: bool = False, forge_first: bool = False
+) -> Visit:
     async with aiohttp.ClientSession() as session:
         async with session.get(url, allow_redirects=False) as answer:
             assert answer.status == 302, await answer.text()
@@ -32,9 +35,14 @@ async def visit(url: str, *, tamper_state: bool = False, deny: bool = False) -> 
         if deny:
             query = {"error": "access_denied", "error_description": "end-user denied", **query}
             query.pop("code", None)
-        target = f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(query)}"
-        async with session.get(target) as page:
-            return Visit(page.status, await page.text(), query.get("code"))
+        callback = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        forged_status = None
+        if forge_first:  # someone on this machine races the real browser with their own code
+            forged = {"code": "attacker-code", "state": "guessed"}
+            async with session.get(f"{callback}?{urlencode(forged)}") as page:
+                forged_status = page.status
+        async with session.get(f"{callback}?{urlencode(query)}") as page:
+            return Visit(page.status, await page.text(), query.get("code"), forged_status)
 
 
 class Browser:

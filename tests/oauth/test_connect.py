@@ -121,12 +121,26 @@ async def test_connect_without_business_unit_skips_the_test(
     assert TokenStore(token_file).load() is not None
 
 
-async def test_a_forged_state_is_refused(server: RunningFakePardot, token_file: Path) -> None:
+async def test_a_callback_with_a_wrong_state_is_refused_and_the_wait_goes_on(
+    server: RunningFakePardot, token_file: Path
+) -> None:
     browser = Browser(tamper_state=True)
-    with pytest.raises(ConnectError, match="state"):
-        await connect_to(server, token_file, browser)
+    with pytest.raises(ConnectError, match=r"within 0\.5 s"):
+        await connect_to(server, token_file, browser, callback_timeout=0.5)
     assert (await browser.last_visit()).status == 400
     assert not file_exists(token_file)
+
+
+async def test_a_forged_callback_does_not_abort_the_real_sign_in(
+    server: RunningFakePardot, token_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    browser = Browser(forge_first=True)
+    result, _ = await connect_to(server, token_file, browser)
+    visit_ = await browser.last_visit()
+    assert visit_.forged_status == 400 and visit_.status == 200
+    assert TokenStore(token_file).load() is not None
+    assert result.check is not None and result.check.ok  # type: ignore[attr-defined]
+    assert "state does not match" in caplog.text and "attacker-code" not in caplog.text
 
 
 async def test_a_denied_sign_in_is_reported(server: RunningFakePardot, token_file: Path) -> None:

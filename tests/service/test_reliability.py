@@ -149,8 +149,18 @@ async def test_the_daily_limit_pauses_every_delivery(v3_stack: Stack) -> None:
 async def test_bad_requests_get_clear_4xx_and_disturb_nothing(v3_stack: Stack) -> None:
     service = await v3_stack.service()
     url = service.url
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers={"Content-Type": "application/json"}) as client:
         cases = [
+            (
+                await client.post(
+                    f"{url}/v1/identify",
+                    content=json.dumps(identify(9)).encode(),
+                    auth=AUTH,
+                    headers={"Content-Type": "text/plain"},  # what a cross-site form can send
+                ),
+                415,
+                "unsupported_media_type",
+            ),
             (
                 await client.post(f"{url}/v1/identify", content=b"{oops", auth=AUTH),
                 400,

@@ -8,7 +8,6 @@ import hmac
 import json
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -17,41 +16,13 @@ from aiohttp.test_utils import TestServer
 
 from adapters.queue_memory import InMemoryEventQueue
 from entrypoints.webhook import create_app
-
-WRITE_KEY = "wk-test-123"
-SECRET = "shh-its-a-secret"
-AUTH = (WRITE_KEY, "")
-
-
-def identify(n: int = 1, **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "identify",
-        "messageId": f"m{n}",
-        "userId": f"u{n}",
-        "traits": {"email": f"u{n}@x.io"},
-        **extra,
-    }
-
-
-@dataclass
-class Door:
-    client: httpx.AsyncClient
-    queue: InMemoryEventQueue
-
-    async def stored(self) -> int:
-        counts = await self.queue.counts()
-        return sum(counts.values())
+from tests.service.door import AUTH, SECRET, WRITE_KEY, Door, identify, open_door
 
 
 @pytest.fixture
 async def door() -> AsyncIterator[Door]:
-    queue = InMemoryEventQueue()
-    app = create_app(queue, write_keys=(WRITE_KEY, "second-key"), shared_secret=SECRET)
-    async with (
-        TestServer(app, host="127.0.0.1", port=0) as server,
-        httpx.AsyncClient(base_url=str(server.make_url(""))) as client,
-    ):
-        yield Door(client, queue)
+    async with open_door() as opened:
+        yield opened
 
 
 async def test_identify_is_stored_before_200(door: Door) -> None:
@@ -209,7 +180,7 @@ async def test_webhook_signature_is_checked_before_parsing(door: Door) -> None:
     assert answer.status_code == 401
 
 
-async def test_webhooks_actions_batch_signs_the_first_element_as_sent(door: Door) -> None:
+async def test_webhooks_actions_batch_signs_the_first_element_as_sent() -> None:
     # JavaScript's serialisation (1e21, no spaces) differs from Python's: HMAC the raw bytes.
     first = b'{"type":"identify","messageId":"m1","userId":"u1","traits":{"email":"u1@x.io","score":1e21}}'
     body = (
@@ -217,11 +188,16 @@ async def test_webhooks_actions_batch_signs_the_first_element_as_sent(door: Door
         + first
         + b', {"type":"identify","messageId":"m2","userId":"u2","traits":{"email":"u2@x.io"}}]'
     )
-    answer = await door.client.post("/webhook", content=body, headers={"X-Signature": sign(first)})
-    assert answer.status_code == 200
-    assert await door.stored() == 2
-    bad = await door.client.post("/webhook", content=body, headers={"X-Signature": sign(body)})
-    assert bad.status_code == 401
+    async with open_door(webhook_batching=True) as door:
+        answer = await door.client.post(
+            "/webhook", content=body, headers={"X-Signature": sign(first)}, auth=AUTH
+        )
+        assert answer.status_code == 200
+        assert await door.stored() == 2
+        bad = await door.client.post(
+            "/webhook", content=body, headers={"X-Signature": sign(body)}, auth=AUTH
+        )
+        assert bad.status_code == 401
 
 
 async def test_a_full_queue_answers_503_with_retry_after() -> None:
@@ -247,7 +223,7 @@ async def test_health_readiness_and_metrics_never_show_secrets(door: Door) -> No
 
 
 class BrokenQueue(InMemoryEventQueue):
-    async def put(self, payloads: Any) -> int:
+    async def put(self, payloads: Any, *, scope: str = "") -> int:
         raise sqlite3.OperationalError("disk I/O error")
 
 
