@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from adapters.sqlite_db import SQLiteDatabase, from_micros, to_micros
+from adapters.sqlite_migrations import Step, migrate
 from domain.ports import FieldStamp
 from domain.prospect import FieldValue
 
@@ -25,7 +26,8 @@ LOCK_TTL_SECONDS = 10.0
 LOCK_HEARTBEAT_SECONDS = 3.0
 LOCK_POLL_SECONDS = (0.02, 0.25)  # first and longest wait between tries for a held lock
 
-SCHEMA = (
+SCHEMA_COMPONENT = "prospect_store"
+_V1 = (
     """CREATE TABLE IF NOT EXISTS prospect_links (
         identity TEXT PRIMARY KEY,
         prospect TEXT NOT NULL
@@ -65,15 +67,25 @@ SCHEMA = (
     "DROP TABLE identity_field_times",
     "DROP TABLE identities",
 )
+# Numbered steps (adapters.sqlite_migrations); add new ones at the end, never edit old ones.
+MIGRATIONS: tuple[Step, ...] = (_V1,)
 
 
 class SQLiteProspectStore:
     """`path` may be an open SQLiteDatabase to share with the queue (left open on close)."""
 
-    def __init__(self, path: str | Path | SQLiteDatabase) -> None:
+    def __init__(
+        self,
+        path: str | Path | SQLiteDatabase,
+        *,
+        lock_ttl: float = LOCK_TTL_SECONDS,
+        lock_heartbeat: float = LOCK_HEARTBEAT_SECONDS,
+    ) -> None:
+        self._lock_ttl = lock_ttl
+        self._lock_heartbeat = lock_heartbeat
         self._owned = not isinstance(path, SQLiteDatabase)
         self._db = path if isinstance(path, SQLiteDatabase) else SQLiteDatabase(path)
-        self._db.prepare(SCHEMA)
+        self._db.prepare(partial(migrate, component=SCHEMA_COMPONENT, steps=MIGRATIONS))
         self._owner = uuid.uuid4().hex
         # Waiters of this process queue here instead of polling the file one by one.
         self._local: dict[str, asyncio.Lock] = {}
@@ -124,14 +136,14 @@ class SQLiteProspectStore:
 
     async def _acquire(self, key: str) -> None:
         wait, longest = LOCK_POLL_SECONDS
-        while not await self._db.write(partial(_try_lock, key, self._owner, LOCK_TTL_SECONDS)):
+        while not await self._db.write(partial(_try_lock, key, self._owner, self._lock_ttl)):
             await asyncio.sleep(wait)
             wait = min(wait * 2, longest)
 
     async def _heartbeat(self, key: str) -> None:
         while True:
-            await asyncio.sleep(LOCK_HEARTBEAT_SECONDS)
-            await self._db.write(partial(_renew, key, self._owner, LOCK_TTL_SECONDS))
+            await asyncio.sleep(self._lock_heartbeat)
+            await self._db.write(partial(_renew, key, self._owner, self._lock_ttl))
 
     async def close(self) -> None:
         if self._owned:

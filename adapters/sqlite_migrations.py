@@ -1,6 +1,6 @@
 """Versioned schema migrations for the SQLite store: one numbered list per component.
 
-The queue and the identity map share one file, so versions are kept per component in a
+The queue and the prospect store share one file, so versions are kept per component in a
 small table rather than in `PRAGMA user_version` (one number for the whole file). A step is
 either SQL statements or a function of the connection; steps run in order, inside the
 write transaction that opens the file (BEGIN IMMEDIATE), so two processes starting on one

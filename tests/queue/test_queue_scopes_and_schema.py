@@ -25,7 +25,7 @@ async def test_message_ids_are_unique_per_scope_not_across_senders(queue: Any) -
 async def test_a_purged_message_id_is_accepted_again_in_its_scope(queue: Any, clock: Clock) -> None:
     await queue.put([identify("m1")], scope="a")
     [event] = await queue.lease(1, 30)
-    await queue.settle([Settlement(event.id, "delivered", "ok")])
+    await queue.settle({event.id: Settlement("delivered", "ok")})
     clock.advance(10)
     assert await queue.purge(clock.now) == 1
     assert await queue.put([identify("m1")], scope="a") == 1
@@ -148,12 +148,12 @@ async def test_counters_stay_exact_through_every_change_from_two_connections(
         await second.put([identify(f"m{i}", user=f"u{i}") for i in range(20, 40)], scope="b")
         leased = await second.lease(25, 30)
         await first.settle(
-            [
-                Settlement(e.id, state, "x", clock.now)
+            {
+                e.id: Settlement(state, "x", clock.now)
                 for e, state in zip(
                     leased, ["delivered", "retry", "dead", "skipped", "rejected"] * 5, strict=False
                 )
-            ]
+            }
         )
         await second.requeue_dead()
         clock.advance(60)
