@@ -40,6 +40,18 @@ class _Event:
     scope: str = ""
 
 
+def _row(e: _Event) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "messageId": e.message_id,
+        "reason": e.reason,
+        "attempts": e.attempts,
+        "payload": copy.deepcopy(e.payload),
+        "settled_at": e.settled_at,
+        "received_at": e.received_at,
+    }
+
+
 class InMemoryEventQueue:
     def __init__(
         self,
@@ -129,16 +141,36 @@ class InMemoryEventQueue:
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}; expected one of {', '.join(STATES)}")
         newest = [e for e in reversed(self._events.values()) if e.state == state][:limit]
-        return [
-            {
-                "id": e.id,
-                "messageId": e.message_id,
-                "reason": e.reason,
-                "attempts": e.attempts,
-                "payload": copy.deepcopy(e.payload),
-            }
-            for e in newest
+        return [_row(e) for e in newest]
+
+    async def dead_letter(self, event_id: int) -> dict[str, Any] | None:
+        event = self._events.get(event_id)
+        return _row(event) if event is not None and event.state == "dead" else None
+
+    async def replay(self, event_ids: Sequence[int]) -> list[int]:
+        now = self._clock()
+        wanted = set(event_ids)
+        dead = [e for e in self._events.values() if e.state == "dead" and e.id in wanted]
+        for event in dead:
+            event.state, event.attempts, event.reason, event.due_at = "pending", 0, None, now
+            event.settled_at = None
+        return sorted(e.id for e in dead)
+
+    async def purge_dead(self, settled_before: datetime) -> int:
+        gone = [
+            e
+            for e in self._events.values()
+            if e.state == "dead" and e.settled_at is not None and e.settled_at < settled_before
         ]
+        for event in gone:
+            del self._events[event.id]
+            if event.message_id is not None:
+                self._message_ids.discard((event.scope, event.message_id))
+        return len(gone)
+
+    async def oldest_pending(self) -> datetime | None:
+        waiting = [e.received_at for e in self._events.values() if e.state in _OPEN]
+        return min(waiting, default=None)
 
     async def requeue_dead(self) -> int:
         now = self._clock()

@@ -211,6 +211,19 @@ class SQLiteEventQueue:
     async def purge(self, settled_before: datetime) -> int:
         return await self._db.write(partial(_purge, to_micros(settled_before)))
 
+    async def dead_letter(self, event_id: int) -> dict[str, Any] | None:
+        return await self._db.read(partial(_dead_letter, event_id))
+
+    async def replay(self, event_ids: Sequence[int]) -> list[int]:
+        now = to_micros(self._clock())
+        return await self._db.write(partial(_replay, now, list(event_ids)))
+
+    async def purge_dead(self, settled_before: datetime) -> int:
+        return await self._db.write(partial(_purge_dead, to_micros(settled_before)))
+
+    async def oldest_pending(self) -> datetime | None:
+        return await self._db.read(_oldest_pending)
+
     async def close(self) -> None:
         if self._owned:
             await self._db.close()
@@ -328,16 +341,64 @@ def _count_states(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT state, n FROM event_counts").fetchall())
 
 
+_ROW = "id, message_id, reason, attempts, payload, settled_at, received_at"
+
+
+def _row(row: tuple[Any, ...]) -> dict[str, Any]:
+    i, m, r, a, p, settled, received = row
+    return {
+        "id": i,
+        "messageId": m,
+        "reason": r,
+        "attempts": a,
+        "payload": json.loads(p),
+        "settled_at": None if settled is None else from_micros(settled),
+        "received_at": from_micros(received),
+    }
+
+
 def _recent(state: str, limit: int, conn: sqlite3.Connection) -> list[dict[str, Any]]:
     rows = conn.execute(
-        "SELECT id, message_id, reason, attempts, payload FROM events"
-        " WHERE state = ? ORDER BY id DESC LIMIT ?",
+        f"SELECT {_ROW} FROM events WHERE state = ? ORDER BY id DESC LIMIT ?",  # noqa: S608
         (state, limit),
     )
-    return [
-        {"id": i, "messageId": m, "reason": r, "attempts": a, "payload": json.loads(p)}
-        for i, m, r, a, p in rows
-    ]
+    return [_row(row) for row in rows]
+
+
+def _dead_letter(event_id: int, conn: sqlite3.Connection) -> dict[str, Any] | None:
+    row = conn.execute(
+        f"SELECT {_ROW} FROM events WHERE id = ? AND state = 'dead'",  # noqa: S608
+        (event_id,),
+    ).fetchone()
+    return None if row is None else _row(row)
+
+
+def _replay(now: int, event_ids: list[int], conn: sqlite3.Connection) -> list[int]:
+    # received_at is kept: the event's time is judged against its own arrival, so a value
+    # newer events replaced meanwhile is not written back.
+    rows = conn.execute(
+        "UPDATE events SET state = 'pending', attempts = 0, reason = NULL, settled_at = NULL,"
+        " due_at = ? WHERE state = 'dead' AND id IN (SELECT value FROM json_each(?))"
+        " RETURNING id",
+        (now, json.dumps(event_ids)),
+    ).fetchall()
+    return sorted(i for (i,) in rows)
+
+
+def _purge_dead(cutoff: int, conn: sqlite3.Connection) -> int:
+    deleted: int = conn.execute(
+        "DELETE FROM events WHERE state = 'dead' AND settled_at < ?", (cutoff,)
+    ).rowcount
+    return deleted
+
+
+def _oldest_pending(conn: sqlite3.Connection) -> datetime | None:
+    # Ids grow with arrival, so the first open id is the oldest: one step of events_open.
+    row = conn.execute(
+        "SELECT received_at FROM events INDEXED BY events_open"
+        " WHERE state IN ('pending', 'retry', 'leased') ORDER BY id LIMIT 1"
+    ).fetchone()
+    return None if row is None else from_micros(row[0])
 
 
 def _purge(cutoff: int, conn: sqlite3.Connection) -> int:

@@ -118,11 +118,21 @@ def _text(value: Any) -> str | None:
 
 @dataclass(frozen=True)
 class Settlement:
-    """What becomes of one leased event. `state` decides whether it ever comes back."""
+    """What becomes of one leased event. `state` decides whether it ever comes back.
+
+    A delivery also says which prospect (the store's key) it reached and the fields it wrote
+    (empty: it was unchanged), for the delivery history that answers "why?".
+    """
 
     state: SettledState
     reason: str
     not_before: datetime | None = None
+    prospect: str | None = field(default=None, compare=False)
+    fields: Mapping[str, FieldValue] | None = field(default=None, compare=False)
+
+    @property
+    def unchanged(self) -> bool:
+        return self.state == "delivered" and self.fields is not None and not self.fields
 
 
 class QueueFull(Exception):
@@ -163,11 +173,33 @@ class EventQueue(Protocol):
         ...
 
     async def recent(self, state: str, limit: int = 20) -> list[dict[str, Any]]:
-        """The newest events in `state` with their reasons: the dead-letter listing."""
+        """The newest events in `state` with their reasons: the dead-letter listing.
+
+        Each row: id, messageId, reason, attempts, payload, and `settled_at` (the last try).
+        """
         ...
 
     async def requeue_dead(self) -> int:
         """Give every dead event a fresh start once an operator fixed what killed it."""
+        ...
+
+    async def dead_letter(self, event_id: int) -> dict[str, Any] | None:
+        """One dead event as `recent` describes it, or None when no dead event has that id."""
+        ...
+
+    async def replay(self, event_ids: Sequence[int]) -> list[int]:
+        """Requeue these dead events (their arrival, hence their event time, is kept).
+
+        Returns the ids that were dead and are pending again.
+        """
+        ...
+
+    async def purge_dead(self, settled_before: datetime) -> int:
+        """Forget dead letters given up on before the cutoff; returns how many."""
+        ...
+
+    async def oldest_pending(self) -> datetime | None:
+        """When the oldest event still waiting for delivery arrived; None when none waits."""
         ...
 
     async def purge(self, settled_before: datetime) -> int:
@@ -176,6 +208,66 @@ class EventQueue(Protocol):
         Their messageIds may then be accepted again: retention is the de-duplication window.
         Dead letters are kept until requeued. Returns how many were forgotten.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """What one attempt at one event came to, kept for `explain` and the status page.
+
+    `outcome` is a settled state, or `unchanged` for a delivery that needed no write.
+    """
+
+    at: datetime
+    outcome: str
+    reason: str
+    message_id: str | None = None
+    user_id: str | None = None
+    email: str | None = None
+    prospect: str | None = None
+    fields: Mapping[str, FieldValue] = field(default_factory=dict)
+    source: str = "queue"  # or "sync" (a file run by `sync FILE`)
+    seen: tuple[str, ...] = ()  # every field id the event's traits map to, written or not
+
+
+class DeliveryHistory(Protocol):
+    """The recent past of deliveries: per event, per prospect, and counted per minute."""
+
+    async def record(self, entries: Sequence[HistoryEntry]) -> None: ...
+
+    async def touching(
+        self,
+        *,
+        prospects: Sequence[str],
+        user_ids: Sequence[str],
+        emails: Sequence[str],
+        limit: int = 20,
+    ) -> list[HistoryEntry]:
+        """The newest entries for these prospects, people (userId) or emails."""
+        ...  # fmt: skip
+
+    async def per_minute(self, since: datetime) -> dict[datetime, dict[str, int]]:
+        """Entries per minute (the minute's start) and outcome, since `since`."""
+        ...
+
+    async def fields_seen(self, since: datetime) -> dict[str, int]:
+        """Every field id events carried since `since`, with how many events carried it."""
+        ...
+
+    async def prospects_with_email(self, email: str) -> list[str]:
+        """Prospect keys whose email we wrote as `email`, or events with it reached."""
+        ...
+
+    async def identities_of(self, prospect: str) -> list[str]:
+        """The identities (user:…, lookup:…, fid:…) linked to a prospect key."""
+        ...
+
+    async def note(self, key: str, value: Any) -> None:
+        """Keep a small JSON value (a cached field list, a file's progress); None forgets it."""
+        ...
+
+    async def noted(self, key: str) -> Any:
+        """The value kept under `key`, or None."""
         ...
 
 

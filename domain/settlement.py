@@ -44,7 +44,9 @@ def settle(
     the ceiling, so events that failed together do not all come back together.
     """
     if isinstance(outcome, Delivered):
-        return Settlement("delivered", outcome.reason)
+        return Settlement(
+            "delivered", outcome.reason, prospect=outcome.prospect, fields=dict(outcome.fields)
+        )
     if isinstance(outcome, Skipped):
         return Settlement("skipped", outcome.reason)
     if isinstance(outcome, Rejected):

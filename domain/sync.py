@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -48,8 +48,18 @@ LOOKUP_SETTING = "prospect_lookup_field_id"
 
 @dataclass(frozen=True)
 class Delivered:
+    """Pardot holds what the event says. `fields` is what this event wrote (empty: nothing
+    needed writing, the event was unchanged); `prospect` is the store's prospect key."""
+
     reason: str
     prospect_id: int | None = None
+    # For the operator's "why?" (explain, history): not part of what the outcome means.
+    fields: Mapping[str, FieldValue] = field(default_factory=dict, compare=False)
+    prospect: str | None = field(default=None, compare=False)
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.fields
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,7 @@ class _Pending:
     groups: list[_Group]
     row: ProspectWrite
     stamps: dict[str, FieldStamp]
+    written: dict[str, _Stamped]  # what the row writes, each field with the event it came from
 
 
 class SyncService:
@@ -214,7 +225,8 @@ class SyncService:
             if isinstance(result, _Target):
                 if result.created:
                     # The create wrote this group's fields already.
-                    _settle(outcomes, group, Delivered(result.reason, result.prospect_id))
+                    done = Delivered(result.reason, result.prospect_id, prospect=result.key)
+                    _settle(outcomes, group, done, _written(group))
                     continue
                 by_target[result.key].append(group)
                 targets.setdefault(result.key, result)
@@ -411,7 +423,7 @@ class SyncService:
                 else "nothing to write"
             )
             for group in groups:
-                _settle(outcomes, group, Delivered(reason, target.prospect_id))
+                _settle(outcomes, group, Delivered(reason, target.prospect_id, prospect=target.key))
             return None
         fields: Fields = {name: stamped.value for name, stamped in fresh.items()}
         if v3:
@@ -424,7 +436,9 @@ class SyncService:
         else:
             row = ProspectWrite("id", target.key, fields, mode="update")
         stamps = {name: FieldStamp(s.value, s.at) for name, s in fresh.items()}
-        return _Pending(target, groups, row, stamps)
+        if v3 and groups[0].email is not None:
+            fresh.setdefault("email", groups[0].email)  # the row's key: v3 upserts by it
+        return _Pending(target, groups, row, stamps, fresh)
 
     async def _write(self, chunk: list[_Pending], outcomes: list[Outcome | None]) -> None:
         try:
@@ -440,14 +454,17 @@ class SyncService:
             if row_error is None:
                 await self._store.record(item.target.key, item.stamps)
                 await self._store.link(self._links(item.target.key, item.groups, None))
-                outcome: Outcome = Delivered(item.target.reason, item.target.prospect_id)
-            else:
-                if item.target.via_links:
-                    # The person's prospect is gone (deleted or merged in Pardot): find it anew.
-                    await self._store.unlink(list(item.target.via_links))
-                outcome = _outcome_of(row_error)
+                target = item.target
+                outcome: Outcome = Delivered(target.reason, target.prospect_id, prospect=target.key)
+                for group in item.groups:
+                    _settle(outcomes, group, outcome, item.written)
+                continue
+            if item.target.via_links:
+                # The person's prospect is gone (deleted or merged in Pardot): find it anew.
+                await self._store.unlink(list(item.target.via_links))
+            failed = _outcome_of(row_error)
             for group in item.groups:
-                _settle(outcomes, group, outcome)
+                _settle(outcomes, group, failed)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -534,9 +551,24 @@ def _time_key(when: datetime | None) -> tuple[int, float]:
     return (0, 0.0) if when is None else (1, when.timestamp())
 
 
-def _settle(outcomes: list[Outcome | None], group: _Group, outcome: Outcome) -> None:
+def _settle(
+    outcomes: list[Outcome | None],
+    group: _Group,
+    outcome: Outcome,
+    written: Mapping[str, _Stamped] | None = None,
+) -> None:
+    """Give each member its outcome; a delivery names the fields that member's values won."""
     for index in group.members:
-        outcomes[index] = outcome
+        if written and isinstance(outcome, Delivered):
+            mine = {name: s.value for name, s in written.items() if s.order == index}
+            outcomes[index] = replace(outcome, fields=mine)
+        else:
+            outcomes[index] = outcome
+
+
+def _written(group: _Group) -> dict[str, _Stamped]:
+    """Everything a create wrote for the group: its fields and its email."""
+    return {**group.stamps, **({"email": group.email} if group.email is not None else {})}
 
 
 def _outcome_of(error: PardotError) -> Outcome:

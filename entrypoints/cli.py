@@ -7,39 +7,28 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from aiohttp import web
-from rich.console import Console
-from rich.table import Table
 
-from domain.errors import InvalidSettings
 from domain.matching import plan_payload
-from domain.ports import EventQueue
 from entrypoints import webhook
-from entrypoints.config import ServiceConfig, exposure_problem, load_config
+from entrypoints.cli_support import config as _config
+from entrypoints.cli_support import console
+from entrypoints.cli_support import container as _container
+from entrypoints.config import exposure_problem
 from entrypoints.connect import connect
-from entrypoints.container import Container, opened
+from entrypoints.container import Container
+from entrypoints.dead_letters import dead_letters, requeue_dead
+from entrypoints.explain import explain
+from entrypoints.fields_check import fields_group
 from entrypoints.service import build_app, run_worker_alone
+from entrypoints.status_page import admin_exposure_warning
+from entrypoints.status_report import status
+from entrypoints.sync_file import sync_command
 
-T = TypeVar("T")
-# Wide enough for the demo's tables when the output is a pipe or a CI log.
-console = Console(width=None if sys.stdout.isatty() else 140)
-
-
-def _config() -> ServiceConfig:
-    try:
-        return load_config()
-    except InvalidSettings as exc:
-        # One line naming the setting, and a non-zero exit: no traceback for a typo.
-        click.echo(f"pardot-destination: configuration error: {exc}", err=True)
-        sys.exit(2)
-
-
-def _container() -> Container:
-    return Container(config=_config())
+log = logging.getLogger("entrypoints.cli")
 
 
 def _logging(level: str) -> None:
@@ -73,6 +62,9 @@ def serve(host: str, port: int, insecure_open: bool) -> None:
     if problem is not None:
         click.echo(f"pardot-destination: {problem}", err=True)
         sys.exit(2)
+    warning = admin_exposure_warning(host, config)
+    if warning is not None:
+        log.warning("%s", warning)
     asyncio.run(_serve(Container(config=config), host, port))
 
 
@@ -122,34 +114,6 @@ def demo(seconds: float) -> None:
     sys.exit(asyncio.run(run_demo(console, wait_seconds=seconds)))
 
 
-@main.command()
-def status() -> None:
-    """How many events are in each state of the queue."""
-    counts = _with_queue(lambda queue: queue.counts())
-    table = Table("state", "events")
-    for state, count in sorted(counts.items()):
-        table.add_row(state, str(count))
-    console.print(table)
-
-
-@main.command("dead-letters")
-@click.option("--limit", default=20, show_default=True)
-def dead_letters(limit: int) -> None:
-    """The events given up on, newest first, with the reason."""
-    rows = _with_queue(lambda queue: queue.recent("dead", limit))
-    table = Table("id", "messageId", "attempts", "reason")
-    for row in rows:
-        table.add_row(str(row["id"]), str(row["messageId"]), str(row["attempts"]), row["reason"])
-    console.print(table)
-
-
-@main.command("requeue-dead")
-def requeue_dead() -> None:
-    """Send every dead-lettered event round again (after fixing what killed them)."""
-    count = _with_queue(lambda queue: queue.requeue_dead())
-    click.echo(f"{count} event(s) requeued")
-
-
 @main.command("plan")
 @click.argument("events", type=click.File("r"), default="-")
 def plan_command(events: Any) -> None:
@@ -170,17 +134,8 @@ def plan_command(events: Any) -> None:
         click.echo(f"{message_id or '-'}\t{type(decision).__name__}\t{decision.reason}")
 
 
-def _with_queue(action: Callable[[EventQueue], Awaitable[T]]) -> T:
-    container = _container()
-
-    async def run() -> T:
-        async with opened(container):
-            return await action(await container.queue.async_())
-
-    return asyncio.run(run())
-
-
-main.add_command(connect)
+for command in (connect, status, dead_letters, requeue_dead, explain, fields_group, sync_command):
+    main.add_command(command)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,8 @@ class ServiceConfig(BaseSettings):
     # The service itself.
     write_keys: Annotated[tuple[SecretStr, ...], NoDecode] = _env("DESTINATION_WRITE_KEY", ())
     shared_secret: SecretStr | None = _env("DESTINATION_SHARED_SECRET", None)
+    # Protects /status and /metrics (Bearer, or Basic with it as the password).
+    admin_key: SecretStr | None = _env("DESTINATION_ADMIN_KEY", None)
     webhook_batching: bool = _env("DESTINATION_WEBHOOK_BATCHING", False)
     queue_url: str = _env("DESTINATION_QUEUE_URL", "sqlite:///pardot-destination.db")
     destination_keys: Annotated[tuple[str, ...], NoDecode] = _env(

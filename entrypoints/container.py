@@ -13,9 +13,11 @@ Singleton keeps only a success, the next batch tries again once the operator fix
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from aiohttp import web
 from dependency_injector import containers, providers
 from pydantic import SecretStr
 
+from adapters.history_sqlite import SQLiteDeliveryHistory
 from adapters.pardot_http import PardotHttpRepository
 from adapters.prospect_store_sqlite import SQLiteProspectStore
 from adapters.queue_sqlite import SQLiteEventQueue
@@ -42,8 +45,11 @@ from domain.ports import PardotRepository, TokenProvider
 from domain.settings import DestinationSettings
 from domain.sync import SyncService
 from entrypoints.config import ServiceConfig
+from entrypoints.metering import MeteredRepository, MeteredTokens
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
+from entrypoints.status_page import add_status_routes
+from entrypoints.status_report import StatusSources
 from entrypoints.tracking import TrackingConfig, add_tracking_routes
 from entrypoints.webhook import create_app
 from entrypoints.worker import DeliveryWorker, WorkerOptions
@@ -53,9 +59,19 @@ log = logging.getLogger(__name__)
 NO_CREDENTIALS = (
     f"no Salesforce credentials: run `{CONNECT_COMMAND}` or set SALESFORCE_REFRESH_TOKEN"
 )
+TOKEN_PROBE_SECONDS = 15.0
 # Asked for with `await` by every caller. Async mode makes each call awaitable even when a test
 # has overridden everything beneath with plain objects.
-AWAITED = ("queue", "prospect_store", "sync_service", "worker", "app")
+AWAITED = (
+    "queue",
+    "prospect_store",
+    "history",
+    "sync_service",
+    "worker",
+    "app",
+    "status_sources",
+    "service_status_sources",
+)
 
 
 def token_provider(config: ServiceConfig) -> TokenProvider:
@@ -154,6 +170,43 @@ def _with_tracking(app: web.Application, tracking: TrackingConfig) -> web.Applic
     return app
 
 
+def _with_status(app: web.Application, sources: StatusSources, admin_key: str) -> web.Application:
+    add_status_routes(app, sources, admin_key=admin_key)
+    return app
+
+
+def _awaiting(provider: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    """A provider as an async callable: the object is built (or refused) when first asked."""
+
+    async def get() -> Any:
+        value = provider()
+        return await value if inspect.isawaitable(value) else value
+
+    return get
+
+
+def _token_state(
+    tokens: Callable[[], MeteredTokens], *, probe: bool
+) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """The token's state for `status`: the service reports what it saw; the command asks for
+    a token (Salesforce, not a Pardot call) since it has seen none."""
+
+    async def state() -> dict[str, Any]:
+        try:
+            metered = await _awaiting(tokens)()
+        except ConfigurationError as error:
+            return {"state": "not configured", "detail": str(error)}
+        if probe:
+            try:
+                await asyncio.wait_for(metered.token(), TOKEN_PROBE_SECONDS)
+            except Exception:  # its state says what went wrong
+                if metered.status.state != "refused":
+                    metered.status.state, metered.status.detail = "refused", "no answer in time"
+        return metered.status.as_dict()
+
+    return state
+
+
 def _reveal(secret: SecretStr | None) -> str:
     return secret.get_secret_value() if secret is not None else ""
 
@@ -176,19 +229,36 @@ class Container(containers.DeclarativeContainer):
     database = providers.Resource(_database, config.provided.queue_path)
     queue = providers.Singleton(SQLiteEventQueue, database, max_pending=config.provided.max_pending)
     prospect_store = providers.Singleton(SQLiteProspectStore, database)
+    history = providers.Singleton(
+        SQLiteDeliveryHistory,
+        database,
+        retention=providers.Factory(timedelta, days=config.provided.retention_days),
+        clock=clock,
+    )
+    # Issue 11 keeps the daily API budget and the prospect index in the store; until then
+    # `status`, the status page, /metrics and `sync` show them as not kept. Replace these
+    # two with the real providers (a DailyBudget, a ProspectIndex) and everything shows them.
+    api_budget: providers.Provider[Any] = providers.Object(None)
+    prospect_index: providers.Provider[Any] = providers.Object(None)
 
     # Pardot, and the credentials to reach it.
     http_client = providers.Resource(_http_client)
-    tokens = providers.Singleton(token_provider, config)
+    tokens = providers.Singleton(
+        MeteredTokens, providers.Singleton(token_provider, config), metrics, clock=clock
+    )
     repository = providers.Singleton(
-        PardotHttpRepository,
-        http_client,
-        tokens,
-        base_url=config.provided.pardot_base_url,
-        business_unit_id=config.provided.business_unit_id,
-        api_version=config.provided.fixed_api_version,
-        max_concurrency=config.provided.max_concurrency,
-        retry_wait_max=config.provided.retry_wait_max,
+        MeteredRepository,
+        providers.Singleton(
+            PardotHttpRepository,
+            http_client,
+            tokens,
+            base_url=config.provided.pardot_base_url,
+            business_unit_id=config.provided.business_unit_id,
+            api_version=config.provided.fixed_api_version,
+            max_concurrency=config.provided.max_concurrency,
+            retry_wait_max=config.provided.retry_wait_max,
+        ),
+        metrics,
     )
     destination = providers.Singleton(_destination, config, repository)
     sync_service = providers.Singleton(
@@ -219,6 +289,7 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
         options=worker_options,
         clock=clock,
+        history=history,
     )
 
     # The door: Segment's endpoints, health, metrics and /pardot.js.
@@ -228,18 +299,47 @@ class Container(containers.DeclarativeContainer):
         config.provided.campaign_id,
         tracker_url=config.provided.tracker_url,
     )
+    # What `status` reads (it asks for a token to report its state) and what the service's
+    # status page reads (readiness and the token as the service saw them; the account's fields
+    # are refreshed in the background there, never while a page waits).
+    status_sources = providers.Factory(
+        StatusSources,
+        queue,
+        history,
+        token_state=providers.Callable(_token_state, tokens.provider, probe=True),
+        budget=api_budget,
+        index=prospect_index,
+        repository=providers.Callable(_awaiting, repository.provider),
+        clock=clock,
+    )
+    service_status_sources = providers.Factory(
+        StatusSources,
+        queue,
+        history,
+        readiness=readiness,
+        token_state=providers.Callable(_token_state, tokens.provider, probe=False),
+        budget=api_budget,
+        index=prospect_index,
+        repository=providers.Callable(_awaiting, repository.provider),
+        clock=clock,
+    )
     app = providers.Factory(
-        _with_tracking,
+        _with_status,
         providers.Factory(
-            create_app,
-            queue,
-            write_keys=providers.Callable(_reveal_all, config.provided.write_keys),
-            shared_secret=providers.Callable(_reveal, config.provided.shared_secret),
-            webhook_batching=config.provided.webhook_batching,
-            metrics=metrics,
-            readiness=readiness,
+            _with_tracking,
+            providers.Factory(
+                create_app,
+                queue,
+                write_keys=providers.Callable(_reveal_all, config.provided.write_keys),
+                shared_secret=providers.Callable(_reveal, config.provided.shared_secret),
+                webhook_batching=config.provided.webhook_batching,
+                metrics=metrics,
+                readiness=readiness,
+            ),
+            tracking,
         ),
-        tracking,
+        service_status_sources,
+        admin_key=providers.Callable(_reveal, config.provided.admin_key),
     )
 
     # `connect`, which runs before there is any configuration to read.

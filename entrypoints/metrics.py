@@ -1,20 +1,40 @@
-"""Prometheus metrics, one registry per application so two apps in one test never clash."""
+"""Prometheus metrics, one registry per application so two apps in one test never clash.
+
+`/metrics` also exports the default registry: the process and Python collectors, and the
+retry counters stamina keeps there.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # Run before every scrape, to set gauges read from elsewhere (queue age, budget).
+    on_scrape: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         r = self.registry
         self.received = Counter(
-            "pardot_destination_events_received", "Events received, by type", ["type"], registry=r
+            "pardot_destination_events_received",
+            "Events accepted (durably stored), by type",
+            ["type"],
+            registry=r,
         )
         self.refused = Counter(
             "pardot_destination_requests_refused",
@@ -23,7 +43,10 @@ class Metrics:
             registry=r,
         )
         self.outcomes = Counter(
-            "pardot_destination_deliveries", "Delivery outcomes, by kind", ["outcome"], registry=r
+            "pardot_destination_deliveries",
+            "Delivery outcomes: delivered, unchanged, skipped, rejected, retry, dead",
+            ["outcome"],
+            registry=r,
         )
         self.queue = Gauge(
             "pardot_destination_queue_events",
@@ -31,7 +54,40 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self.oldest_pending = Gauge(
+            "pardot_destination_queue_oldest_pending_seconds",
+            "Age of the oldest event waiting for delivery (0 when none waits)",
+            registry=r,
+        )
         self.ready = Gauge("pardot_destination_ready", "1 when deliveries can proceed", registry=r)
         self.ingest_seconds = Histogram(
             "pardot_destination_ingest_seconds", "Time to store a request durably", registry=r
         )
+        self.pardot_calls = Counter(
+            "pardot_destination_pardot_calls",
+            "Calls to Pardot by operation and outcome (ok, or Pardot's error code)",
+            ["operation", "code"],
+            registry=r,
+        )
+        self.token_refreshes = Counter(
+            "pardot_destination_token_refreshes",
+            "Salesforce access tokens obtained (the first one and every refresh)",
+            registry=r,
+        )
+        self.api_calls_today = Gauge(
+            "pardot_destination_api_calls_today",
+            "Pardot API calls used today (the account's day), when the daily budget is kept",
+            registry=r,
+        )
+        self.api_daily_limit = Gauge(
+            "pardot_destination_api_daily_limit", "Pardot's daily API call limit", registry=r
+        )
+
+    async def exposition(self) -> bytes:
+        """The text format of this registry and the default one, after the scrape hooks."""
+        for hook in self.on_scrape:
+            try:
+                await hook()
+            except Exception:  # a scrape must not fail because one figure is unavailable
+                log.exception("a /metrics figure could not be read")
+        return generate_latest(self.registry) + generate_latest(REGISTRY)

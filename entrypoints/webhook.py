@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from domain.ports import EventQueue, QueueFull
 from entrypoints import ingest
@@ -259,5 +259,5 @@ async def _metrics(request: web.Request) -> web.Response:
     for state, count in counts.items():
         metrics.queue.labels(state).set(count)
     metrics.ready.set(1 if request.app[READINESS].ready else 0)
-    body = generate_latest(metrics.registry)
+    body = await metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

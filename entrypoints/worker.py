@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 
 from domain.errors import ConfigurationError, InvalidEvent
 from domain.events import IdentifyEvent, parse_event
-from domain.ports import EventQueue, QueuedEvent, Settlement
+from domain.ports import DeliveryHistory, EventQueue, QueuedEvent, Settlement
 from domain.settlement import RetryPolicy, settle
 from domain.sync import RetryLater, SyncService
+from entrypoints.history import entry, outcome_of
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
 
@@ -57,7 +58,9 @@ class DeliveryWorker:
         metrics: Metrics,
         options: WorkerOptions | None = None,
         clock: Clock = lambda: datetime.now(UTC),
+        history: DeliveryHistory | None = None,
     ) -> None:
+        self._history = history
         self._queue = queue
         self._sync_service = sync_service
         self._readiness = readiness
@@ -130,6 +133,7 @@ class DeliveryWorker:
             return 0
         events: list[IdentifyEvent] = []
         usable: list[QueuedEvent] = []
+        parsed: dict[int, IdentifyEvent] = {}
         settlements: dict[int, Settlement] = {}
         for item in leased:
             try:
@@ -138,6 +142,7 @@ class DeliveryWorker:
                 arrival = item.received_at.isoformat()
                 events.append(parse_event({**item.payload, "receivedAt": arrival}))
                 usable.append(item)
+                parsed[item.id] = events[-1]
             except InvalidEvent as exc:
                 settlements[item.id] = Settlement("dead", f"invalid event: {exc}")
         if usable:
@@ -152,9 +157,30 @@ class DeliveryWorker:
                 raise
         await self._queue.settle(settlements)
         for event_id, settlement in settlements.items():
-            self._metrics.outcomes.labels(settlement.state).inc()
+            self._metrics.outcomes.labels(outcome_of(settlement)).inc()
             log.info("event %s %s: %s", event_id, settlement.state, settlement.reason)
+        await self._remember(leased, parsed, settlements)
         return len(settlements)
+
+    async def _remember(
+        self,
+        leased: list[QueuedEvent],
+        parsed: dict[int, IdentifyEvent],
+        settlements: dict[int, Settlement],
+    ) -> None:
+        """The delivery history (explain, the status page); losing it never loses an event."""
+        if self._history is None:
+            return
+        now = self._clock()
+        rows = [
+            entry(settlements[i.id], now, event=parsed.get(i.id), payload=i.payload)
+            for i in leased
+            if i.id in settlements
+        ]
+        try:
+            await self._history.record(rows)
+        except Exception:
+            log.exception("could not record the delivery history of %d events", len(rows))
 
     async def _deliver(
         self, items: list[QueuedEvent], events: list[IdentifyEvent]

@@ -128,8 +128,10 @@ async def test_a_limit_cuts_a_person_short_and_holds_back_the_rest(queue: Any) -
     assert [e.payload["messageId"] for e in await queue.lease(10, 30)] == ["m2"]
 
 
-async def test_final_states_are_counted_and_listed(queue: Any) -> None:
+async def test_final_states_are_counted_and_listed(queue: Any, clock: Any) -> None:
     await queue.put([identify(f"m{i}", user=f"u{i}") for i in range(4)])
+    arrived = clock.now
+    clock.advance(90)
     events = await queue.lease(10, 30)
     outcomes: list[Any] = ["delivered", "skipped", "rejected", "dead"]
     await queue.settle(
@@ -147,6 +149,8 @@ async def test_final_states_are_counted_and_listed(queue: Any) -> None:
         "reason": "because dead",
         "attempts": 1,
         "payload": identify("m3", user="u3"),
+        "settled_at": clock.now,  # the last try
+        "received_at": arrived,
     }
 
 
@@ -241,3 +245,59 @@ async def test_purge_forgets_finished_events_but_keeps_open_and_dead_ones(
     assert counts == {"dead": 1, "retry": 1}
     assert await queue.put([identify("m0", user="u0")]) == 1  # its messageId is free again
     assert await queue.put([identify("m3", user="u3")]) == 0  # a dead letter still dedupes
+
+
+async def _two_dead(queue: Any, clock: Clock) -> list[Any]:
+    await queue.put([identify("d1", user="u1"), identify("d2", user="u2"), identify("ok", "u3")])
+    leased = await queue.lease(10, 30)
+    states = ["dead", "dead", "delivered"]
+    await queue.settle(
+        {e.id: Settlement(s, f"why {s}") for e, s in zip(leased, states, strict=True)}
+    )
+    return leased
+
+
+async def test_a_dead_letter_is_shown_by_id_and_only_if_dead(queue: Any, clock: Clock) -> None:
+    first, _, delivered = await _two_dead(queue, clock)
+    shown = await queue.dead_letter(first.id)
+    assert shown["messageId"] == "d1" and shown["reason"] == "why dead"
+    assert shown["attempts"] == 1 and shown["settled_at"] == clock.now
+    assert await queue.dead_letter(delivered.id) is None
+    assert await queue.dead_letter(999_999) is None
+
+
+async def test_replay_requeues_only_the_named_dead_events_keeping_their_arrival(
+    queue: Any, clock: Clock
+) -> None:
+    arrived = clock.now
+    first, second, delivered = await _two_dead(queue, clock)
+    clock.advance(3600)
+    assert await queue.replay([first.id, delivered.id, 999_999]) == [first.id]
+    [again] = await queue.lease(10, 30)
+    assert again.id == first.id and again.attempts == 1 and again.received_at == arrived
+    assert [row["id"] for row in await queue.recent("dead")] == [second.id]
+
+
+async def test_purge_dead_forgets_only_old_dead_letters(queue: Any, clock: Clock) -> None:
+    await _two_dead(queue, clock)
+    assert await queue.purge_dead(clock.now) == 0  # settled at this very moment: not before
+    clock.advance(60)
+    assert await queue.purge_dead(clock.now) == 2
+    counts = await queue.counts()
+    assert counts["dead"] == 0 and counts["delivered"] == 1
+
+
+async def test_oldest_pending_is_the_arrival_of_the_oldest_open_event(
+    queue: Any, clock: Clock
+) -> None:
+    assert await queue.oldest_pending() is None
+    first_arrival = clock.now
+    await queue.put([identify("a", user="u1")])
+    clock.advance(10)
+    await queue.put([identify("b", user="u2")])
+    assert await queue.oldest_pending() == first_arrival
+    [a, b] = await queue.lease(10, 30)
+    await queue.settle({a.id: Settlement("delivered", "ok")})
+    assert await queue.oldest_pending() == first_arrival + timedelta(seconds=10)
+    await queue.settle({b.id: Settlement("retry", "later")})
+    assert await queue.oldest_pending() == first_arrival + timedelta(seconds=10)

@@ -1,0 +1,180 @@
+"""`GET /status`: a page people look at, and `/status.json`, the figures it draws.
+
+No build step: one HTML page with its script inline, and uPlot (vendored in
+`static/vendor/`, served by the service itself; nothing comes from a CDN) for the chart of
+deliveries, rejections and retries per minute over the last hour. The page asks for
+`status.json` every few seconds and redraws; it fits a phone's width.
+
+With DESTINATION_ADMIN_KEY set, `/status`, `/status.json` and `/metrics` need it: as a Bearer
+token, or as the password of HTTP Basic (any user name), which is what a browser asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime
+from importlib.resources import files
+
+from aiohttp import web
+
+from entrypoints.config import ServiceConfig, is_loopback
+from entrypoints.fields_check import ACCOUNT_FIELDS_NOTE, FRESH_ENOUGH, check
+from entrypoints.status_report import StatusSources, build_report
+from entrypoints.webhook import METRICS
+
+log = logging.getLogger(__name__)
+
+SOURCES = web.AppKey("status_sources", StatusSources)
+ADMIN_DIGEST = web.AppKey("admin_key_digest", bytes)
+PROTECTED = ("/status", "/status.json", "/metrics")
+ASSETS = {
+    "uPlot.iife.min.js": "text/javascript",
+    "uPlot.min.css": "text/css",
+}
+NO_ADMIN_KEY_WARNING = (
+    "DESTINATION_ADMIN_KEY is not set: /status and /metrics are open to anyone who can reach {host}"
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def admin_exposure_warning(host: str, config: ServiceConfig) -> str | None:
+    """The one warning `serve` gives when it listens beyond loopback without an admin key."""
+    if _reveal(config) or is_loopback(host):
+        return None
+    return NO_ADMIN_KEY_WARNING.format(host=host or "every interface")
+
+
+def _reveal(config: ServiceConfig) -> str:
+    key = config.admin_key
+    return key.get_secret_value().strip() if key is not None else ""
+
+
+def add_status_routes(app: web.Application, sources: StatusSources, *, admin_key: str = "") -> None:
+    key = admin_key.strip()
+    app[SOURCES] = sources
+    app[ADMIN_DIGEST] = hashlib.sha256(key.encode()).digest() if key else b""
+    app[REFRESHER] = FieldsRefresher(sources)
+    app.middlewares.append(_admin_only)
+    app.router.add_get("/status", _page)
+    app.router.add_get("/status.json", _figures)
+    app.router.add_get("/status/assets/{name}", _asset)
+
+    async def scrape() -> None:
+        """/metrics gauges that live in the store: the queue's age, the daily budget."""
+        metrics = app[METRICS]
+        oldest = await sources.queue.oldest_pending()
+        age = 0.0 if oldest is None else (sources.clock() - oldest).total_seconds()
+        metrics.oldest_pending.set(max(age, 0.0))
+        if sources.budget is not None:
+            usage = await sources.budget.usage()
+            metrics.api_calls_today.set(usage.used)
+            metrics.api_daily_limit.set(usage.limit)
+
+    if METRICS in app:
+        app[METRICS].on_scrape.append(scrape)
+
+    async def stop_refresher(app: web.Application) -> None:
+        await app[REFRESHER].stop()
+
+    app.on_cleanup.append(stop_refresher)
+
+
+@web.middleware
+async def _admin_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    digest = request.app[ADMIN_DIGEST]
+    if not digest or request.path not in PROTECTED:
+        return await handler(request)
+    offered = _offered_key(request.headers.get("Authorization", ""))
+    if offered is not None and hmac.compare_digest(
+        hashlib.sha256(offered.encode()).digest(), digest
+    ):
+        return await handler(request)
+    return web.json_response(
+        {"success": False, "code": "unauthorized", "message": "DESTINATION_ADMIN_KEY required"},
+        status=401,
+        headers={"WWW-Authenticate": 'Basic realm="pardot-destination status"'},
+    )
+
+
+def _offered_key(header: str) -> str | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2]
+    return None
+
+
+class FieldsRefresher:
+    """Reads the account's custom fields in the background when the stored list is old, so a
+    page never waits on Pardot; at most one read at a time, at most once an hour."""
+
+    def __init__(self, sources: StatusSources) -> None:
+        self._sources = sources
+        self._task: asyncio.Task[None] | None = None
+        self._tried_at: datetime | None = None
+
+    def poke(self) -> None:
+        if self._sources.repository is None or (self._task and not self._task.done()):
+            return
+        now = self._sources.clock()
+        if self._tried_at is not None and now - self._tried_at < FRESH_ENOUGH:
+            return
+        self._tried_at = now
+        self._task = asyncio.create_task(self._refresh(now))
+
+    async def _refresh(self, now: datetime) -> None:
+        sources = self._sources
+        try:
+            cached = await sources.history.noted(ACCOUNT_FIELDS_NOTE)
+            if cached and now - datetime.fromisoformat(cached["checked_at"]) < FRESH_ENOUGH:
+                return
+            await check(sources.history, sources.repository, now=now)
+        except Exception:
+            log.warning("could not read the account's custom fields for the status page")
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+REFRESHER = web.AppKey("fields_refresher", FieldsRefresher)
+
+
+async def _figures(request: web.Request) -> web.Response:
+    sources = request.app[SOURCES]
+    request.app[REFRESHER].poke()
+    # The page reads only the stored field list; the refresher keeps it fresh.
+    report = await build_report(replace(sources, repository=None))
+    return web.json_response(report, headers={"Cache-Control": "no-store"})
+
+
+async def _page(request: web.Request) -> web.Response:
+    page = (files("entrypoints") / "static" / "status.html").read_text(encoding="utf-8")
+    return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+async def _asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    kind = ASSETS.get(name)
+    if kind is None:
+        raise web.HTTPNotFound()
+    body = (files("entrypoints") / "static" / "vendor" / name).read_bytes()
+    return web.Response(
+        body=body, content_type=kind, headers={"Cache-Control": "public, max-age=86400"}
+    )
