@@ -193,7 +193,7 @@ def _token_state(
 
     async def state() -> dict[str, Any]:
         try:
-            metered = await _awaiting(tokens)()
+            metered: MeteredTokens = await _awaiting(tokens)()
         except ConfigurationError as error:
             return {"state": "not configured", "detail": str(error)}
         if probe:
@@ -243,15 +243,15 @@ class Container(containers.DeclarativeContainer):
 
     # Pardot, and the credentials to reach it.
     http_client = providers.Resource(_http_client)
-    tokens = providers.Singleton(
-        MeteredTokens, providers.Singleton(token_provider, config), metrics, clock=clock
-    )
+    tokens = providers.Singleton(token_provider, config)
+    # Counts refreshes and keeps the token's state for `status` (never the token).
+    metered_tokens = providers.Singleton(MeteredTokens, tokens, metrics, clock=clock)
     repository = providers.Singleton(
         MeteredRepository,
         providers.Singleton(
             PardotHttpRepository,
             http_client,
-            tokens,
+            metered_tokens,
             base_url=config.provided.pardot_base_url,
             business_unit_id=config.provided.business_unit_id,
             api_version=config.provided.fixed_api_version,
@@ -306,7 +306,7 @@ class Container(containers.DeclarativeContainer):
         StatusSources,
         queue,
         history,
-        token_state=providers.Callable(_token_state, tokens.provider, probe=True),
+        token_state=providers.Callable(_token_state, metered_tokens.provider, probe=True),
         budget=api_budget,
         index=prospect_index,
         repository=providers.Callable(_awaiting, repository.provider),
@@ -317,7 +317,7 @@ class Container(containers.DeclarativeContainer):
         queue,
         history,
         readiness=readiness,
-        token_state=providers.Callable(_token_state, tokens.provider, probe=False),
+        token_state=providers.Callable(_token_state, metered_tokens.provider, probe=False),
         budget=api_budget,
         index=prospect_index,
         repository=providers.Callable(_awaiting, repository.provider),
