@@ -169,7 +169,8 @@ class Backfill:
                 self._tally.resume_at = outcome.resume_at
                 continue
             settlement = settle(outcome, TRIES, self._policy, now)
-            rows.append(entry(settlement, now, event=event, source="sync"))
+            if event.type == "identify":  # a track in an archive is nobody's history
+                rows.append(entry(settlement, now, event=event, source="sync"))
             self._count(outcome)
         await self._history.record(rows)
         if stopped_at is not None:
