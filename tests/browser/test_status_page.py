@@ -1,0 +1,151 @@
+"""The status page in headless Chromium, served by the real `serve` against the fake Pardot:
+its figures, its chart (a screenshot whose chart area is not blank), its updates, a phone."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest_asyncio
+from PIL import Image
+from playwright.async_api import Browser, Page
+
+from contracts.fake_pardot import FakePardot, running_fake_pardot
+from contracts.fake_pardot_state import (
+    DEFAULT_BUSINESS_UNIT_ID,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_REFRESH_TOKEN,
+)
+from tests.child_server import ChildServer, start_server
+
+WRITE_KEY = "browser-write-key"
+ADMIN_KEY = "browser-admin-key"
+# Set to a path to keep the screenshot (the README's picture is made this way).
+KEEP_SCREENSHOT = os.environ.get("STATUS_PAGE_SCREENSHOT")
+
+
+def _identify(n: int, user: str, **traits: object) -> dict[str, object]:
+    return {"type": "identify", "messageId": f"b-{n}", "userId": user,
+            "traits": {"email": f"{user}@example.com", **traits}}  # fmt: skip
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def service(tmp_path: Path) -> AsyncIterator[tuple[ChildServer, FakePardot]]:
+    fake = FakePardot(version=4, custom_fields={"plan"})
+    async with running_fake_pardot(fake) as pardot:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PARDOT_API_VERSION": "4",
+            "PARDOT_ACCOUNT_ID": "507251",
+            "PARDOT_BUSINESS_UNIT_ID": DEFAULT_BUSINESS_UNIT_ID,
+            "PARDOT_BASE_URL": pardot.url,
+            "SALESFORCE_LOGIN_URL": pardot.url,
+            "SALESFORCE_CLIENT_ID": DEFAULT_CLIENT_ID,
+            "SALESFORCE_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
+            "SALESFORCE_REFRESH_TOKEN": DEFAULT_REFRESH_TOKEN,
+            "DESTINATION_WRITE_KEY": WRITE_KEY,
+            "DESTINATION_ADMIN_KEY": ADMIN_KEY,
+            "DESTINATION_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+            "DESTINATION_MAX_ATTEMPTS": "1",
+            "PARDOT_RETRY_WAIT_MAX": "0.05",
+            "SALESFORCE_TOKEN_FILE": str(tmp_path / "tokens.json"),
+            "PARDOT_DESTINATION_CONFIG": str(tmp_path / "absent.toml"),
+        }
+        server = await start_server("-m", "entrypoints.cli", "serve", "--port", "0", env=env)
+        try:
+            yield server, fake
+        finally:
+            await server.stop()
+
+
+async def _send(url: str, *events: dict[str, object]) -> None:
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            f"{url}/v1/batch", json={"batch": list(events)}, auth=(WRITE_KEY, "")
+        )
+        assert answer.status_code == 200, answer.text
+
+
+async def _open(browser: Browser, url: str, **viewport: int) -> Page:
+    context = await browser.new_context(
+        http_credentials={"username": "admin", "password": ADMIN_KEY},
+        viewport={"width": viewport.get("width", 1100), "height": viewport.get("height", 900)},
+    )
+    context.set_default_timeout(15_000)
+    page = await context.new_page()
+    await page.goto(f"{url}/status?refresh=1")
+    return page
+
+
+def _chart_is_drawn(png: bytes) -> int:
+    """How many pixels of the chart carry the delivered series' green (#1b7f3b)."""
+    data = Image.open(io.BytesIO(png)).convert("RGB").tobytes()
+    green = 0
+    for i in range(0, len(data), 3):
+        r, g, b = data[i], data[i + 1], data[i + 2]
+        if abs(r - 0x1B) < 40 and abs(g - 0x7F) < 40 and abs(b - 0x3B) < 40:
+            green += 1
+    return green
+
+
+async def test_the_page_shows_the_figures_and_a_drawn_chart_and_updates(
+    browser: Browser, service: tuple[ChildServer, FakePardot]
+) -> None:
+    server, fake = service
+    await _send(server.url, _identify(1, "ada", plan="pro"), _identify(2, "bob"))
+    page = await _open(browser, server.url)
+    try:
+        await page.wait_for_function("document.getElementById('rate').textContent === '0.2'")
+        assert await page.text_content("#depth") == "0"
+        assert await page.text_content("#token") == "ok"
+        assert await page.text_content("#dead") == "0"
+        assert await page.text_content("#index") == "not kept"
+        assert "not counted" in (await page.text_content("#budget") or "")
+        chart = page.locator("#chart canvas")
+        await chart.wait_for()
+        png = await page.locator("#chart").screenshot()
+        blank = Image.open(io.BytesIO(png)).convert("RGB").getcolors(maxcolors=1_000_000)
+        assert blank is not None and len(blank) > 10  # not one flat colour
+        assert _chart_is_drawn(png) > 50
+
+        # New deliveries, and one given up on: the page follows without a reload.
+        fake.fail_next(30, err_code=85, message="Unable to save prospect")
+        await _send(server.url, _identify(3, "cy"))
+        await page.wait_for_function("document.getElementById('dead').textContent === '1'")
+        assert "Unable to save prospect" in (await page.text_content("#dead-letters") or "")
+        fake.failures.clear()
+        await _send(server.url, *(_identify(10 + i, f"u{i}") for i in range(8)))
+        await page.wait_for_function("document.getElementById('rate').textContent === '1'")
+        total = await page.evaluate("plot.data[1].reduce((a, b) => a + b, 0)")
+        assert total == 10
+        if KEEP_SCREENSHOT:
+            await page.screenshot(path=KEEP_SCREENSHOT, full_page=True)
+    finally:
+        await page.context.close()
+
+
+async def test_the_page_fits_a_phone_and_needs_the_admin_key(
+    browser: Browser, service: tuple[ChildServer, FakePardot]
+) -> None:
+    server, _ = service
+    page = await _open(browser, server.url, width=390, height=844)
+    try:
+        await page.locator("#chart canvas").wait_for()
+        overflow = await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0
+        box = await page.locator("#chart canvas").bounding_box()
+        assert box is not None and box["width"] <= 390
+    finally:
+        await page.context.close()
+    context = await browser.new_context()  # no credentials
+    try:
+        answer = await context.request.get(f"{server.url}/status")
+        assert answer.status == 401 and answer.headers["www-authenticate"].startswith("Basic")
+    finally:
+        await context.close()
