@@ -8,7 +8,6 @@ error tree by `adapters.pardot_errors`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ import stamina
 
 from adapters.pardot_errors import pardot_error
 from adapters.pardot_responses import Answer, as_list, decode, row_errors, to_prospect
+from adapters.pardot_slots_memory import InMemorySlots
 from domain.errors import (
     AuthenticationExpired,
     ConfigurationError,
@@ -29,7 +29,7 @@ from domain.errors import (
     PermanentPardotError,
     RetryableError,
 )
-from domain.ports import BATCH_LIMIT, ProspectWrite, TokenProvider
+from domain.ports import BATCH_LIMIT, PardotSlots, ProspectWrite, TokenProvider
 from domain.prospect import CustomField, Fields, FieldValue, Prospect
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class PardotHttpRepository:
         business_unit_id: str,
         api_version: int | None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        slots: PardotSlots | None = None,
         retry_attempts: int = 6,
         retry_wait_initial: float = 0.2,
         retry_wait_max: float = 10.0,
@@ -69,7 +70,8 @@ class PardotHttpRepository:
         self._base = base_url.rstrip("/")
         self._business_unit = business_unit_id
         self._version = api_version
-        self._slots = asyncio.Semaphore(max_concurrency)
+        # Shared with every process on the store when the container passes its slots.
+        self._slots = slots if slots is not None else InMemorySlots(max_concurrency)
         self._attempts = retry_attempts
         self._wait_initial = retry_wait_initial
         self._wait_max = retry_wait_max
@@ -289,7 +291,7 @@ class PardotHttpRepository:
             "Authorization": f"Bearer {token}",
             "Pardot-Business-Unit-Id": self._business_unit,
         }
-        async with self._slots:
+        async with self._slots.slot():
             response = await self._client.post(
                 url, data={**form, "format": "json"}, headers=headers
             )
