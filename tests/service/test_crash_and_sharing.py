@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from tests.service.conftest import WRITE_KEY, Stack
-from tests.service.test_reliability import identify, post_each
+from tests.service.test_reliability import identify
 
 AUTH = (WRITE_KEY, "")
 
