@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import orjson
+
 from adapters.sqlite_db import MAX_BATCH, SQLiteDatabase, from_micros, to_micros
 from adapters.sqlite_migrations import Step, migrate
 from domain.ports import (
@@ -140,6 +142,16 @@ MIGRATIONS: tuple[Step, ...] = (
 SCHEMA_COMPONENT = "queue"
 
 
+def _to_json(payload: Mapping[str, Any]) -> str:
+    """The stored form of an event: orjson (several times faster, and ingest's biggest cost
+    after HTTP itself), or the standard library for what orjson refuses (an integer past 64
+    bits, a lone surrogate), whose ASCII escapes keep even those storable."""
+    try:
+        return orjson.dumps(payload).decode()
+    except TypeError:
+        return json.dumps(dict(payload), separators=(",", ":"))
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -169,16 +181,7 @@ class SQLiteEventQueue:
 
     async def put(self, payloads: Sequence[Mapping[str, Any]], *, scope: str = "") -> int:
         now = to_micros(self._clock())
-        # ASCII escapes keep a lone surrogate (legal in JSON, not in UTF-8) storable.
-        rows = [
-            (
-                scope,
-                message_id_of(p),
-                ordering_key_of(p),
-                json.dumps(dict(p), separators=(",", ":")),
-            )
-            for p in payloads
-        ]
+        rows = [(scope, message_id_of(p), ordering_key_of(p), _to_json(p)) for p in payloads]
         return await self._db.write(partial(self._insert, rows, now)) if rows else 0
 
     async def lease(self, limit: int, lease_seconds: float) -> list[QueuedEvent]:

@@ -16,6 +16,7 @@ class Metrics:
         self.received = Counter(
             "pardot_destination_events_received", "Events received, by type", ["type"], registry=r
         )
+        self.received_identify = self.received.labels("identify")  # bound once: every request
         self.refused = Counter(
             "pardot_destination_requests_refused",
             "Requests or events refused at the door, by reason",
