@@ -5,7 +5,8 @@ Source: PARDOT_API.md (Pardot's published error codes and what a client should d
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
+from email.utils import parsedate_to_datetime
 from typing import Literal
 
 from domain.errors import (
@@ -63,20 +64,27 @@ VERSION_HINT = {
 
 
 def pardot_error(
-    code: int | None, message: str, *, status: int, account_zone: tzinfo, now: datetime
+    code: int | None,
+    message: str,
+    *,
+    status: int,
+    account_zone: tzinfo,
+    now: datetime,
+    retry_after: float | None = None,
 ) -> PardotError:
     """The domain error for one Pardot failure; unknown codes follow the HTTP status.
 
     Without Pardot's error code the answer came from something in between (a proxy, a
     firewall, maintenance): whatever its status, trying again is the only safe move.
+    `retry_after` (the answer's Retry-After, in seconds) goes with a retryable error.
     """
     if code is None:
-        return RetryableError(message)
+        return RetryableError(message, retry_after=retry_after)
     kind = CODE_KIND.get(code)
     if kind is None:
         kind = "retry" if status >= 500 or status in (408, 429) else "permanent"
     if kind == "retry":
-        return RetryableError(message, code=code)
+        return RetryableError(message, code=code, retry_after=retry_after)
     if kind == "auth":
         return AuthenticationExpired(message, code=code)
     if kind == "daily":
@@ -85,6 +93,25 @@ def pardot_error(
         hint = VERSION_HINT.get(code or 0)
         return ConfigurationError(f"{message} ({hint})" if hint else message, code=code)
     return PermanentPardotError(message, code=code)
+
+
+def retry_after_seconds(header: str | None, now: datetime) -> float | None:
+    """`Retry-After` as seconds from `now`: delta-seconds or an HTTP date (RFC 9110 10.2.3).
+
+    A date in the past means "now" (0); anything unreadable is ignored (None).
+    """
+    if header is None or not header.strip():
+        return None
+    text = header.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
 
 
 def next_midnight(now: datetime, zone: tzinfo) -> datetime:

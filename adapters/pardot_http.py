@@ -8,7 +8,6 @@ error tree by `adapters.pardot_errors`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -19,17 +18,19 @@ from urllib.parse import quote
 import httpx
 import stamina
 
-from adapters.pardot_errors import pardot_error
+from adapters.pardot_errors import pardot_error, retry_after_seconds
 from adapters.pardot_responses import Answer, as_list, decode, row_errors, to_prospect
+from adapters.pardot_slots_memory import InMemorySlots
 from domain.errors import (
     AuthenticationExpired,
     ConfigurationError,
+    DailyLimitReached,
     OutcomeUnknown,
     PardotError,
     PermanentPardotError,
     RetryableError,
 )
-from domain.ports import BATCH_LIMIT, ProspectWrite, TokenProvider
+from domain.ports import BATCH_LIMIT, PardotSlots, ProspectWrite, TokenProvider
 from domain.prospect import CustomField, Fields, FieldValue, Prospect
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class PardotHttpRepository:
         business_unit_id: str,
         api_version: int | None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        slots: PardotSlots | None = None,
         retry_attempts: int = 6,
         retry_wait_initial: float = 0.2,
         retry_wait_max: float = 10.0,
@@ -69,7 +71,8 @@ class PardotHttpRepository:
         self._base = base_url.rstrip("/")
         self._business_unit = business_unit_id
         self._version = api_version
-        self._slots = asyncio.Semaphore(max_concurrency)
+        # Shared with every process on the store when the container passes its slots.
+        self._slots = slots if slots is not None else InMemorySlots(max_concurrency)
         self._attempts = retry_attempts
         self._wait_initial = retry_wait_initial
         self._wait_max = retry_wait_max
@@ -237,9 +240,10 @@ class PardotHttpRepository:
         create whose request may have reached Pardot as OutcomeUnknown, never retried here.
         """
         call = f"{resource}:{operation}"
+        retry_on = _retry_safe if idempotent else _retry_create
         try:
             async for attempt in stamina.retry_context(
-                on=_retry_safe if idempotent else _retry_create,
+                on=lambda error: _in_call_wait(retry_on(error), error, self._wait_max),
                 attempts=self._attempts,
                 wait_initial=min(self._wait_initial, self._wait_max),
                 wait_max=self._wait_max,
@@ -289,7 +293,7 @@ class PardotHttpRepository:
             "Authorization": f"Bearer {token}",
             "Pardot-Business-Unit-Id": self._business_unit,
         }
-        async with self._slots:
+        async with self._slots.slot():
             response = await self._client.post(
                 url, data={**form, "format": "json"}, headers=headers
             )
@@ -298,12 +302,14 @@ class PardotHttpRepository:
         )
         if answer.ok:
             return answer.body
+        now = datetime.now(UTC)
         error = pardot_error(
             answer.code,
             answer.message,
             status=response.status_code,
             account_zone=self._zone,
-            now=datetime.now(UTC),
+            now=now,
+            retry_after=retry_after_seconds(response.headers.get("retry-after"), now),
         )
         maybe_saved = answer.code is None or answer.code in MAYBE_SAVED_CODES
         if not idempotent and type(error) is RetryableError and maybe_saved:
@@ -313,11 +319,28 @@ class PardotHttpRepository:
 
 
 def _retry_safe(error: Exception) -> bool:
+    if isinstance(error, DailyLimitReached):
+        return False  # asking again spends nothing but the next day's budget: pause instead
     return isinstance(error, RetryableError | httpx.TransportError)
+
+
+def _in_call_wait(retry: bool, error: Exception, longest: float) -> bool | float:
+    """Retry within the call, after the answer's Retry-After when it gave one.
+
+    A Retry-After longer than the call may wait leaves the call: the event goes back to the
+    queue with that wait as its `not_before`, so the wait survives a restart.
+    """
+    if not retry or not isinstance(error, RetryableError) or error.retry_after is None:
+        return retry
+    if error.retry_after > longest:
+        return False
+    return error.retry_after
 
 
 def _retry_create(error: Exception) -> bool:
     """A create is repeated only when it certainly did not happen."""
+    if isinstance(error, DailyLimitReached):
+        return False
     if isinstance(error, RetryableError):
         return not error.maybe_applied
     return isinstance(error, _UNSENT)

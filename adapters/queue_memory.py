@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ class _Event:
     message_id: str | None = None
     settled_at: datetime | None = None
     scope: str = ""
+    lease: str | None = None
 
 
 def _row(e: _Event) -> dict[str, Any]:
@@ -106,24 +108,39 @@ class InMemoryEventQueue:
                 busy.add(event.key)
                 chosen.extend([e for e in due if e.key == event.key][: limit - len(chosen)])
         until = now + timedelta(seconds=lease_seconds)
+        lease = uuid.uuid4().hex
         for event in chosen:
             event.state, event.due_at, event.attempts = "leased", until, event.attempts + 1
+            event.lease = lease
         return [
-            QueuedEvent(e.id, copy.deepcopy(e.payload), e.attempts, e.received_at)
+            QueuedEvent(e.id, copy.deepcopy(e.payload), e.attempts, e.received_at, lease)
             for e in sorted(chosen, key=lambda e: e.id)
         ]
 
-    async def settle(self, settlements: Mapping[int, Settlement]) -> None:
+    async def renew(self, lease: str, lease_seconds: float) -> int:
+        until = self._clock() + timedelta(seconds=lease_seconds)
+        held = [e for e in self._events.values() if e.state == "leased" and e.lease == lease]
+        for event in held:
+            event.due_at = until
+        return len(held)
+
+    async def settle(self, settlements: Mapping[int, Settlement]) -> int:
         for s in settlements.values():
             if s.state not in SETTLED:
                 raise ValueError(f"cannot settle an event as {s.state!r}")
         now = self._clock()
+        settled = 0
         for event_id, s in settlements.items():
             event = self._events.get(event_id)
-            if event is not None:  # last writer wins, as in the SQLite queue
-                event.state, event.reason = s.state, s.reason
-                event.due_at = (s.not_before or now) if s.state == "retry" else now
-                event.settled_at = None if s.state == "retry" else now
+            if event is None:
+                continue
+            if s.lease is not None and (event.state != "leased" or event.lease != s.lease):
+                continue  # another lease took the event over, as in the SQLite queue
+            event.state, event.reason, event.lease = s.state, s.reason, None
+            event.due_at = (s.not_before or now) if s.state == "retry" else now
+            event.settled_at = None if s.state == "retry" else now
+            settled += 1
+        return settled
 
     async def pause_until(self, when: datetime | None) -> None:
         self._paused = when

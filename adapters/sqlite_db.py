@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from domain.errors import StoreUnusable
+
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]
 
@@ -89,6 +91,13 @@ class SQLiteDatabase:
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await self._call(work, writes=False)
+
+    async def check(self) -> None:
+        """Raise StoreUnusable, naming the file and what to do, unless it opens and reads."""
+        try:
+            await self.read(_read_schema)
+        except sqlite3.DatabaseError as error:
+            raise StoreUnusable(unusable_message(self.path, error)) from error
 
     async def close(self) -> None:
         if not self._closed:
@@ -186,6 +195,26 @@ class SQLiteDatabase:
             _fail(batch, error)
             return
         _hand_over([(job, value, failure) for job, value, failure in results])
+
+
+def _read_schema(conn: sqlite3.Connection) -> None:
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+
+def unusable_message(path: Path, error: sqlite3.DatabaseError) -> str:
+    """One line: which file, what SQLite said, and what the operator can do about it."""
+    if isinstance(error, sqlite3.OperationalError):
+        advice = (
+            "check that its folder exists and that this user may read and write both; "
+            "or set DESTINATION_QUEUE_URL to another file"
+        )
+    else:
+        advice = (
+            "the file is damaged or is not a queue: stop every process using it, move it and "
+            "its -wal and -shm files aside (`sqlite3 FILE .recover` may save its events) or "
+            "restore a backup, then start again (an empty queue is created)"
+        )
+    return f"the queue file {path} cannot be used ({error}): {advice}"
 
 
 def _isolated(conn: sqlite3.Connection, job: _Job) -> tuple[Any, BaseException | None]:

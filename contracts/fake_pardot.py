@@ -153,7 +153,9 @@ async def _prospect_call(request: web.Request) -> web.StreamResponse:
                 await _handle(fake, request, params)
         answer = pending.answer
         return web.Response(
-            status=answer.status, body=answer.body, headers={"Content-Type": answer.content_type}
+            status=answer.status,
+            body=answer.body,
+            headers={**answer.headers, "Content-Type": answer.content_type},
         )
     try:
         reply = await _handle(fake, request, params)

@@ -201,6 +201,8 @@ class ForeignAnswer:
     status: int
     body: bytes
     content_type: str
+    # Extra headers, e.g. a load balancer's `Retry-After` on its 503.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 # What real middleboxes send instead of Pardot's JSON (PARDOT_API.md: "an empty body, an

@@ -83,3 +83,8 @@ class ConfigurationError(PardotError):
     No event can succeed until an operator changes the configuration, so deliveries stop
     and the message says what to change.
     """
+
+
+class StoreUnusable(DestinationError):
+    """The store (the queue's database) cannot be opened or is damaged; the message says
+    which file and what to do. Start-up stops with it rather than run without a queue."""

@@ -70,6 +70,18 @@ class PardotRepository(Protocol):
         ...
 
 
+class PardotSlots(Protocol):
+    """Pardot's limit of requests in flight per business unit (5; the sixth gets error 66).
+
+    The limit is the account's, so every process that talks to the business unit shares it:
+    an implementation counts across every process on the same store.
+    """
+
+    def slot(self) -> AbstractAsyncContextManager[None]:
+        """Held while one request is in flight; waits while every slot is taken."""
+        ...
+
+
 class TokenProvider(Protocol):
     """Salesforce access tokens for Pardot calls, cached until Pardot refuses one."""
 
@@ -92,6 +104,9 @@ class QueuedEvent:
     payload: Mapping[str, Any]
     attempts: int
     received_at: datetime
+    # Which lease handed it out: renewing and settling name it, so a worker whose lease
+    # lapsed (and was taken over) can neither keep nor settle the event.
+    lease: str = ""
 
 
 # The queue's vocabulary, shared by every EventQueue so that they all mean the same by a state.
@@ -127,6 +142,9 @@ class Settlement:
     state: SettledState
     reason: str
     not_before: datetime | None = None
+    # The lease the event was worked under; the queue ignores the settlement once another
+    # lease took the event over. None settles whatever the event's lease (operators, tests).
+    lease: str | None = None
     prospect: str | None = field(default=None, compare=False)
     fields: Mapping[str, FieldValue] | None = field(default=None, compare=False)
 
@@ -152,11 +170,25 @@ class EventQueue(Protocol):
         ...
 
     async def lease(self, limit: int, lease_seconds: float) -> list[QueuedEvent]:
-        """Take up to `limit` due events; unsettled ones come back after `lease_seconds`."""
+        """Take up to `limit` due events under one new lease (`QueuedEvent.lease`).
+
+        Unsettled events come back `lease_seconds` after the lease was taken or last renewed.
+        """
         ...
 
-    async def settle(self, settlements: Mapping[int, Settlement]) -> None:
-        """Record what became of leased events, by event id; `retry` makes one due again."""
+    async def renew(self, lease: str, lease_seconds: float) -> int:
+        """The heartbeat: keep the lease's unsettled events for `lease_seconds` from now.
+
+        Returns how many it still holds; 0 means the lease lapsed and another took them.
+        """
+        ...
+
+    async def settle(self, settlements: Mapping[int, Settlement]) -> int:
+        """Record what became of leased events, by event id; `retry` makes one due again.
+
+        A settlement naming a lease applies only while the event is still leased under it:
+        a stale worker cannot overwrite what another took over. Returns how many applied.
+        """
         ...
 
     async def pause_until(self, when: datetime | None) -> None:

@@ -7,11 +7,13 @@ import json
 import logging
 import signal
 import sys
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import click
 from aiohttp import web
 
+from domain.errors import StoreUnusable
 from domain.matching import plan_payload
 from entrypoints import webhook
 from entrypoints.cli_support import config as _config
@@ -23,28 +25,34 @@ from entrypoints.container import Container
 from entrypoints.dead_letters import dead_letters, requeue_dead
 from entrypoints.explain import explain
 from entrypoints.fields_check import fields_group
-from entrypoints.service import build_app, run_worker_alone
+from entrypoints.logs import configure_logging
+from entrypoints.service import WorkerFailed, build_app, run_worker_alone
 from entrypoints.status_page import admin_exposure_warning
 from entrypoints.status_report import status
 from entrypoints.sync_file import sync_command
 
 log = logging.getLogger("entrypoints.cli")
+T = TypeVar("T")
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # httpx logs every request URL at INFO; URLs carry emails, so keep them at DEBUG.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def _run(command: Coroutine[Any, Any, T]) -> T:
+    """Run a command; a store that cannot be used or a worker that gave up ends it with one
+    line and a non-zero exit instead of a traceback."""
+    try:
+        return asyncio.run(command)
+    except StoreUnusable as exc:
+        click.echo(f"pardot-destination: {exc}", err=True)
+        sys.exit(2)
+    except WorkerFailed as exc:
+        click.echo(f"pardot-destination: {exc}; exiting for the process manager", err=True)
+        sys.exit(1)
 
 
 @click.group()
 @click.option("--log-level", default="info", show_default=True, help="debug, info, warning")
 def main(log_level: str) -> None:
     """Deliver Segment identify calls to Salesforce Pardot."""
-    _logging(log_level)
+    configure_logging(log_level)
 
 
 @main.command()
@@ -64,31 +72,39 @@ def serve(host: str, port: int, insecure_open: bool) -> None:
         sys.exit(2)
     warning = admin_exposure_warning(host, config)
     if warning is not None:
-        log.warning("%s", warning)
-    asyncio.run(_serve(Container(config=config), host, port))
+        log.warning(warning)
+    _run(_serve(Container(config=config), host, port))
 
 
 async def _serve(container: Container, host: str, port: int) -> None:
-    app = await build_app(container)
+    stop = asyncio.Event()
+    worker_failed = asyncio.Event()
+
+    def give_up() -> None:
+        worker_failed.set()
+        stop.set()
+
+    app = await build_app(container, on_worker_failed=give_up)
     runner = webhook.runner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     address = runner.addresses[0]
     click.echo(f"pardot-destination listening on http://{address[0]}:{address[1]}", err=True)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     click.echo("pardot-destination stopping: no new requests, finishing deliveries", err=True)
     await runner.cleanup()
+    if worker_failed.is_set():
+        raise WorkerFailed("the delivery worker failed after every restart")
 
 
 @main.command()
 def worker() -> None:
     """Run only the delivery worker (scale out: many workers may share one queue)."""
-    asyncio.run(run_worker_alone(_container()))
+    _run(run_worker_alone(_container()))
 
 
 @main.command("fake-pardot")

@@ -10,7 +10,7 @@ from typing import TypeVar
 import click
 from rich.console import Console
 
-from domain.errors import ConfigurationError, InvalidSettings
+from domain.errors import ConfigurationError, InvalidSettings, StoreUnusable
 from entrypoints.config import ServiceConfig, load_config
 from entrypoints.container import Container, opened
 
@@ -45,6 +45,7 @@ def run_with_container(action: Callable[[Container], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except ConfigurationError as exc:
+    except (ConfigurationError, StoreUnusable) as exc:
+        # A damaged queue file is a setup problem too: one line naming it, no traceback.
         click.echo(f"pardot-destination: {exc}", err=True)
         sys.exit(EXIT_USAGE)

@@ -38,6 +38,7 @@ BATCHING_NEEDS_A_KEY = (
     "DESTINATION_WEBHOOK_BATCHING=true needs DESTINATION_WRITE_KEY: a batch's signature covers "
     "only its first event, so the write key in the Authorization header must vouch for the rest"
 )
+MAX_LEASE_SECONDS = 60.0
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -88,7 +89,7 @@ class ServiceConfig(BaseSettings):
         "DESTINATION_INTEGRATION_KEYS", ("Pardot",)
     )
     max_pending: int = _env("DESTINATION_MAX_PENDING", 1_000_000, ge=1)
-    lease_seconds: float = _env("DESTINATION_LEASE_SECONDS", 300.0, gt=0)
+    lease_seconds: float = _env("DESTINATION_LEASE_SECONDS", 10.0, gt=0)
     max_attempts: int = _env("DESTINATION_MAX_ATTEMPTS", 12, ge=1)
     retry_initial_seconds: float = _env("DESTINATION_RETRY_INITIAL_SECONDS", 5.0, gt=0)
     configuration_retry_seconds: float = _env("DESTINATION_CONFIG_RETRY_SECONDS", 30.0, gt=0)
@@ -99,6 +100,17 @@ class ServiceConfig(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease_seconds(cls, value: float) -> float:
+        if value > MAX_LEASE_SECONDS:
+            raise ValueError(
+                f"must be at most {MAX_LEASE_SECONDS:g} seconds: it is how long the events of "
+                "a worker that died wait before another takes them over (the worker renews "
+                "its lease every few seconds while it works, so a short one is safe)"
+            )
         return value
 
     @field_validator("tracker_url")

@@ -29,6 +29,7 @@ from pydantic import SecretStr
 
 from adapters.history_sqlite import SQLiteDeliveryHistory
 from adapters.pardot_http import PardotHttpRepository
+from adapters.pardot_slots_sqlite import SQLiteStoreSlots
 from adapters.prospect_store_sqlite import SQLiteProspectStore
 from adapters.queue_sqlite import SQLiteEventQueue
 from adapters.salesforce_oauth import (
@@ -152,6 +153,16 @@ async def _destination(config: ServiceConfig, repository: PardotRepository) -> D
     return settings
 
 
+async def _pardot_slots(
+    path: Path, business_unit: str, limit: int
+) -> AsyncIterator[SQLiteStoreSlots]:
+    slots = SQLiteStoreSlots(path, business_unit, limit=limit)
+    try:
+        yield slots
+    finally:
+        slots.close()
+
+
 async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0)) as client:
         yield client
@@ -160,6 +171,7 @@ async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
 async def _database(path: Path) -> AsyncIterator[SQLiteDatabase]:
     database = SQLiteDatabase(path)
     try:
+        await database.check()  # a damaged file stops start-up, naming it (StoreUnusable)
         yield database
     finally:
         await database.close()
@@ -244,6 +256,13 @@ class Container(containers.DeclarativeContainer):
     # Pardot, and the credentials to reach it.
     http_client = providers.Resource(_http_client)
     tokens = providers.Singleton(token_provider, config)
+    # Pardot's 5 requests in flight per business unit, shared by every process on the store.
+    pardot_slots = providers.Resource(
+        _pardot_slots,
+        config.provided.queue_path,
+        config.provided.business_unit_id,
+        config.provided.max_concurrency,
+    )
     # Counts refreshes and keeps the token's state for `status` (never the token).
     metered_tokens = providers.Singleton(MeteredTokens, tokens, metrics, clock=clock)
     repository = providers.Singleton(
@@ -255,7 +274,7 @@ class Container(containers.DeclarativeContainer):
             base_url=config.provided.pardot_base_url,
             business_unit_id=config.provided.business_unit_id,
             api_version=config.provided.fixed_api_version,
-            max_concurrency=config.provided.max_concurrency,
+            slots=pardot_slots,
             retry_wait_max=config.provided.retry_wait_max,
         ),
         metrics,

@@ -58,6 +58,9 @@ OPEN_SCOPE = ""  # no write key configured: everyone is one sender
 SIGNATURE_SCOPE = "webhook-signature"  # /webhook calls proven only by the shared secret
 
 
+KNOWN_HEADERS_KEPT = 64  # valid Authorization headers remembered (Basic and Bearer per key)
+
+
 class WriteKeys:
     """The configured write keys, kept only as SHA-256 digests.
 
@@ -67,6 +70,10 @@ class WriteKeys:
 
     def __init__(self, keys: Iterable[str]) -> None:
         self._digests = tuple(_digest(key.encode()) for key in keys)
+        # Authorization headers already proven to hold one of our keys: most requests carry
+        # the same few, and hashing each again is a measurable share of ingest. Only valid
+        # headers are kept, so a wrong key always takes the full, uniform path.
+        self._known_headers: dict[str, str] = {}
 
     def __bool__(self) -> bool:
         return bool(self._digests)
@@ -91,9 +98,14 @@ class WriteKeys:
         """
         if not self._digests or not authorization:
             return None
+        known = self._known_headers.get(authorization)
+        if known is not None:
+            return known
         scope = self.scope_of(_key_in_header(authorization))
         if scope is None:
             raise Refused(401, "unauthorized", "unknown write key")
+        if len(self._known_headers) < KNOWN_HEADERS_KEPT:
+            self._known_headers[authorization] = scope
         return scope
 
     def from_body(self, body: Any) -> str:

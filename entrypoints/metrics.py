@@ -36,6 +36,7 @@ class Metrics:
             ["type"],
             registry=r,
         )
+        self.received_identify = self.received.labels("identify")  # bound once: every request
         self.refused = Counter(
             "pardot_destination_requests_refused",
             "Requests or events refused at the door, by reason",

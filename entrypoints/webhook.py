@@ -7,13 +7,13 @@ event is answered once it is durably queued, and the worker delivers it later.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -23,7 +23,7 @@ from entrypoints.ingest import Arrival, ByteBudget, Intake, Refused, WriteKeys
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 QUEUE = web.AppKey("queue", EventQueue)
 METRICS = web.AppKey("metrics", Metrics)
@@ -47,6 +47,8 @@ SERVER_OPTIONS: dict[str, Any] = {
     "keepalive_timeout": ingest.HEADER_TIMEOUT_SECONDS,
     "lingering_time": ingest.LINGERING_SECONDS,
 }
+SUCCESS = b'{"success": true}'  # encoded once: most answers are this one
+READY_STORE_SECONDS = 5.0  # a store slower than this to count a few rows is not ready
 BATCHING_NEEDS_A_KEY = "DESTINATION_WEBHOOK_BATCHING=true needs DESTINATION_WRITE_KEY"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -116,10 +118,11 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return response
     except web.HTTPException:
         raise
-    except Exception:
+    except Exception as error:
         # Nothing was acknowledged, so the sender keeps the events: a 503 makes Segment and
         # its libraries retry, where a 500 page would tell them nothing.
-        log.exception("could not store a request's events")
+        log.error("could not store a request's events", error=type(error).__name__)
+        log.debug("could not store a request's events", exc_info=error)
         request.app[METRICS].refused.labels("unavailable").inc()
         response = _answer(503, "unavailable", "the events could not be stored: retry later")
         response.headers["Retry-After"] = "5"
@@ -223,7 +226,7 @@ async def _store(request: web.Request, intake: Intake, scope: str) -> web.Respon
         await request.app[QUEUE].put(intake.store, scope=scope)
     metrics.ingest_seconds.observe(time.perf_counter() - started)
     if intake.store:
-        metrics.received.labels("identify").inc(len(intake.store))
+        metrics.received_identify.inc(len(intake.store))
     for event_type in intake.counted:
         metrics.received.labels(event_type).inc()
     if intake.errors:
@@ -235,7 +238,7 @@ async def _store(request: web.Request, intake: Intake, scope: str) -> web.Respon
             else intake.errors[0]["reason"]
         )
         return _answer(400, "invalid_event", message, errors=intake.errors, accepted=stored)
-    return web.json_response({"success": True})
+    return web.Response(body=SUCCESS, content_type="application/json")
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -243,10 +246,21 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    readiness = request.app[READINESS]
-    if readiness.ready:
+    reason = request.app[READINESS].reason or await _store_problem(request.app[QUEUE])
+    if not reason:
         return web.json_response({"status": "ready"})
-    return web.json_response({"status": "unready", "reason": readiness.reason}, status=503)
+    return web.json_response({"status": "unready", "reason": reason}, status=503)
+
+
+async def _store_problem(queue: EventQueue) -> str:
+    """Why the queue cannot be read now, in words that name no file; "" when it can."""
+    try:
+        async with asyncio.timeout(READY_STORE_SECONDS):
+            await queue.counts()  # a few rows, kept by the store itself
+    except Exception as error:
+        log.warning("the queue cannot be read", error=type(error).__name__)
+        return f"the queue database cannot be opened or read ({type(error).__name__})"
+    return ""
 
 
 async def _metrics(request: web.Request) -> web.Response:

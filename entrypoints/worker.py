@@ -8,22 +8,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+
+import structlog
 
 from domain.errors import ConfigurationError, InvalidEvent
 from domain.events import IdentifyEvent, parse_event
-from domain.ports import DeliveryHistory, EventQueue, QueuedEvent, Settlement
+from domain.isolation import isolate, last_line
+from domain.ports import DeliveryHistory, EventQueue, QueuedEvent, Settlement, ordering_key_of
 from domain.settlement import RetryPolicy, settle
-from domain.sync import RetryLater, SyncService
+from domain.sync import Delivered, Outcome, RetryLater, SyncService
 from entrypoints.history import entry, outcome_of
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
+
+HEARTBEAT_MAX_SECONDS = 3.0  # a lease is renewed at least this often while a batch is worked
+# Rounds that fail in a row (the queue unreadable, say) before the loop gives up and lets
+# its supervisor restart it; the waits between them double from `idle_seconds`.
+FAILED_ROUNDS_BEFORE_RESTART = 4
+FAILED_ROUND_WAIT_MAX = 10.0
+_PARDOT_CODE = re.compile(r"Pardot error (\d+)")
 
 Clock = Callable[[], datetime]
 
@@ -31,7 +41,8 @@ Clock = Callable[[], datetime]
 @dataclass(frozen=True)
 class WorkerOptions:
     batch_size: int = 500
-    lease_seconds: float = 300.0
+    # How long a lease lasts after its last renewal: a dead worker's events wait this long.
+    lease_seconds: float = 10.0
     idle_seconds: float = 0.25
     max_attempts: int = 12
     backoff_initial: float = 5.0
@@ -44,8 +55,17 @@ class WorkerOptions:
     purge_every: timedelta = timedelta(hours=1)
 
     @property
+    def heartbeat_seconds(self) -> float:
+        """Renew a lease four times per lifetime, and at least every three seconds."""
+        return min(HEARTBEAT_MAX_SECONDS, self.lease_seconds / 4)
+
+    @property
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_attempts, self.backoff_initial, self.backoff_max)
+
+
+class WorkerFailing(Exception):
+    """The delivery loop failed round after round: its supervisor should restart it."""
 
 
 class DeliveryWorker:
@@ -73,18 +93,35 @@ class DeliveryWorker:
         self._setup_problem = ""
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until `stop` is set; the batch in hand is finished first."""
+        """Deliver until `stop` is set; the batch in hand is finished first.
+
+        Every step of a round, the idle wait included, is guarded: a failing round is logged
+        and tried again after a growing wait, and only after several in a row does `run`
+        raise WorkerFailing, for its supervisor to restart it.
+        """
+        failed = 0
         while not stop.is_set():
+            self._readiness.beat()
             try:
                 await self.purge_if_due()
                 await self.check_setup_if_due()
                 settled = await self.run_once()
-            except Exception:
-                log.exception("delivery round failed; trying again")
-                settled = 0
-            if settled == 0:
+                wait = 0.0 if settled else await self._idle_seconds()
+            except Exception as error:
+                failed += 1
+                log.error("delivery round failed", error=type(error).__name__, failed=failed)
+                log.debug("delivery round failed", exc_info=error)
+                self._readiness.worker_failing(f"delivery rounds fail: {type(error).__name__}")
+                if failed >= FAILED_ROUNDS_BEFORE_RESTART:
+                    raise WorkerFailing(f"{failed} delivery rounds failed in a row") from error
+                wait = min(FAILED_ROUND_WAIT_MAX, self._options.idle_seconds * 2**failed)
+            else:
+                if failed:
+                    self._readiness.worker_failing("")
+                failed = 0
+            if wait > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=await self._idle_seconds())
+                    await asyncio.wait_for(stop.wait(), timeout=wait)
 
     async def purge_if_due(self) -> int:
         """Forget events finished longer ago than the retention, at most once per interval."""
@@ -94,7 +131,9 @@ class DeliveryWorker:
         self._purged_at = now
         purged = await self._queue.purge(now - self._options.retention)
         if purged:
-            log.info("purged %d events finished more than %s ago", purged, self._options.retention)
+            log.info(
+                "purged finished events", events=purged, older_than=str(self._options.retention)
+            )
         return purged
 
     async def check_setup_if_due(self) -> bool:
@@ -115,10 +154,10 @@ class DeliveryWorker:
         except ConfigurationError as error:
             self._setup_problem = str(error)
             self._readiness.fail(str(error))
-            log.error("deliveries paused, the setup needs an operator: %s", error)
+            log.error("deliveries paused, the setup needs an operator", problem=str(error))
             return False
         self._setup_ok = True
-        if self._readiness.reason == self._setup_problem:
+        if self._readiness.setup_problem == self._setup_problem:
             # Only lift what this check reported; a refused token is cleared by a delivery.
             self._readiness.clear()
         return True
@@ -131,6 +170,7 @@ class DeliveryWorker:
         leased = await self._queue.lease(self._options.batch_size, self._options.lease_seconds)
         if not leased:
             return 0
+        lease = leased[0].lease
         events: list[IdentifyEvent] = []
         usable: list[QueuedEvent] = []
         parsed: dict[int, IdentifyEvent] = {}
@@ -145,20 +185,35 @@ class DeliveryWorker:
                 parsed[item.id] = events[-1]
             except InvalidEvent as exc:
                 settlements[item.id] = Settlement("dead", f"invalid event: {exc}")
+        outcomes: dict[int, Outcome] = {}
         if usable:
             try:
-                settlements |= await self._deliver(usable, events)
+                async with self._heartbeat(lease):
+                    found, outcomes = await self._deliver(usable, events)
+                settlements |= found
             except asyncio.CancelledError:
                 # Shutting down mid-batch: hand the leases back at once rather than leave the
                 # events locked until their leases expire. A write already sent may be sent
                 # again; the field times make that harmless.
-                back = Settlement("retry", "released at shutdown", self._clock())
-                await asyncio.shield(self._queue.settle(settlements | {i.id: back for i in usable}))
+                back = Settlement("retry", "released at shutdown", self._clock(), lease)
+                await asyncio.shield(
+                    self._queue.settle(
+                        {i: replace(s, lease=lease) for i, s in settlements.items()}
+                        | {i.id: back for i in usable}
+                    )
+                )
                 raise
-        await self._queue.settle(settlements)
+        applied = await self._queue.settle(
+            {i: replace(s, lease=lease) for i, s in settlements.items()}
+        )
+        if applied < len(settlements):
+            log.warning(
+                "lease lost: another worker took these events over",
+                lost=len(settlements) - applied,
+            )
         for event_id, settlement in settlements.items():
             self._metrics.outcomes.labels(outcome_of(settlement)).inc()
-            log.info("event %s %s: %s", event_id, settlement.state, settlement.reason)
+            _log_settled(event_id, settlement, outcomes.get(event_id))
         await self._remember(leased, parsed, settlements)
         return len(settlements)
 
@@ -182,36 +237,105 @@ class DeliveryWorker:
         except Exception:
             log.exception("could not record the delivery history of %d events", len(rows))
 
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self, lease: str) -> AsyncIterator[None]:
+        """Renew `lease` every few seconds while the block runs."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self._options.heartbeat_seconds)
+                self._readiness.beat()
+                try:
+                    held = await self._queue.renew(lease, self._options.lease_seconds)
+                except Exception as error:  # the next beat tries again; the lease has slack
+                    log.warning("could not renew a lease", error=type(error).__name__)
+                    continue
+                if held == 0:
+                    log.warning("lease lost: its events were taken over by another worker")
+                    return
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def _deliver(
         self, items: list[QueuedEvent], events: list[IdentifyEvent]
-    ) -> dict[int, Settlement]:
+    ) -> tuple[dict[int, Settlement], dict[int, Outcome]]:
         try:
             service = await self._sync_service()
-            outcomes = await service.sync(events)
+            outcomes = await self._outcomes(service, items, events)
         except ConfigurationError as error:
             self._setup_ok = False
             self._setup_checked_at = self._clock()
             self._setup_problem = str(error)
             self._readiness.fail(str(error))
-            log.error("deliveries paused, the setup needs an operator: %s", error)
+            log.error("deliveries paused, the setup needs an operator", problem=str(error))
             # Nothing can succeed until the setup changes: this wait spends no attempt.
             later = self._clock() + timedelta(seconds=self._options.configuration_retry)
-            return {i.id: Settlement("retry", f"waiting: {error}", later) for i in items}
+            waiting = {i.id: Settlement("retry", f"waiting: {error}", later) for i in items}
+            return waiting, {}
         except Exception as error:
-            log.exception("delivery failed; the batch will be retried")
-            outcomes = [RetryLater(f"retry: {type(error).__name__}: {error}")] * len(items)
+            log.error("delivery failed; the batch will be retried", error=type(error).__name__)
+            log.debug("delivery failed", exc_info=error)
+            retry = RetryLater(f"retry: {type(error).__name__}: {error}")
+            outcomes = {i.id: retry for i in items}
         else:
             self._readiness.clear()
         policy, now = self._options.retry_policy, self._clock()
         settlements: dict[int, Settlement] = {}
-        for item, outcome in zip(items, outcomes, strict=True):
+        for item in items:
+            outcome = outcomes[item.id]
+            if isinstance(outcome, Settlement):
+                settlements[item.id] = outcome
+                continue
             jitter = random.random()  # noqa: S311 - spreads retries, guards nothing
             settlements[item.id] = settle(outcome, item.attempts, policy, now, jitter=jitter)
-        resume = [o.resume_at for o in outcomes if isinstance(o, RetryLater) and o.resume_at]
+        resume = [
+            o.resume_at for o in outcomes.values() if isinstance(o, RetryLater) and o.resume_at
+        ]
         if resume:
             await self._queue.pause_until(max(resume))
-            log.warning("Pardot's daily API limit is spent: deliveries resume at %s", max(resume))
-        return settlements
+            log.warning("Pardot's daily API limit is spent", resume_at=max(resume).isoformat())
+        return settlements, {i: o for i, o in outcomes.items() if not isinstance(o, Settlement)}
+
+    async def _outcomes(
+        self, service: SyncService, items: list[QueuedEvent], events: list[IdentifyEvent]
+    ) -> dict[int, Outcome | Settlement]:
+        """Sync the batch; after an unexpected error, find the people who cause it.
+
+        The batch is retried in halves (each person's events kept together) until the
+        failing people stand alone: only their events are dead-lettered, with the error's
+        last line as the reason. When no part succeeds, nobody in particular is to blame
+        (the store is down, say): the whole batch is retried later instead.
+        """
+        try:
+            return dict(zip([i.id for i in items], await service.sync(events), strict=True))
+        except ConfigurationError:
+            raise
+        except Exception as error:
+            first = error
+        log.error("batch failed; looking for the events that cause it", error=type(first).__name__)
+        log.debug("batch failed", exc_info=first)
+
+        async def attempt(indexes: Sequence[int]) -> Mapping[int, Outcome]:
+            found = await service.sync([events[i] for i in indexes])
+            return dict(zip(indexes, found, strict=True))
+
+        found = await isolate(_people(items), attempt, first, passthrough=(ConfigurationError,))
+        if found.all_failed:
+            retry = RetryLater(f"retry: {last_line(first)}")
+            return {item.id: retry for item in items}
+        outcomes: dict[int, Outcome | Settlement] = {
+            items[i].id: outcome for i, outcome in found.results.items()
+        }
+        for index, failure in found.failures.items():
+            outcomes[items[index].id] = Settlement("dead", last_line(failure))
+        log.error("dead-lettered the events that broke their batch", events=len(found.failures))
+        return outcomes
 
     async def _idle_seconds(self) -> float:
         paused = await self._queue.paused_until()
@@ -220,3 +344,28 @@ class DeliveryWorker:
             if remaining > 0:
                 return min(remaining, 60.0)
         return self._options.idle_seconds
+
+
+def _people(items: Sequence[QueuedEvent]) -> list[list[int]]:
+    """Indexes of the batch, one list per person (events without userId/anonymousId alone)."""
+    people: dict[str, list[int]] = {}
+    alone: list[list[int]] = []
+    for index, item in enumerate(items):
+        key = ordering_key_of(item.payload)
+        if key is None:
+            alone.append([index])
+        else:
+            people.setdefault(key, []).append(index)
+    return [*people.values(), *alone]
+
+
+def _log_settled(event_id: int, settlement: Settlement, outcome: Outcome | None) -> None:
+    """INFO carries ids, outcomes and codes only: reasons name emails and trait values."""
+    fields: dict[str, object] = {"event_id": event_id, "outcome": settlement.state}
+    if isinstance(outcome, Delivered) and outcome.prospect_id is not None:
+        fields["prospect_id"] = outcome.prospect_id
+    code = _PARDOT_CODE.search(settlement.reason)
+    if code is not None:
+        fields["error_code"] = int(code.group(1))
+    log.info("event settled", **fields)
+    log.debug("event settled", event_id=event_id, reason=settlement.reason)

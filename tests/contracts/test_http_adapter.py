@@ -12,6 +12,7 @@ import pytest
 
 from adapters.pardot_errors import next_midnight
 from adapters.pardot_responses import decode
+from contracts.fake_pardot_state import ForeignAnswer
 from domain.errors import (
     ConfigurationError,
     DailyLimitReached,
@@ -136,6 +137,43 @@ async def test_the_daily_limit_pauses_until_the_accounts_midnight(http4: Backend
         await http4.repo.read_by_email("a@x.io")
     assert caught.value.resume_at > datetime.now(UTC)
     assert caught.value.resume_at == next_midnight(datetime.now(UTC), UTC)
+
+
+async def test_a_122_is_never_retried_within_the_call(http4: Backend) -> None:
+    """The budget is spent until midnight: asking again only spends the next day's."""
+    assert http4.fake is not None
+    http4.fake.daily_budget = 0
+    with pytest.raises(DailyLimitReached):
+        await http4.repo.read_by_email("a@x.io")
+    assert http4.fake.calls["read"] == 1
+
+
+def busy(seconds: str) -> ForeignAnswer:
+    """A load balancer's 503 that says when to come back."""
+    return ForeignAnswer(503, b"<html>busy</html>", "text/html", {"Retry-After": seconds})
+
+
+async def test_a_retry_after_within_reach_is_waited_for_within_the_call() -> None:
+    async with AsyncExitStack() as stack:
+        backend = await open_backend(stack, "http", 4, retry_wait_max=3.0)
+        assert backend.fake is not None
+        backend.fake.answer_next(1, busy("2"))
+        started = asyncio.get_running_loop().time()
+        assert await backend.repo.read_by_email("a@x.io") == []
+        assert asyncio.get_running_loop().time() - started >= 1.9
+        assert backend.fake.calls["read"] == 2
+
+
+async def test_a_retry_after_beyond_the_calls_patience_goes_back_to_the_queue() -> None:
+    async with AsyncExitStack() as stack:
+        backend = await open_backend(stack, "http", 4, retry_wait_max=3.0)
+        assert backend.fake is not None
+        backend.fake.answer_next(1, busy("120"))
+        with pytest.raises(RetryableError) as caught:
+            await backend.repo.read_by_email("a@x.io")
+        assert caught.value.retry_after == 120 and backend.fake.calls["read"] == 1
+        backend.fake.answer_next(1, busy("Wed, 21 Oct 2015 07:28:00 GMT"))  # a date, long past
+        assert await backend.repo.read_by_email("a@x.io") == []
 
 
 async def test_never_more_requests_in_flight_than_configured() -> None:

@@ -89,3 +89,35 @@ async def test_v3_tom_is_one_prospect(kind: str) -> None:
         assert prospect.field_text("job_title") == "Product Manager"
         assert prospect.field_text("last_name") == "Smykowski"
         assert prospect.field_text("campaign_id") == "17"
+
+
+@pytest.mark.parametrize("kind", ["gateway", "empty", "maintenance"])
+@pytest.mark.parametrize("lookup", [None, "org_id"])
+async def test_a_create_whose_answer_was_lost_is_found_next_time_not_made_twice(
+    kind: str, lookup: str | None
+) -> None:
+    """Pardot created the prospect, but a proxy's answer replaced Pardot's: the event is
+    retried, and the retry finds the prospect by email instead of creating a second."""
+    async with AsyncExitStack() as stack:
+        backend = await open_backend(stack, "http", 4)
+        fake = backend.fake
+        assert fake is not None
+        repo = backend.repo
+        real_create = repo.create
+
+        async def create_answered_by_a_proxy(email: str, fields: Any) -> Any:
+            fake.answer_next(1, kind, after_call=True)  # the create itself, nothing before it
+            return await real_create(email, fields)
+
+        repo.create = create_answered_by_a_proxy  # type: ignore[method-assign]
+        settings = make_settings(prospect_lookup_field_id=lookup)
+        service = SyncService(repo, settings, InMemoryProspectStore())
+        sent = event("m1", "00:05", email="pat@x.io", first_name="Pat", org_id="acme")
+        [first] = await service.sync([parse_event(sent)])
+        assert not isinstance(first, Delivered) and first.reason.startswith("retry")
+        assert len(fake.prospects_by_email("pat@x.io")) == 1  # it did happen
+        repo.create = real_create  # type: ignore[method-assign]
+        [second] = await service.sync([parse_event(sent)])
+        assert isinstance(second, Delivered), second
+        [only] = fake.prospects_by_email("pat@x.io")
+        assert only["first_name"] == "Pat" and fake.calls["create"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from domain.errors import ConfigurationError
 from entrypoints.connect import run_connect
 from tests.oauth.browser import Browser
 from tests.oauth.conftest import CLIENT_ID, CLIENT_SECRET, chosen_tokens, repository_for
+from tests.service.conftest import WRITE_KEY as SERVICE_WRITE_KEY
+from tests.service.conftest import open_stack
 
 
 def private_pem() -> str:
@@ -119,3 +122,43 @@ async def test_nothing_secret_reaches_logs_errors_or_reprs(
         flat = text.replace("\n", "")
         leaked = [s[:8] + "…" for s in secrets if s in flat]
         assert not leaked, f"secret in {text[:120]!r}"
+
+
+async def test_the_service_log_at_info_names_no_email_and_no_trait_value(tmp_path: Path) -> None:
+    """`serve` at its default level, through creates, updates, a rejection, retries and a
+    lookup field: ids, outcomes and codes are logged; emails and trait values never."""
+    emails = ["ada.lovelace@engines.example", "grace.hopper@cobol.example", "not-an-email"]
+    values = ["Analytical Engine Works", "Countess-of-Lovelace", "org-77f3c1", "Rear Admiral"]
+
+    def event(n: int, email: str, **traits: str) -> dict[str, object]:
+        return {
+            "type": "identify", "messageId": f"log-{n}", "userId": f"person-{n}",
+            "timestamp": f"2026-11-27T09:0{n}:00Z", "traits": {"email": email, **traits},
+        }  # fmt: skip
+
+    events = [
+        event(1, emails[0], company=values[0], title=values[1], org_id=values[2]),
+        event(2, emails[1], job_title=values[3]),
+        event(3, emails[2], company=values[0]),  # rejected: no valid email
+        event(4, emails[0], company=values[0], org_id=values[2]),  # the same prospect again
+    ]
+    async for stack in open_stack(tmp_path, 4, custom_fields={"org_id"}):
+        stack.fake.fail_next(2, err_code=66)  # retried within the call
+        stack.fake.answer_next(1, "maintenance")  # and a page that is not Pardot's
+        service = await stack.service(PARDOT_LOOKUP_FIELD_ID="org_id")
+        async with httpx.AsyncClient() as client:
+            for sent in events:
+                answer = await client.post(
+                    f"{service.url}/v1/identify", json=sent, auth=(SERVICE_WRITE_KEY, "")
+                )
+                assert answer.status_code == 200
+        await stack.wait_until(service.url, lambda c: c("delivered") + c("rejected") == 4)
+        assert await service.terminate() == 0
+        log = service.log
+    text = "\n".join(log)
+    leaked = [v for v in [*emails, *values, "engines.example", "Lovelace"] if v in text]
+    assert not leaked, f"{leaked} at INFO in:\n{text}"
+    settled = [json.loads(line) for line in log if '"event settled"' in line]
+    assert {entry["outcome"] for entry in settled} == {"delivered", "rejected"}
+    assert all("event_id" in entry for entry in settled)
+    assert any("prospect_id" in entry for entry in settled)

@@ -301,3 +301,37 @@ async def test_oldest_pending_is_the_arrival_of_the_oldest_open_event(
     assert await queue.oldest_pending() == first_arrival + timedelta(seconds=10)
     await queue.settle({b.id: Settlement("retry", "later")})
     assert await queue.oldest_pending() == first_arrival + timedelta(seconds=10)
+
+
+async def test_a_heartbeat_keeps_a_lease_held_past_its_first_expiry(
+    queue: Any, clock: Clock
+) -> None:
+    await queue.put([identify("m1")])
+    [event] = await queue.lease(10, 10)
+    for _ in range(5):  # 40 s of work, a beat every 8 s
+        clock.advance(8)
+        assert await queue.renew(event.lease, 10) == 1
+        assert await queue.lease(10, 10) == []
+    clock.advance(11)  # the beats stopped (the worker died): the event comes back
+    [again] = await queue.lease(10, 10)
+    assert again.id == event.id and again.lease != event.lease
+
+
+async def test_a_stale_lease_can_neither_renew_nor_settle_what_another_took_over(
+    queue: Any, clock: Clock
+) -> None:
+    await queue.put([identify("m1")])
+    [stale] = await queue.lease(10, 10)
+    clock.advance(11)
+    [fresh] = await queue.lease(10, 10)
+    assert await queue.renew(stale.lease, 10) == 0
+    settled = await queue.settle(
+        {stale.id: Settlement("dead", "stale worker gave up", lease=stale.lease)}
+    )
+    assert settled == 0
+    assert (await queue.counts())["leased"] == 1
+    ok = Settlement("delivered", "ok", lease=fresh.lease)
+    assert await queue.settle({fresh.id: ok}) == 1
+    assert (await queue.counts())["delivered"] == 1
+    # A settlement with its lease settles only once: a repeat finds the lease gone.
+    assert await queue.settle({fresh.id: ok}) == 0

@@ -170,3 +170,47 @@ async def test_a_shutdown_mid_batch_hands_the_leases_back_at_once() -> None:
         await task
     assert nonzero(await rig.queue.counts()) == {"retry": 2}
     assert len(await rig.queue.lease(10, 60)) == 2  # available now, not in five minutes
+
+
+async def test_an_unexpected_error_dead_letters_only_the_people_who_cause_it() -> None:
+    rig = await started_rig(max_attempts=5)
+    original = rig.pardot.write_batch
+    written: list[str] = []
+
+    async def breaks_on_one_person(writes: Any) -> Any:
+        if any(w.key == "u3@x.io" for w in writes):
+            raise UnicodeEncodeError("utf-8", "\udc80", 0, 1, "surrogates not allowed")
+        results = await original(writes)
+        written.extend(w.key for w in writes)
+        return results
+
+    rig.pardot.write_batch = breaks_on_one_person  # type: ignore[method-assign]
+    people = [identify(n) for n in range(1, 8)]
+    again = {**identify(3), "messageId": "m3-again"}  # the same person's second event
+    await rig.queue.put([*people, again])
+    assert await rig.worker.run_once() == 8  # one round settles all: nothing comes back
+    counts = nonzero(await rig.queue.counts())
+    assert counts == {"delivered": 6, "dead": 2}
+    dead = await rig.queue.recent("dead")
+    assert {d["messageId"] for d in dead} == {"m3", "m3-again"}
+    assert {d["reason"] for d in dead} == {
+        "UnicodeEncodeError: 'utf-8' codec can't encode character '\\udc80' in position 0: "
+        "surrogates not allowed"
+    }
+    assert all(d["attempts"] == 1 for d in dead)
+    assert sorted(written) == sorted(f"u{n}@x.io" for n in range(1, 8) if n != 3)  # once each
+    assert await rig.worker.run_once() == 0
+
+
+async def test_an_error_every_part_of_the_batch_shares_blames_nobody() -> None:
+    rig = await started_rig(max_attempts=5)
+
+    async def store_down(writes: Any) -> Any:
+        raise OSError("disk I/O error")
+
+    rig.pardot.write_batch = store_down  # type: ignore[method-assign]
+    await rig.queue.put([identify(n) for n in range(1, 5)])
+    assert await rig.worker.run_once() == 4
+    assert nonzero(await rig.queue.counts()) == {"retry": 4}
+    [event, *_] = await rig.queue.recent("retry")
+    assert "OSError: disk I/O error" in event["reason"]

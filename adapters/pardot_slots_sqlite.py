@@ -1,0 +1,84 @@
+"""Pardot's 5-in-flight limit shared by every process on one SQLite store: file locks.
+
+Pardot allows 5 concurrent requests per business unit and answers the sixth with error 66,
+whichever process sent it; `serve` and `worker` processes on one queue file must share the
+five. Each slot is a lock file beside the store (`<queue file>.pardot-slots/<unit>.<n>`),
+held with `flock` while a request is in flight.
+
+File locks rather than a slot table in the database: the kernel releases a lock the instant
+its process dies (a `kill -9` frees its slots at once, where a table row would wait for its
+heartbeat to lapse), and taking or releasing one costs no write transaction and no fsync on
+the queue's file. Like SQLite itself, this assumes the processes share one machine (a local
+file system); many machines share a PostgreSQL store and its advisory locks instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+DEFAULT_SLOTS = 5  # Pardot answers 66 to the sixth concurrent request
+POLL_SECONDS = (0.005, 0.05)  # first and longest wait between tries while all are taken
+
+
+class SQLiteStoreSlots:
+    """A PardotSlots for every process whose queue is the SQLite file at `store_path`."""
+
+    def __init__(
+        self, store_path: str | Path, business_unit: str, *, limit: int = DEFAULT_SLOTS
+    ) -> None:
+        if limit < 1:
+            raise ValueError("at least one slot is needed")
+        self.directory = Path(f"{store_path}.pardot-slots")
+        # The unit id is 18 letters and digits, but a file name should not trust that.
+        self._unit = hashlib.sha256(business_unit.encode()).hexdigest()[:16]
+        self._limit = limit
+        self._fds: dict[int, int] = {}
+        self._mine_free = list(range(limit))  # slots this process is not using
+        # At most `limit` tasks of this process try the files; the rest wait here, cheaply.
+        self._local = asyncio.Semaphore(limit)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with self._local:
+            index = await self._take()
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fds[index], fcntl.LOCK_UN)
+                self._mine_free.append(index)
+
+    async def _take(self) -> int:
+        wait, longest = POLL_SECONDS
+        while (index := self._try_each()) is None:
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, longest)
+        return index
+
+    def _try_each(self) -> int | None:
+        for index in list(self._mine_free):
+            try:
+                fcntl.flock(self._fd(index), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # another process holds it
+            self._mine_free.remove(index)
+            return index
+        return None
+
+    def _fd(self, index: int) -> int:
+        if index not in self._fds:
+            self.directory.mkdir(mode=0o700, exist_ok=True)
+            path = self.directory / f"{self._unit}.{index}"
+            self._fds[index] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._fds[index]
+
+    def close(self) -> None:
+        """Release the files (and with them any lock still held)."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
