@@ -316,6 +316,10 @@ class FakePardot:
     token_lifetime_calls: int | None = None
     rotate_refresh_tokens: bool = False
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC).replace(tzinfo=None))
+    # True: every write takes a second of its own (a strict order, running ahead of the clock
+    # under bursts). False: like Pardot, many writes share a second, so clients paging by
+    # `updated_after` must overlap the last second and drop rows already seen.
+    distinct_seconds: bool = True
 
     # Counters, read by tests.
     calls: Counter[str] = field(default_factory=Counter)
@@ -631,6 +635,8 @@ class FakePardot:
         the wall clock under bursts.
         """
         now = self.clock().replace(microsecond=0)
+        if not self.distinct_seconds:
+            return now
         if self._last_stamp is not None and now <= self._last_stamp:
             now = self._last_stamp + timedelta(seconds=1)
         self._last_stamp = now
