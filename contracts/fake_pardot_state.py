@@ -236,6 +236,8 @@ FOREIGN_ANSWERS: dict[str, ForeignAnswer] = {
 @dataclass(frozen=True)
 class PendingForeignAnswer:
     answer: ForeignAnswer
+    # Only a call of this operation (e.g. "batchCreate") takes it; None: the next call.
+    operation: str | None
     # True: Pardot did the call and the middlebox replaced its answer (a load balancer's
     # timeout page after the backend finished); False: the request never reached Pardot.
     after_call: bool
@@ -382,7 +384,12 @@ class FakePardot:
         self.hangs_pending.extend(seconds for _ in range(n))
 
     def answer_next(
-        self, n: int = 1, kind: str | ForeignAnswer = "empty", *, after_call: bool = False
+        self,
+        n: int = 1,
+        kind: str | ForeignAnswer = "empty",
+        *,
+        after_call: bool = False,
+        operation: str | None = None,
     ) -> None:
         """Answer the next `n` prospect calls with a non-Pardot answer (FOREIGN_ANSWERS).
 
@@ -390,7 +397,9 @@ class FakePardot:
         so a create answered this way did create the prospect.
         """
         answer = FOREIGN_ANSWERS[kind] if isinstance(kind, str) else kind
-        self.foreign_pending.extend(PendingForeignAnswer(answer, after_call) for _ in range(n))
+        self.foreign_pending.extend(
+            PendingForeignAnswer(answer, operation, after_call) for _ in range(n)
+        )
 
     def refresh_busy_next(self, n: int = 1) -> None:
         """Answer the next `n` refreshes with "token request is already being processed"."""

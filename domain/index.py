@@ -102,6 +102,8 @@ class IndexKeeper:
         self._generation = 0  # refreshes finished; callers that asked earlier share one
         self._size: int | None = None
         self._read_one_by_one = 0
+        self._pulled = 0  # rows the current scan pulled
+        self._reserved = 0  # queries allowed by the budget and not yet answered
         self.calls = 0  # Pardot calls this keeper made
 
     # -- what the sync service asks ---------------------------------------------------------
@@ -136,7 +138,9 @@ class IndexKeeper:
         if state.complete:
             return False
         if self._size is None:
-            if not await self._allowed("scan"):
+            try:
+                await self._spend("scan")
+            except BudgetShort:
                 return False
             page = await self._query(ProspectQuery(limit=1, fields=("id",)))
             self._size = page.total if page.total is not None else len(page.prospects)
@@ -175,13 +179,14 @@ class IndexKeeper:
             if state.complete:
                 return ScanReport(True, 0, 0, "already complete")
             calls_before = self.calls
+            self._pulled = 0
             try:
                 await self._fields_to_pull()
                 if not state.ranges:
                     state = await self._plan_scan()
                 pulled = await self._pull_ranges(state, progress)
             except BudgetShort as short:
-                return ScanReport(False, 0, self.calls - calls_before, str(short))
+                return ScanReport(False, self._pulled, self.calls - calls_before, str(short))
             state = await self.index.state()
             await self.index.save_state(replace(state, complete=True, ranges=()))
             # What changed while the scan ran, from the mark taken before it began.
@@ -190,7 +195,9 @@ class IndexKeeper:
             return ScanReport(True, pulled, self.calls - calls_before)
 
     async def _plan_scan(self) -> IndexState:
-        """Size, highest id and latest change (two one-row queries), then the id ranges."""
+        """Size, lowest and highest id, latest change (three one-row queries), then ranges."""
+        await self._spend("scan")
+        low = await self._query(ProspectQuery(limit=1, fields=("updated_at",)))
         await self._spend("scan")
         top = await self._query(
             ProspectQuery(sort_order="descending", limit=1, fields=("updated_at",))
@@ -201,15 +208,17 @@ class IndexKeeper:
         )
         total = top.total if top.total is not None else len(top.prospects)
         self._size = total
+        # Changes after this mark are pulled by the refresh that completes the scan.
         mark = latest.prospects[0].updated_at if latest.prospects else None
-        if not top.prospects:
-            state = IndexState(complete=False, ranges=(), high_water=None, total=0)
+        if not (low.prospects and top.prospects):
+            state = IndexState(ranges=(), high_water=None, total=0)
         else:
-            highest = top.prospects[0].id
+            lowest, highest = low.prospects[0].id, top.prospects[0].id
             count = self._parallel * RANGES_PER_WORKER
-            step = max(1, -(-(highest + 1) // count))
-            bounds = [*range(0, highest + 1, step), highest + 1]
-            ranges = tuple(itertools.pairwise(bounds))
+            step = max(1, -(-(highest + 1 - lowest) // count))
+            bounds = [*range(lowest, highest + 1, step), highest + 1]
+            # (last id pulled, end exclusive): a range starts just below its first id.
+            ranges = tuple((start - 1, end) for start, end in itertools.pairwise(bounds))
             state = IndexState(ranges=ranges, high_water=mark, created_high_water=mark, total=total)
         await self.index.save_state(state)
         return state
@@ -218,7 +227,6 @@ class IndexKeeper:
         ranges = dict(enumerate(state.ranges))
         todo = list(ranges)
         saving = asyncio.Lock()
-        pulled = 0
         total = state.total or 0
 
         async def save() -> None:
@@ -227,9 +235,16 @@ class IndexKeeper:
                 left = tuple(r for r in ranges.values() if r[0] < r[1] - 1)
                 await self.index.save_state(replace(current, ranges=left))
 
+        stopped: list[BudgetShort] = []
+
         async def work() -> None:
-            nonlocal pulled
-            while todo:
+            try:
+                await pull()
+            except BudgetShort as short:
+                stopped.append(short)  # the others finish the page they are pulling
+
+        async def pull() -> None:
+            while todo and not stopped:
                 key = todo.pop(0)
                 cursor, end = ranges[key]
                 while cursor < end - 1:
@@ -242,9 +257,9 @@ class IndexKeeper:
                         )
                     )
                     await self._put(page.prospects)
-                    pulled += len(page.prospects)
+                    self._pulled += len(page.prospects)
                     if progress is not None:
-                        progress(pulled, max(total, pulled))
+                        progress(self._pulled, max(total, self._pulled))
                     cursor = page.prospects[-1].id if page.prospects else end - 1
                     if len(page.prospects) < QUERY_LIMIT:
                         cursor = end - 1
@@ -252,7 +267,9 @@ class IndexKeeper:
                     await save()
 
         await asyncio.gather(*(work() for _ in range(min(self._parallel, len(todo) or 1))))
-        return pulled
+        if stopped:
+            raise stopped[0]
+        return self._pulled
 
     # -- keeping fresh ----------------------------------------------------------------------
 
@@ -365,23 +382,29 @@ class IndexKeeper:
         """Keys and times, every writable standard field and every custom field."""
         if self._fields is None:
             await self._spend("read")
-            custom: list[CustomField] = await self._counted(self._repository.custom_fields())
+            try:
+                custom: list[CustomField] = await self._counted(self._repository.custom_fields())
+            finally:
+                self._reserved = max(0, self._reserved - 1)
             self._types = {f.field_id: f.type for f in custom}
             standard = sorted(STANDARD_FIELDS - {"email", "password"})
             self._fields = (*KEY_FIELDS, *standard, *sorted(self._types))
         return self._fields
 
     async def _query(self, query: ProspectQuery) -> ProspectPage:
-        return await self._counted(self._repository.query_page(query))
+        try:
+            return await self._counted(self._repository.query_page(query))
+        finally:
+            self._reserved = max(0, self._reserved - 1)
 
     async def _counted(self, call: Awaitable[T]) -> T:
         self.calls += 1
         return await call
 
-    async def _allowed(self, priority: Priority) -> bool:
-        return self._budget is None or await self._budget.allows(priority)
-
     async def _spend(self, priority: Priority) -> None:
-        if not await self._allowed(priority):
-            reset = self._budget.seconds_to_reset() if self._budget is not None else 0.0
-            raise BudgetShort(priority, reset)
+        """Check the budget before a query; calls checked but not yet sent count as spent,
+        so parallel ranges cannot together overrun a priority's share."""
+        if self._budget is not None:
+            if not await self._budget.allows(priority, 1 + self._reserved):
+                raise BudgetShort(priority, self._budget.seconds_to_reset())
+            self._reserved += 1
