@@ -68,6 +68,14 @@ class DailyBudget:
     async def count(self, calls: int = 1) -> None:
         await self._counts.add(self.today(), calls)
 
+    async def count_call(self, operation: str) -> None:
+        """The repository's hook: every request sent to Pardot counts, retries included."""
+        await self.count()
+
+    async def used_and_limit(self) -> tuple[int, int]:
+        usage = await self.usage()
+        return usage.used, usage.limit
+
     async def usage(self) -> BudgetUsage:
         day = self.today()
         return BudgetUsage(day, await self._counts.used(day), self.limit)

@@ -40,6 +40,9 @@ DEFAULT_PARALLEL = 5  # Pardot's in-flight limit per business unit
 RANGES_PER_WORKER = 4  # ids are not evenly spread: more ranges than workers balance them
 # Rows read one by one cost a call each; a scan costs one call per QUERY_LIMIT prospects.
 SCAN_ROWS_PER_CALL = QUERY_LIMIT
+# Besides its pages a scan asks for the custom fields, sizes the account, finds its lowest and
+# highest id and latest change, and ends with a refresh.
+SCAN_OVERHEAD_CALLS = 5
 _TIME = "%Y-%m-%d %H:%M:%S"
 # What a prospect row must carry besides the fields we write: keys and times.
 KEY_FIELDS = ("email", "created_at", "updated_at", "salesforce_fid", "crm_lead_fid",
@@ -131,12 +134,16 @@ class IndexKeeper:
     async def scan_worth_it(self, waiting: int) -> bool:
         """Whether scanning is cheaper than reading one by one for `waiting` unresolved events.
 
-        A scan costs one call per 200 prospects; `total_results` of a one-row query gives the
-        account's size for one call (asked once per process).
+        A scan costs one call per 200 prospects plus SCAN_OVERHEAD_CALLS; `total_results` of a
+        one-row query gives the account's size for one call (asked once per process, and only
+        once a scan could pay at all). Events already read one by one count too.
         """
         state = await self.index.state()
         if state.complete:
             return False
+        wanting = waiting + self._read_one_by_one
+        if wanting <= SCAN_OVERHEAD_CALLS:
+            return False  # not worth even the call that sizes the account
         if self._size is None:
             try:
                 await self._spend("scan")
@@ -144,7 +151,7 @@ class IndexKeeper:
                 return False
             page = await self._query(ProspectQuery(limit=1, fields=("id",)))
             self._size = page.total if page.total is not None else len(page.prospects)
-        return waiting + self._read_one_by_one > self._size / SCAN_ROWS_PER_CALL
+        return wanting > -(-self._size // SCAN_ROWS_PER_CALL) + SCAN_OVERHEAD_CALLS
 
     async def before_batch(self, waiting: int) -> bool:
         """Scan when it pays, refresh when due; True when decisions can use the index."""

@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 import click
 from aiohttp import web
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from domain.errors import InvalidSettings
+from domain.errors import DestinationError, InvalidSettings
 from domain.matching import plan_payload
 from domain.ports import EventQueue
 from entrypoints import webhook
@@ -124,12 +125,55 @@ def demo(seconds: float) -> None:
 
 @main.command()
 def status() -> None:
-    """How many events are in each state of the queue."""
-    counts = _with_queue(lambda queue: queue.counts())
+    """How many events are in each state of the queue, and today's Pardot API calls."""
+    container = _container()
+
+    async def run() -> tuple[dict[str, int], tuple[int, int]]:
+        async with opened(container):
+            counts = await (await container.queue.async_()).counts()
+            return counts, await (await container.budget.async_()).used_and_limit()
+
+    counts, (used, limit) = asyncio.run(run())
     table = Table("state", "events")
     for state, count in sorted(counts.items()):
         table.add_row(state, str(count))
     console.print(table)
+    console.print(f"Pardot API calls today: {used:,}/{limit:,}")
+
+
+@main.group()
+def index() -> None:
+    """The index of the account's prospects that decisions are made from."""
+
+
+@index.command("rebuild")
+@click.option("--restart", is_flag=True, help="forget the index and scan from the start")
+def index_rebuild(restart: bool) -> None:
+    """Pull every prospect of the account into the index (resumes an interrupted scan)."""
+    container = _container()
+
+    async def run() -> Any:
+        async with opened(container):
+            keeper = await container.index_keeper.async_()
+            columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
+            with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
+                task = progress.add_task("prospects", total=None)
+
+                def advance(pulled: int, expected: int) -> None:
+                    progress.update(task, completed=pulled, total=expected)
+
+                return await keeper.rebuild(advance, restart=restart)
+
+    try:
+        report = asyncio.run(run())
+    except DestinationError as exc:
+        click.echo(f"pardot-destination: {exc}", err=True)
+        sys.exit(1)
+    if report.complete:
+        click.echo(f"index complete: {report.pulled} prospects pulled with {report.calls} calls")
+    else:
+        click.echo(f"index paused ({report.reason}); run again to resume", err=True)
+        sys.exit(1)
 
 
 @main.command("dead-letters")

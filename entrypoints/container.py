@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ from aiohttp import web
 from dependency_injector import containers, providers
 from pydantic import SecretStr
 
+from adapters.pardot_budget_sqlite import SQLiteApiCallCounts
 from adapters.pardot_http import PardotHttpRepository
+from adapters.prospect_index_sqlite import SQLiteProspectIndex
 from adapters.prospect_store_sqlite import SQLiteProspectStore
 from adapters.queue_sqlite import SQLiteEventQueue
 from adapters.salesforce_oauth import (
@@ -37,8 +39,10 @@ from adapters.salesforce_oauth import (
 from adapters.salesforce_sign_in import WebServerSignIn, first_pardot_call
 from adapters.sqlite_db import SQLiteDatabase
 from adapters.token_store import TokenStore
+from domain.budget import DailyBudget
 from domain.errors import ConfigurationError, InvalidSettings
-from domain.ports import PardotRepository, TokenProvider
+from domain.index import IndexKeeper
+from domain.ports import EventQueue, PardotRepository, ProspectIndex, ProspectStore, TokenProvider
 from domain.settings import DestinationSettings
 from domain.sync import SyncService
 from entrypoints.config import ServiceConfig
@@ -55,7 +59,16 @@ NO_CREDENTIALS = (
 )
 # Asked for with `await` by every caller. Async mode makes each call awaitable even when a test
 # has overridden everything beneath with plain objects.
-AWAITED = ("queue", "prospect_store", "sync_service", "worker", "app")
+AWAITED = (
+    "queue",
+    "prospect_store",
+    "prospect_index",
+    "index_keeper",
+    "sync_service",
+    "worker",
+    "app",
+)
+SCAN_LOCK = "(prospect index scan)"  # a create-lock key no email can be: one scan at a time
 
 
 def token_provider(config: ServiceConfig) -> TokenProvider:
@@ -136,6 +149,35 @@ async def _destination(config: ServiceConfig, repository: PardotRepository) -> D
     return settings
 
 
+def _index_keeper(
+    config: ServiceConfig,
+    repository: PardotRepository,
+    index: ProspectIndex,
+    store: ProspectStore,
+    budget: DailyBudget,
+    destination: DestinationSettings,
+) -> IndexKeeper:
+    return IndexKeeper(
+        repository,
+        index,
+        lookup_field=destination.lookup_field,
+        budget=budget,
+        refresh_seconds=config.index_refresh_seconds,
+        parallel=config.max_concurrency,
+        scan_lock=lambda: store.create_lock(SCAN_LOCK),
+    )
+
+
+def _waiting(queue: EventQueue) -> Callable[[], Awaitable[int]]:
+    """Events waiting for delivery: the backlog a scan of the account would serve."""
+
+    async def waiting() -> int:
+        counts = await queue.counts()
+        return sum(counts.get(state, 0) for state in ("pending", "retry", "leased"))
+
+    return waiting
+
+
 async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0)) as client:
         yield client
@@ -176,6 +218,15 @@ class Container(containers.DeclarativeContainer):
     database = providers.Resource(_database, config.provided.queue_path)
     queue = providers.Singleton(SQLiteEventQueue, database, max_pending=config.provided.max_pending)
     prospect_store = providers.Singleton(SQLiteProspectStore, database)
+    prospect_index = providers.Singleton(SQLiteProspectIndex, database)
+    api_calls = providers.Singleton(SQLiteApiCallCounts, database)
+    budget = providers.Singleton(
+        DailyBudget,
+        api_calls,
+        limit=config.provided.daily_api_limit,
+        zone=config.provided.account_zone,
+        clock=clock,
+    )
 
     # Pardot, and the credentials to reach it.
     http_client = providers.Resource(_http_client)
@@ -189,8 +240,13 @@ class Container(containers.DeclarativeContainer):
         api_version=config.provided.fixed_api_version,
         max_concurrency=config.provided.max_concurrency,
         retry_wait_max=config.provided.retry_wait_max,
+        account_zone=config.provided.account_zone,
+        on_call=budget.provided.count_call,
     )
     destination = providers.Singleton(_destination, config, repository)
+    index_keeper = providers.Singleton(
+        _index_keeper, config, repository, prospect_index, prospect_store, budget, destination
+    )
     sync_service = providers.Singleton(
         SyncService,
         repository,
@@ -199,6 +255,9 @@ class Container(containers.DeclarativeContainer):
         destination_keys=config.provided.destination_keys,
         create_campaign_id=config.provided.create_campaign_id,
         lookup_setting="PARDOT_LOOKUP_FIELD_ID",
+        index=index_keeper,
+        change_detection=config.provided.change_detection,
+        waiting=providers.Callable(_waiting, queue),
     )
 
     # Delivery.
@@ -238,6 +297,7 @@ class Container(containers.DeclarativeContainer):
             webhook_batching=config.provided.webhook_batching,
             metrics=metrics,
             readiness=readiness,
+            api_usage=budget.provided.used_and_limit,
         ),
         tracking,
     )

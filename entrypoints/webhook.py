@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 QUEUE = web.AppKey("queue", EventQueue)
 METRICS = web.AppKey("metrics", Metrics)
+# Pardot API calls used today and the daily limit, for /metrics.
+ApiUsage = Callable[[], Awaitable[tuple[int, int]]]
+API_USAGE: web.AppKey[ApiUsage] = web.AppKey("api_usage")
 READINESS = web.AppKey("readiness", Readiness)
 WRITE_KEYS = web.AppKey("write_keys", WriteKeys)
 SHARED_SECRET = web.AppKey("shared_secret", str)
@@ -65,6 +68,7 @@ def create_app(
     webhook_batching: bool = False,
     metrics: Metrics | None = None,
     readiness: Readiness | None = None,
+    api_usage: ApiUsage | None = None,
     max_ingest_bytes: int = ingest.MAX_INGEST_BYTES,
     body_timeout: float = ingest.BODY_TIMEOUT_SECONDS,
 ) -> web.Application:
@@ -75,6 +79,7 @@ def create_app(
     app[QUEUE] = queue
     app[METRICS] = metrics or Metrics()
     app[READINESS] = readiness or Readiness()
+    app[API_USAGE] = api_usage or _no_usage
     app[WRITE_KEYS] = WriteKeys(write_keys)
     app[SHARED_SECRET] = shared_secret
     app[BUDGET] = ByteBudget(max_ingest_bytes)
@@ -249,6 +254,10 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "unready", "reason": readiness.reason}, status=503)
 
 
+async def _no_usage() -> tuple[int, int]:
+    return (0, 0)
+
+
 async def _metrics(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     try:
@@ -259,5 +268,11 @@ async def _metrics(request: web.Request) -> web.Response:
     for state, count in counts.items():
         metrics.queue.labels(state).set(count)
     metrics.ready.set(1 if request.app[READINESS].ready else 0)
+    try:
+        used, limit = await request.app[API_USAGE]()
+        metrics.api_calls_used.set(used)
+        metrics.api_calls_limit.set(limit)
+    except Exception:
+        log.exception("could not read the API budget for /metrics")
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -18,7 +18,7 @@ from domain.errors import ConfigurationError, InvalidEvent
 from domain.events import IdentifyEvent, parse_event
 from domain.ports import EventQueue, QueuedEvent, Settlement
 from domain.settlement import RetryPolicy, settle
-from domain.sync import RetryLater, SyncService
+from domain.sync import UNCHANGED, RetryLater, SyncService
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
 
@@ -152,7 +152,7 @@ class DeliveryWorker:
                 raise
         await self._queue.settle(settlements)
         for event_id, settlement in settlements.items():
-            self._metrics.outcomes.labels(settlement.state).inc()
+            self._metrics.outcomes.labels(_label(settlement)).inc()
             log.info("event %s %s: %s", event_id, settlement.state, settlement.reason)
         return len(settlements)
 
@@ -194,3 +194,10 @@ class DeliveryWorker:
             if remaining > 0:
                 return min(remaining, 60.0)
         return self._options.idle_seconds
+
+
+def _label(settlement: Settlement) -> str:
+    """The outcome's metrics label: a delivery that wrote nothing has its own."""
+    if settlement.state == "delivered" and settlement.reason == UNCHANGED:
+        return UNCHANGED
+    return settlement.state

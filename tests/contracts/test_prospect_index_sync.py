@@ -168,10 +168,14 @@ async def test_a_scan_starts_by_itself_when_it_is_cheaper_than_reading_one_by_on
     setup = await make()
     for n in range(1000):
         setup.backend.seed(f"p{n}@x.io")
-    # 1,000 prospects: a scan pays from 6 unresolved events (1000 / 200 = 5).
-    await setup.send(*(identify(f"a{n}", n, f"u{n}", email=f"p{n}@x.io") for n in range(5)))
-    assert not await setup.keeper.ready()
-    await setup.send(*(identify(f"b{n}", n, f"v{n}", email=f"p{n}@x.io") for n in range(6)))
+    # 1,000 prospects: a scan costs 1000 / 200 = 5 pages and about 5 more calls, so it
+    # pays once more than 10 events needed reading one by one, in one batch or over several.
+    for batch in ("a", "b"):
+        await setup.send(
+            *(identify(f"{batch}{n}", n, f"{batch}{n}", email=f"p{n}@x.io") for n in range(5))
+        )
+        assert not await setup.keeper.ready()
+    await setup.send(identify("c", 1, "c", email="p1@x.io"))
     assert await setup.keeper.ready() and await setup.keeper.index.count() == 1000
 
 
@@ -240,7 +244,7 @@ async def test_a_prospect_deleted_in_pardot_is_dropped_and_the_event_resolved_ag
     assert isinstance(outcome, Delivered) and "created prospect" in outcome.reason
     assert await setup.keeper.index.by_ids([gone]) == {}
     [(new, email, fields)] = [p for p in setup.prospects() if p[0] != gone]
-    assert (email, fields["plan"]) == ("pat@x.io", "pro")
+    assert (new, email, fields["plan"]) == (outcome.prospect_id, "pat@x.io", "pro")
 
 
 async def test_new_people_are_created_in_batches_and_learned_from_created_after(
