@@ -347,6 +347,8 @@ class FakePardot:
     hangs_pending: list[float] = field(default_factory=list)
     foreign_pending: list[PendingForeignAnswer] = field(default_factory=list)
     _next_id: int = field(default=1001, init=False)
+    # Prospects by lower-case email, so an account of 100,000 answers by-email calls quickly.
+    _by_email: dict[str, list[ProspectRecord]] = field(default_factory=dict, init=False)
     _seq: int = field(default=0, init=False)
     _last_stamp: datetime | None = field(default=None, init=False)
 
@@ -515,7 +517,11 @@ class FakePardot:
     def find_by_email(self, email: str) -> list[ProspectRecord]:
         wanted = email.strip().lower()
         return sorted(
-            (r for r in self.records.values() if not r.archived and r.email.lower() == wanted),
+            (
+                r
+                for r in self._by_email.get(wanted, ())
+                if self.records.get(r.id) is r and not r.archived and r.email.lower() == wanted
+            ),
             key=lambda r: r.id,
         )
 
@@ -537,6 +543,7 @@ class FakePardot:
         self._next_id += 1
         _apply(record, changes)
         self.records[record.id] = record
+        self._by_email.setdefault(record.email.lower(), []).append(record)
         return record
 
     def update_record(self, record: ProspectRecord, fields: Mapping[str, FieldValue]) -> None:
@@ -548,7 +555,13 @@ class FakePardot:
                 for r in self.find_by_email(new_email)
             ):
                 raise PardotError(EMAIL_IN_USE)
+        before = record.email.lower()
         _apply(record, changes)
+        if record.email.lower() != before:
+            previous = self._by_email.get(before, [])
+            if record in previous:
+                previous.remove(record)
+            self._by_email.setdefault(record.email.lower(), []).append(record)
         record.updated_at = self._stamp()
         self._seq += 1
         record.update_seq = self._seq
