@@ -293,11 +293,14 @@ class SyncService:
             else:
                 _settle(outcomes, group, result)
         indexed = await self._indexed(list(targets.values()), context)
-        pending: list[_Pending] = []
-        for key, members in by_target.items():
-            prepared = await self._prepare_write(targets[key], members, outcomes, indexed.get(key))
-            if prepared is not None:
-                pending.append(prepared)
+        # Concurrently, so the store's group commit carries many prospects per transaction.
+        prepared = await asyncio.gather(
+            *(
+                self._prepare_write(targets[key], members, outcomes, indexed.get(key))
+                for key, members in by_target.items()
+            )
+        )
+        pending = [item for item in prepared if item is not None]
         chunks = [pending[i : i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
         lists = await asyncio.gather(*(self._write(c, outcomes, context) for c in chunks))
         gone = [group for groups_ in lists for group in groups_]
@@ -605,20 +608,18 @@ class SyncService:
                     failed.get(i) or RetryLater(f"retry: {short}", delay=short.seconds_to_reset)
                     for i in range(len(needs))
                 ]
-        results: list[_Target | Outcome] = []
-        for i, need in enumerate(needs):
+
+        async def result(i: int, need: _NeedsCreate) -> _Target | Outcome:
             created = learned.get(need.email.strip().lower())
             if i in failed:
-                results.append(failed[i])
-            elif created is None:
-                results.append(
-                    RetryLater(
-                        "retry: Pardot does not show the prospect created for this event yet"
-                    )
+                return failed[i]
+            if created is None:
+                return RetryLater(
+                    "retry: Pardot does not show the prospect created for this event yet"
                 )
-            else:
-                results.append(await self._created(need, created))
-        return results
+            return await self._created(need, created)
+
+        return list(await asyncio.gather(*(result(i, need) for i, need in enumerate(needs))))
 
     async def _created(self, need: _NeedsCreate, created: Prospect) -> _Target:
         """Remember what a create wrote, and check it kept the lookup value it was given."""
@@ -731,10 +732,15 @@ class SyncService:
             return []
         gone: list[_Group] = []
         written: list[Prospect] = []
+        await asyncio.gather(
+            *(
+                self._remember(item)
+                for item, row_error in zip(chunk, errors, strict=True)
+                if row_error is None
+            )
+        )
         for item, row_error in zip(chunk, errors, strict=True):
             if row_error is None:
-                await self._store.record(item.target.key, item.stamps)
-                await self._store.link(self._links(item.target.key, item.groups, None))
                 outcome: Outcome = Delivered(item.target.reason, item.target.prospect_id)
                 if item.indexed is not None:
                     written.append(self._as_written(item.indexed, item.row.fields))
@@ -753,6 +759,10 @@ class SyncService:
         if written and context.index is not None:
             await context.index.put(written)
         return gone
+
+    async def _remember(self, item: _Pending) -> None:
+        await self._store.record(item.target.key, item.stamps)
+        await self._store.link(self._links(item.target.key, item.groups, None))
 
     # -- helpers ----------------------------------------------------------------------------
 
