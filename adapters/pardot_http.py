@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from urllib.parse import quote
@@ -30,7 +30,14 @@ from domain.errors import (
     PermanentPardotError,
     RetryableError,
 )
-from domain.ports import BATCH_LIMIT, PardotSlots, ProspectWrite, TokenProvider
+from domain.ports import (
+    BATCH_LIMIT,
+    PardotSlots,
+    ProspectPage,
+    ProspectQuery,
+    ProspectWrite,
+    TokenProvider,
+)
 from domain.prospect import CustomField, Fields, FieldValue, Prospect
 
 log = logging.getLogger(__name__)
@@ -63,7 +70,9 @@ class PardotHttpRepository:
         retry_wait_initial: float = 0.2,
         retry_wait_max: float = 10.0,
         account_zone: tzinfo = UTC,
+        on_call: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        """`on_call` hears of every request before it is sent (the daily budget counts them)."""
         if api_version not in (None, 3, 4):
             raise ValueError("api_version must be 3, 4 or None (detect)")
         self._client = client
@@ -77,6 +86,7 @@ class PardotHttpRepository:
         self._wait_initial = retry_wait_initial
         self._wait_max = retry_wait_max
         self._zone = account_zone
+        self._on_call = on_call
 
     def __repr__(self) -> str:
         return f"PardotHttpRepository({self._base!r}, version={self._version})"
@@ -150,6 +160,31 @@ class PardotHttpRepository:
         result = body.get("result") or {}
         return [to_prospect(raw) for raw in as_list(result.get("prospect"))]
 
+    async def query_page(self, query: ProspectQuery) -> ProspectPage:
+        form = {
+            "limit": str(min(query.limit, 200)),
+            "sort_by": query.sort_by,
+            "sort_order": query.sort_order,
+            "output": query.output,
+        }
+        for name in ("id_greater_than", "id_less_than"):
+            value = getattr(query, name)
+            if value is not None:
+                form[name] = str(value)
+        for name in ("created_after", "updated_after", "updated_before"):
+            value = getattr(query, name)
+            if value is not None:
+                form[name] = value
+        if query.fields:
+            form["fields"] = ",".join(query.fields)
+        body = await self._call(self.api_version, "query", form, expect="result")
+        result = body.get("result") or {}
+        total = result.get("total_results")
+        return ProspectPage(
+            [to_prospect(raw) for raw in as_list(result.get("prospect"))],
+            int(total) if total is not None else None,
+        )
+
     async def custom_fields(self) -> list[CustomField]:
         body = await self._call(
             self.api_version, "query", {}, resource="customField", expect="result"
@@ -173,15 +208,21 @@ class PardotHttpRepository:
 
     async def _write_v4(self, writes: Sequence[ProspectWrite]) -> list[PardotError | None]:
         results: list[PardotError | None] = [None] * len(writes)
-        for operation, mode in (("batchUpdate", "update"), ("batchUpsert", "upsert")):
+        operations = (
+            ("batchUpdate", "update"),
+            ("batchUpsert", "upsert"),
+            ("batchCreate", "create"),
+        )
+        for operation, mode in operations:
             indexes = [i for i, w in enumerate(writes) if w.mode == mode]
             if not indexes:
                 continue
             rows = [_v4_row(writes[i]) for i in indexes]
-            errors = await self._batch(operation, rows)
+            # A create batch whose answer was lost may have happened: never repeated here.
+            errors = await self._batch(operation, rows, idempotent=mode != "create")
             for position, index in enumerate(indexes):
                 if str(position) in errors:
-                    results[index] = PermanentPardotError(errors[str(position)])
+                    results[index] = _row_error(errors[str(position)])
         return results
 
     async def _write_v3(self, writes: Sequence[ProspectWrite]) -> list[PardotError | None]:
@@ -192,7 +233,11 @@ class PardotHttpRepository:
         whether it created.
         """
         results: list[PardotError | None] = [None] * len(writes)
-        creating = [i for i, w in enumerate(writes) if w.create_fields and w.by == "email"]
+        creating = [
+            i
+            for i, w in enumerate(writes)
+            if (w.create_fields or w.mode == "create") and w.by == "email"
+        ]
         plain = [i for i in range(len(writes)) if i not in set(creating)]
         if creating:
             rows = {
@@ -202,7 +247,7 @@ class PardotHttpRepository:
             errors = await self._batch("batchCreate", rows)
             for index in creating:
                 message = errors.get(writes[index].key)
-                if message == EMAIL_EXISTS_MESSAGE:
+                if message == EMAIL_EXISTS_MESSAGE and writes[index].mode != "create":
                     plain.append(index)
                 elif message is not None:
                     results[index] = PermanentPardotError(message)
@@ -217,10 +262,14 @@ class PardotHttpRepository:
                     results[index] = PermanentPardotError(errors[writes[index].key])
         return results
 
-    async def _batch(self, operation: str, rows: object) -> dict[str, str]:
+    async def _batch(
+        self, operation: str, rows: object, *, idempotent: bool = True
+    ) -> dict[str, str]:
         # The rows travel in the POST body: long URLs fail with 414 in real use.
         payload = json.dumps({"prospects": rows}, separators=(",", ":"))
-        body = await self._call(self.api_version, operation, {"prospects": payload})
+        body = await self._call(
+            self.api_version, operation, {"prospects": payload}, idempotent=idempotent
+        )
         return row_errors(body)
 
     async def _call(
@@ -294,6 +343,8 @@ class PardotHttpRepository:
             "Pardot-Business-Unit-Id": self._business_unit,
         }
         async with self._slots.slot():
+            if self._on_call is not None:
+                await self._on_call(operation)
             response = await self._client.post(
                 url, data={**form, "format": "json"}, headers=headers
             )
@@ -316,6 +367,15 @@ class PardotHttpRepository:
             # Not Pardot's answer, or Pardot failing midway: the create may exist.
             raise OutcomeUnknown(error.message, code=answer.code) from error
         raise error
+
+
+def _row_error(message: str) -> PermanentPardotError:
+    """A batch row's error: rows carry only Pardot's message, so name the code we act on.
+
+    "Invalid prospect ID" is error 3: the prospect is gone (deleted, archived or merged).
+    """
+    code = 3 if message.strip().lower().startswith("invalid prospect id") else None
+    return PermanentPardotError(message, code=code)
 
 
 def _retry_safe(error: Exception) -> bool:
@@ -373,7 +433,7 @@ def _flat(fields: Mapping[str, FieldValue]) -> dict[str, Any]:
 def _v4_row(write: ProspectWrite) -> dict[str, Any]:
     return {
         **_flat(
-            {**write.create_fields, **write.fields} if write.mode == "upsert" else write.fields
+            {**write.create_fields, **write.fields} if write.mode != "update" else write.fields
         ),
         write.by: write.key,
     }

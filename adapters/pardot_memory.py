@@ -10,10 +10,11 @@ import asyncio
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from domain.errors import ConfigurationError, PardotError, PermanentPardotError
-from domain.ports import BATCH_LIMIT, ProspectWrite
+from domain.ports import BATCH_LIMIT, ProspectPage, ProspectQuery, ProspectWrite
 from domain.prospect import (
     STANDARD_FIELDS,
     CustomField,
@@ -23,6 +24,11 @@ from domain.prospect import (
     normalise_email,
 )
 
+# Pardot's times have whole seconds in the account's zone; here every change takes the next
+# second after this one, so `updated_at` orders changes as `updated` does.
+EPOCH = datetime(2024, 1, 1)
+_TIME = "%Y-%m-%d %H:%M:%S"
+
 
 @dataclass
 class _Record:
@@ -31,6 +37,11 @@ class _Record:
     fid: str | None
     updated: int
     fields: dict[str, FieldValue] = field(default_factory=dict)
+    created: int = 0
+
+
+def pardot_time(tick: int) -> str:
+    return (EPOCH + timedelta(seconds=tick)).strftime(_TIME)
 
 
 class InMemoryPardot:
@@ -84,6 +95,10 @@ class InMemoryPardot:
         """Test helper: a change made in Pardot by someone else (a marketer, a form)."""
         self._apply(self._records[prospect_id], fields)
 
+    def delete(self, prospect_id: int) -> None:
+        """Test helper: a marketer deleted the prospect in Pardot."""
+        del self._records[prospect_id]
+
     async def read_by_email(self, email: str) -> list[Prospect]:
         await self._count_async("read")
         return [self._view(r) for r in self._by_email(email)]
@@ -123,6 +138,24 @@ class InMemoryPardot:
             rows = [r for r in rows if r.id > id_greater_than]
         return [self._view(r) for r in rows[offset : offset + min(limit, 200)]]
 
+    async def query_page(self, query: ProspectQuery) -> ProspectPage:
+        await self._count_async("query")
+        rows = list(self._records.values())
+        if query.id_greater_than is not None:
+            rows = [r for r in rows if r.id > query.id_greater_than]
+        if query.id_less_than is not None:
+            rows = [r for r in rows if r.id < query.id_less_than]
+        if query.created_after is not None:
+            rows = [r for r in rows if pardot_time(r.created) > query.created_after]
+        if query.updated_after is not None:
+            rows = [r for r in rows if pardot_time(r.updated) > query.updated_after]
+        if query.updated_before is not None:
+            rows = [r for r in rows if pardot_time(r.updated) < query.updated_before]
+        attribute = {"id": "id", "created_at": "created", "updated_at": "updated"}[query.sort_by]
+        rows.sort(key=lambda r: getattr(r, attribute), reverse=query.sort_order == "descending")
+        page = [self._view(r, query.fields) for r in rows[: min(query.limit, 200)]]
+        return ProspectPage(page, len(rows))
+
     def _write(self, write: ProspectWrite) -> PardotError | None:
         try:
             record = self._find(write)
@@ -142,6 +175,8 @@ class InMemoryPardot:
             if self._version == 3:
                 raise PermanentPardotError("fid is only supported by API version 4", code=77)
             return self._by_fid(write.key)
+        if write.mode == "create":
+            return None
         if self._version == 4:
             if write.mode == "update":
                 raise PermanentPardotError("version 4 has no update by email", code=13)
@@ -150,6 +185,10 @@ class InMemoryPardot:
         return matches[0] if matches else None
 
     def _create_for(self, write: ProspectWrite) -> _Record:
+        if write.mode == "create" and self._version == 3 and self._by_email(write.key):
+            raise PermanentPardotError(
+                "A prospect with the specified email address already exists", code=9
+            )
         if write.mode == "update":
             raise PermanentPardotError(f"Invalid prospect {write.by}: {write.key}", code=3)
         email = write.key if write.by == "email" else write.fields.get("email")
@@ -162,7 +201,8 @@ class InMemoryPardot:
         return self._new(email, None)
 
     def _new(self, email: str, fid: str | None) -> _Record:
-        record = _Record(next(self._ids), email.strip(), fid, next(self._clock))
+        tick = next(self._clock)
+        record = _Record(next(self._ids), email.strip(), fid, tick, created=tick)
         self._records[record.id] = record
         return record
 
@@ -186,9 +226,13 @@ class InMemoryPardot:
     def _by_fid(self, fid: str) -> _Record | None:
         return next((r for r in self._records.values() if r.fid == fid), None)
 
-    def _view(self, record: _Record) -> Prospect:
-        fields = {k: v for k, v in record.fields.items() if v not in ("", ())}
-        return Prospect(record.id, record.email, record.fid, ("", record.updated), fields)
+    def _view(self, record: _Record, only: Sequence[str] = ()) -> Prospect:
+        fields = {
+            k: v for k, v in record.fields.items() if v not in ("", ()) and (not only or k in only)
+        }
+        updated = (pardot_time(record.updated), record.updated)
+        created = pardot_time(record.created)
+        return Prospect(record.id, record.email, record.fid, updated, fields, created)
 
     async def _count_async(self, operation: str) -> None:
         # Give way to the event loop as a network call would, so concurrent callers interleave.

@@ -113,6 +113,7 @@ def to_prospect(raw: Mapping[str, Any]) -> Prospect:
         fid=str(fid) if fid else None,
         updated=(str(raw.get("updated_at") or ""), 0),
         fields=fields,
+        created_at=str(raw.get("created_at") or ""),
     )
 
 

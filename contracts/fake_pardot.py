@@ -146,8 +146,11 @@ async def _prospect_call(request: web.Request) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.abort()
         return web.Response(status=500)  # never delivered: the connection is gone
-    if fake.foreign_pending:
-        pending = fake.foreign_pending.pop(0)
+    operation = request.match_info["operation"]
+    pending_here = [p for p in fake.foreign_pending if p.operation in (None, operation)]
+    if pending_here:
+        pending = pending_here[0]
+        fake.foreign_pending.remove(pending)
         if pending.after_call:
             with suppress(PardotError, _BareFailure):
                 await _handle(fake, request, params)

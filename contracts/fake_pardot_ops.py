@@ -48,7 +48,9 @@ SINGLE_OPERATIONS = frozenset({"create", "read", "update", "upsert"})
 BATCH_OPERATIONS = frozenset({"batchCreate", "batchUpdate", "batchUpsert"})
 IDENTIFIERS = ("email", "id", "fid")
 # Parameters that steer the call rather than name a prospect field.
-CONTROL_PARAMS = frozenset({"format", "output", "id", "fid", "prospects", "api_key", "user_key"})
+CONTROL_PARAMS = frozenset(
+    {"format", "output", "id", "fid", "prospects", "api_key", "user_key", "fields"}
+)
 SORTABLE = frozenset({"id", "created_at", "updated_at", "last_activity_at"})
 
 
@@ -337,6 +339,9 @@ def _query(fake: FakePardot, params: Mapping[str, str]) -> Reply:
     ]
     records.sort(key=lambda r: _sort_key(r, sort_by), reverse=sort_order == "descending")
     page = [fake.render(r, output, related=False) for r in records[offset : offset + limit]]
+    if wanted := [name.strip() for name in params.get("fields", "").split(",") if name.strip()]:
+        # `fields=a,b` returns only `id` and those fields, custom ones too (PARDOT_API.md).
+        page = [{k: v for k, v in row.items() if k == "id" or k in wanted} for row in page]
     # Bulk output skips counting, which is what makes it fast on Pardot's side.
     result: dict[str, Any] = {} if output == "bulk" else {"total_results": len(records)}
     if page:

@@ -238,6 +238,8 @@ FOREIGN_ANSWERS: dict[str, ForeignAnswer] = {
 @dataclass(frozen=True)
 class PendingForeignAnswer:
     answer: ForeignAnswer
+    # Only a call of this operation (e.g. "batchCreate") takes it; None: the next call.
+    operation: str | None
     # True: Pardot did the call and the middlebox replaced its answer (a load balancer's
     # timeout page after the backend finished); False: the request never reached Pardot.
     after_call: bool
@@ -318,6 +320,10 @@ class FakePardot:
     token_lifetime_calls: int | None = None
     rotate_refresh_tokens: bool = False
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC).replace(tzinfo=None))
+    # True: every write takes a second of its own (a strict order, running ahead of the clock
+    # under bursts). False: like Pardot, many writes share a second, so clients paging by
+    # `updated_after` must overlap the last second and drop rows already seen.
+    distinct_seconds: bool = True
 
     # Counters, read by tests.
     calls: Counter[str] = field(default_factory=Counter)
@@ -343,6 +349,8 @@ class FakePardot:
     hangs_pending: list[float] = field(default_factory=list)
     foreign_pending: list[PendingForeignAnswer] = field(default_factory=list)
     _next_id: int = field(default=1001, init=False)
+    # Prospects by lower-case email, so an account of 100,000 answers by-email calls quickly.
+    _by_email: dict[str, list[ProspectRecord]] = field(default_factory=dict, init=False)
     _seq: int = field(default=0, init=False)
     _last_stamp: datetime | None = field(default=None, init=False)
 
@@ -380,7 +388,12 @@ class FakePardot:
         self.hangs_pending.extend(seconds for _ in range(n))
 
     def answer_next(
-        self, n: int = 1, kind: str | ForeignAnswer = "empty", *, after_call: bool = False
+        self,
+        n: int = 1,
+        kind: str | ForeignAnswer = "empty",
+        *,
+        after_call: bool = False,
+        operation: str | None = None,
     ) -> None:
         """Answer the next `n` prospect calls with a non-Pardot answer (FOREIGN_ANSWERS).
 
@@ -388,7 +401,9 @@ class FakePardot:
         so a create answered this way did create the prospect.
         """
         answer = FOREIGN_ANSWERS[kind] if isinstance(kind, str) else kind
-        self.foreign_pending.extend(PendingForeignAnswer(answer, after_call) for _ in range(n))
+        self.foreign_pending.extend(
+            PendingForeignAnswer(answer, operation, after_call) for _ in range(n)
+        )
 
     def refresh_busy_next(self, n: int = 1) -> None:
         """Answer the next `n` refreshes with "token request is already being processed"."""
@@ -504,7 +519,11 @@ class FakePardot:
     def find_by_email(self, email: str) -> list[ProspectRecord]:
         wanted = email.strip().lower()
         return sorted(
-            (r for r in self.records.values() if not r.archived and r.email.lower() == wanted),
+            (
+                r
+                for r in self._by_email.get(wanted, ())
+                if self.records.get(r.id) is r and not r.archived and r.email.lower() == wanted
+            ),
             key=lambda r: r.id,
         )
 
@@ -526,6 +545,7 @@ class FakePardot:
         self._next_id += 1
         _apply(record, changes)
         self.records[record.id] = record
+        self._by_email.setdefault(record.email.lower(), []).append(record)
         return record
 
     def update_record(self, record: ProspectRecord, fields: Mapping[str, FieldValue]) -> None:
@@ -537,7 +557,13 @@ class FakePardot:
                 for r in self.find_by_email(new_email)
             ):
                 raise PardotError(EMAIL_IN_USE)
+        before = record.email.lower()
         _apply(record, changes)
+        if record.email.lower() != before:
+            previous = self._by_email.get(before, [])
+            if record in previous:
+                previous.remove(record)
+            self._by_email.setdefault(record.email.lower(), []).append(record)
         record.updated_at = self._stamp()
         self._seq += 1
         record.update_seq = self._seq
@@ -633,6 +659,8 @@ class FakePardot:
         the wall clock under bursts.
         """
         now = self.clock().replace(microsecond=0)
+        if not self.distinct_seconds:
+            return now
         if self._last_stamp is not None and now <= self._last_stamp:
             now = self._last_stamp + timedelta(seconds=1)
         self._last_stamp = now

@@ -12,6 +12,7 @@ from domain.errors import PardotError
 from domain.prospect import CustomField, Fields, FieldValue, Prospect
 
 BATCH_LIMIT = 50  # Pardot answers error 70 past 50 prospects in one batch call
+QUERY_LIMIT = 200  # rows per query call (PARDOT_API.md, "Pulling many prospects")
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,33 @@ class ProspectWrite:
     key: str
     fields: Fields = field(default_factory=dict)
     create_fields: Fields = field(default_factory=dict)
-    mode: Literal["upsert", "update"] = "upsert"
+    mode: Literal["upsert", "update", "create"] = "upsert"
+
+
+@dataclass(frozen=True)
+class ProspectQuery:
+    """One page of Pardot's prospect `query`, with a high-water mark rather than an offset.
+
+    Times are Pardot's own `YYYY-MM-DD HH:MM:SS` in the account's zone, taken from values
+    Pardot returned (PARDOT_API.md). `fields` asks for only `id` and those fields.
+    """
+
+    id_greater_than: int | None = None
+    id_less_than: int | None = None
+    created_after: str | None = None
+    updated_after: str | None = None
+    updated_before: str | None = None
+    sort_by: Literal["id", "created_at", "updated_at"] = "id"
+    sort_order: Literal["ascending", "descending"] = "ascending"
+    fields: tuple[str, ...] = ()
+    output: Literal["simple", "full", "bulk", "mobile"] = "simple"
+    limit: int = QUERY_LIMIT
+
+
+@dataclass(frozen=True)
+class ProspectPage:
+    prospects: list[Prospect]
+    total: int | None  # Pardot's total_results: every row the query matches, not the page
 
 
 class PardotRepository(Protocol):
@@ -63,6 +90,10 @@ class PardotRepository(Protocol):
         self, *, id_greater_than: int | None = None, limit: int = 200, offset: int = 0
     ) -> list[Prospect]:
         """A page of prospects by ascending id, custom fields included."""
+        ...
+
+    async def query_page(self, query: ProspectQuery) -> ProspectPage:
+        """One call of Pardot's prospect query: a page of rows and the total they belong to."""
         ...
 
     async def custom_fields(self) -> list[CustomField]:
@@ -347,3 +378,68 @@ class ProspectStore(Protocol):
         prospects; a lock whose holder died expires within seconds.
         """
         ...
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """How far the prospect index has got, kept with it so any process can resume.
+
+    `ranges` are the id ranges a scan still has to pull, each as (last id pulled, end
+    exclusive); `high_water` is the latest `updated_at` Pardot returned (account zone), the
+    bound of the next refresh; `created_high_water` the same for `created_at`.
+    """
+
+    complete: bool = False
+    ranges: tuple[tuple[int, int], ...] = ()
+    high_water: str | None = None
+    created_high_water: str | None = None
+    total: int | None = None  # the account's size when the scan began
+
+
+class ProspectIndex(Protocol):
+    """Every prospect of the account: id, email, fid, lookup value, times and field values.
+
+    Filled from Pardot's paged queries and kept fresh from its `updated_after` ones, so the
+    service can decide by reading its own store and ask Pardot only what it cannot know.
+    Rows are put with the lookup value in the form Pardot stores it (or None).
+    """
+
+    async def state(self) -> IndexState: ...
+
+    async def save_state(self, state: IndexState) -> None: ...
+
+    async def put(self, rows: Sequence[tuple[Prospect, str | None]]) -> None:
+        """Insert or replace prospects by id, each with its lookup value."""
+        ...
+
+    async def drop(self, ids: Sequence[int]) -> None:
+        """Forget prospects Pardot no longer has (deleted, archived, merged)."""
+        ...
+
+    async def by_ids(self, ids: Sequence[int]) -> dict[int, Prospect]: ...
+
+    async def by_emails(self, emails: Sequence[str]) -> dict[str, list[Prospect]]:
+        """Prospects per email, keyed by the email in lower case; unknown emails left out."""
+        ...
+
+    async def by_fid(self, fid: str) -> Prospect | None: ...
+
+    async def holding(self, value: str) -> list[Prospect]:
+        """Every prospect whose lookup value is `value`."""
+        ...
+
+    async def count(self) -> int: ...
+
+    async def clear(self) -> None:
+        """Forget every prospect and the state (a rebuild from scratch)."""
+        ...
+
+
+class ApiCallCounts(Protocol):
+    """Pardot calls spent per account day, shared by every process using the store."""
+
+    async def add(self, day: str, calls: int = 1) -> int:
+        """Count `calls` against `day` (ISO date in the account's zone); returns the new total."""
+        ...
+
+    async def used(self, day: str) -> int: ...

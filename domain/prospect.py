@@ -147,6 +147,12 @@ class Prospect:
     # Pardot's `updated_at` plus a tiebreak: larger means more recently updated.
     updated: tuple[str, int] = ("", 0)
     fields: Mapping[str, FieldValue] = field(default_factory=dict)
+    created_at: str = ""  # Pardot's created_at, in the account's zone
+
+    @property
+    def updated_at(self) -> str:
+        """Pardot's updated_at (`YYYY-MM-DD HH:MM:SS`, account zone); empty when unknown."""
+        return self.updated[0]
 
     def field_text(self, name: str) -> str | None:
         """The field as the form string we compare lookup values with, None when unset."""

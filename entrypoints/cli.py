@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 
 import click
 from aiohttp import web
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from domain.errors import StoreUnusable
+from domain.errors import DestinationError, StoreUnusable
 from domain.matching import plan_payload
 from entrypoints import webhook
 from entrypoints.cli_support import config as _config
@@ -21,7 +22,7 @@ from entrypoints.cli_support import console
 from entrypoints.cli_support import container as _container
 from entrypoints.config import exposure_problem
 from entrypoints.connect import connect
-from entrypoints.container import Container
+from entrypoints.container import Container, opened
 from entrypoints.dead_letters import dead_letters, requeue_dead
 from entrypoints.explain import explain
 from entrypoints.fields_check import fields_group
@@ -128,6 +129,41 @@ def demo(seconds: float) -> None:
     from entrypoints.demo import run_demo
 
     sys.exit(asyncio.run(run_demo(console, wait_seconds=seconds)))
+
+
+@main.group()
+def index() -> None:
+    """The index of the account's prospects that decisions are made from."""
+
+
+@index.command("rebuild")
+@click.option("--restart", is_flag=True, help="forget the index and scan from the start")
+def index_rebuild(restart: bool) -> None:
+    """Pull every prospect of the account into the index (resumes an interrupted scan)."""
+    container = _container()
+
+    async def run() -> Any:
+        async with opened(container):
+            keeper = await container.index_keeper.async_()
+            columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn())
+            with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
+                task = progress.add_task("prospects", total=None)
+
+                def advance(pulled: int, expected: int) -> None:
+                    progress.update(task, completed=pulled, total=expected)
+
+                return await keeper.rebuild(advance, restart=restart)
+
+    try:
+        report = asyncio.run(run())
+    except DestinationError as exc:
+        click.echo(f"pardot-destination: {exc}", err=True)
+        sys.exit(1)
+    if report.complete:
+        click.echo(f"index complete: {report.pulled} prospects pulled with {report.calls} calls")
+    else:
+        click.echo(f"index paused ({report.reason}); run again to resume", err=True)
+        sys.exit(1)
 
 
 @main.command("plan")

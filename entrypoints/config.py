@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AliasChoices,
@@ -77,6 +78,9 @@ class ServiceConfig(BaseSettings):
     # browser tracking code only ("not used if you are sending data from a server side
     # source"), so this one is operational and lives here, not among the six.
     create_campaign_id: str | None = _env("PARDOT_CREATE_CAMPAIGN_ID", None)
+    # Pardot's daily call budget and the zone whose midnight ends the day (PARDOT_API.md).
+    daily_api_limit: int = _env("PARDOT_DAILY_API_LIMIT", 25_000, ge=1)
+    account_timezone: str = _env("PARDOT_ACCOUNT_TIMEZONE", "UTC")
 
     # The service itself.
     write_keys: Annotated[tuple[SecretStr, ...], NoDecode] = _env("DESTINATION_WRITE_KEY", ())
@@ -94,6 +98,8 @@ class ServiceConfig(BaseSettings):
     retry_initial_seconds: float = _env("DESTINATION_RETRY_INITIAL_SECONDS", 5.0, gt=0)
     configuration_retry_seconds: float = _env("DESTINATION_CONFIG_RETRY_SECONDS", 30.0, gt=0)
     retention_days: float = _env("DESTINATION_RETENTION_DAYS", 7.0, gt=0)
+    index_refresh_seconds: float = _env("DESTINATION_INDEX_REFRESH_SECONDS", 60.0, gt=0)
+    change_detection: bool = _env("DESTINATION_CHANGE_DETECTION", True)
 
     @field_validator("write_keys", "destination_keys", mode="before")
     @classmethod
@@ -118,6 +124,21 @@ class ServiceConfig(BaseSettings):
     def _tracker_url(cls, value: str) -> str:
         TrackingConfig(None, tracker_url=value)  # raises ValueError saying what is wrong
         return value
+
+    @field_validator("account_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name such as America/New_York"
+            ) from None
+        return value.strip()
+
+    @property
+    def account_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.account_timezone)
 
     @field_validator("queue_url")
     @classmethod

@@ -28,8 +28,10 @@ from dependency_injector import containers, providers
 from pydantic import SecretStr
 
 from adapters.history_sqlite import SQLiteDeliveryHistory
+from adapters.pardot_budget_sqlite import SQLiteApiCallCounts
 from adapters.pardot_http import PardotHttpRepository
 from adapters.pardot_slots_sqlite import SQLiteStoreSlots
+from adapters.prospect_index_sqlite import SQLiteProspectIndex
 from adapters.prospect_store_sqlite import SQLiteProspectStore
 from adapters.queue_sqlite import SQLiteEventQueue
 from adapters.salesforce_oauth import (
@@ -41,8 +43,10 @@ from adapters.salesforce_oauth import (
 from adapters.salesforce_sign_in import WebServerSignIn, first_pardot_call
 from adapters.sqlite_db import SQLiteDatabase
 from adapters.token_store import TokenStore
+from domain.budget import DailyBudget
 from domain.errors import ConfigurationError, InvalidSettings
-from domain.ports import PardotRepository, TokenProvider
+from domain.index import IndexKeeper
+from domain.ports import EventQueue, PardotRepository, ProspectIndex, ProspectStore, TokenProvider
 from domain.settings import DestinationSettings
 from domain.sync import SyncService
 from entrypoints.config import ServiceConfig
@@ -67,12 +71,15 @@ AWAITED = (
     "queue",
     "prospect_store",
     "history",
+    "prospect_index",
+    "index_keeper",
     "sync_service",
     "worker",
     "app",
     "status_sources",
     "service_status_sources",
 )
+SCAN_LOCK = "(prospect index scan)"  # a create-lock key no email can be: one scan at a time
 
 
 def token_provider(config: ServiceConfig) -> TokenProvider:
@@ -163,6 +170,35 @@ async def _pardot_slots(
         slots.close()
 
 
+def _index_keeper(
+    config: ServiceConfig,
+    repository: PardotRepository,
+    index: ProspectIndex,
+    store: ProspectStore,
+    budget: DailyBudget,
+    destination: DestinationSettings,
+) -> IndexKeeper:
+    return IndexKeeper(
+        repository,
+        index,
+        lookup_field=destination.lookup_field,
+        budget=budget,
+        refresh_seconds=config.index_refresh_seconds,
+        parallel=config.max_concurrency,
+        scan_lock=lambda: store.create_lock(SCAN_LOCK),
+    )
+
+
+def _waiting(queue: EventQueue) -> Callable[[], Awaitable[int]]:
+    """Events waiting for delivery: the backlog a scan of the account would serve."""
+
+    async def waiting() -> int:
+        counts = await queue.counts()
+        return sum(counts.get(state, 0) for state in ("pending", "retry", "leased"))
+
+    return waiting
+
+
 async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0)) as client:
         yield client
@@ -247,11 +283,15 @@ class Container(containers.DeclarativeContainer):
         retention=providers.Factory(timedelta, days=config.provided.retention_days),
         clock=clock,
     )
-    # Issue 11 keeps the daily API budget and the prospect index in the store; until then
-    # `status`, the status page, /metrics and `sync` show them as not kept. Replace these
-    # two with the real providers (a DailyBudget, a ProspectIndex) and everything shows them.
-    api_budget: providers.Provider[Any] = providers.Object(None)
-    prospect_index: providers.Provider[Any] = providers.Object(None)
+    prospect_index = providers.Singleton(SQLiteProspectIndex, database)
+    api_calls = providers.Singleton(SQLiteApiCallCounts, database)
+    budget = providers.Singleton(
+        DailyBudget,
+        api_calls,
+        limit=config.provided.daily_api_limit,
+        zone=config.provided.account_zone,
+        clock=clock,
+    )
 
     # Pardot, and the credentials to reach it.
     http_client = providers.Resource(_http_client)
@@ -276,10 +316,15 @@ class Container(containers.DeclarativeContainer):
             api_version=config.provided.fixed_api_version,
             slots=pardot_slots,
             retry_wait_max=config.provided.retry_wait_max,
+            account_zone=config.provided.account_zone,
+            on_call=budget.provided.count_call,
         ),
         metrics,
     )
     destination = providers.Singleton(_destination, config, repository)
+    index_keeper = providers.Singleton(
+        _index_keeper, config, repository, prospect_index, prospect_store, budget, destination
+    )
     sync_service = providers.Singleton(
         SyncService,
         repository,
@@ -288,6 +333,9 @@ class Container(containers.DeclarativeContainer):
         destination_keys=config.provided.destination_keys,
         create_campaign_id=config.provided.create_campaign_id,
         lookup_setting="PARDOT_LOOKUP_FIELD_ID",
+        index=index_keeper,
+        change_detection=config.provided.change_detection,
+        waiting=providers.Callable(_waiting, queue),
     )
 
     # Delivery.
@@ -326,7 +374,7 @@ class Container(containers.DeclarativeContainer):
         queue,
         history,
         token_state=providers.Callable(_token_state, metered_tokens.provider, probe=True),
-        budget=api_budget,
+        budget=budget,
         index=prospect_index,
         repository=providers.Callable(_awaiting, repository.provider),
         clock=clock,
@@ -337,7 +385,7 @@ class Container(containers.DeclarativeContainer):
         history,
         readiness=readiness,
         token_state=providers.Callable(_token_state, metered_tokens.provider, probe=False),
-        budget=api_budget,
+        budget=budget,
         index=prospect_index,
         repository=providers.Callable(_awaiting, repository.provider),
         clock=clock,

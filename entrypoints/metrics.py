@@ -61,6 +61,14 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("pardot_destination_ready", "1 when deliveries can proceed", registry=r)
+        self.api_calls_used = Gauge(
+            "pardot_destination_api_calls_used",
+            "Pardot API calls counted today (the account's day)",
+            registry=r,
+        )
+        self.api_calls_limit = Gauge(
+            "pardot_destination_api_calls_limit", "Pardot's daily API call limit", registry=r
+        )
         self.ingest_seconds = Histogram(
             "pardot_destination_ingest_seconds", "Time to store a request durably", registry=r
         )
@@ -74,14 +82,6 @@ class Metrics:
             "pardot_destination_token_refreshes",
             "Salesforce access tokens obtained (the first one and every refresh)",
             registry=r,
-        )
-        self.api_calls_today = Gauge(
-            "pardot_destination_api_calls_today",
-            "Pardot API calls used today (the account's day), when the daily budget is kept",
-            registry=r,
-        )
-        self.api_daily_limit = Gauge(
-            "pardot_destination_api_daily_limit", "Pardot's daily API call limit", registry=r
         )
 
     async def exposition(self) -> bytes:

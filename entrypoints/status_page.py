@@ -76,8 +76,8 @@ def add_status_routes(app: web.Application, sources: StatusSources, *, admin_key
         metrics.oldest_pending.set(max(age, 0.0))
         if sources.budget is not None:
             usage = await sources.budget.usage()
-            metrics.api_calls_today.set(usage.used)
-            metrics.api_daily_limit.set(usage.limit)
+            metrics.api_calls_used.set(usage.used)
+            metrics.api_calls_limit.set(usage.limit)
 
     if METRICS in app:
         app[METRICS].on_scrape.append(scrape)

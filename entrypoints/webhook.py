@@ -27,6 +27,7 @@ log = structlog.get_logger(__name__)
 
 QUEUE = web.AppKey("queue", EventQueue)
 METRICS = web.AppKey("metrics", Metrics)
+# Pardot API calls used today and the daily limit, for /metrics.
 READINESS = web.AppKey("readiness", Readiness)
 WRITE_KEYS = web.AppKey("write_keys", WriteKeys)
 SHARED_SECRET = web.AppKey("shared_secret", str)

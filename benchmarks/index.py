@@ -1,0 +1,404 @@
+"""Issue 11's benchmark: Pardot calls per event and wall time, ours against a Segment-style one.
+
+Run from the repository root: `python -m benchmarks.index [--members 100000] [--only v4-lookup]`.
+
+The fake Pardot runs in a child process (its own core) answering every call after 100 ms with
+at most 5 in flight and a 25,000 calls/day budget. Our side is the real delivery path: the
+SQLite queue, the worker, the sync service with its prospect index, the HTTP adapter. The
+baseline does what Segment's destination does: v3 one upsert per event, v4 a read by email
+then a write; it is measured on a sample of 300 events and scaled (running it on 100,000
+events would take hours, which is the point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adapters.pardot_budget_sqlite import SQLiteApiCallCounts
+from adapters.pardot_http import PardotHttpRepository
+from adapters.prospect_index_sqlite import SQLiteProspectIndex
+from adapters.prospect_store_sqlite import SQLiteProspectStore
+from adapters.queue_sqlite import SQLiteEventQueue
+from adapters.salesforce_oauth import StaticTokenProvider
+from adapters.sqlite_db import SQLiteDatabase
+from contracts.fake_pardot import FakePardot, create_app
+from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID
+from domain.budget import DailyBudget
+from domain.index import IndexKeeper
+from domain.settings import DestinationSettings
+from domain.sync import SyncService
+from entrypoints.metrics import Metrics
+from entrypoints.readiness import Readiness
+from entrypoints.worker import DeliveryWorker, WorkerOptions
+
+LATENCY = 0.1
+IN_FLIGHT = 5
+DAILY = 25_000
+SAMPLE = 300
+LOOKUP = "org_id"
+
+
+# -- the fake, in a child process --------------------------------------------------------
+
+
+def _serve_fake(version: int, port_out: Any, ready: Any) -> None:
+    from aiohttp import web
+
+    fake = FakePardot(
+        version=version,
+        custom_fields={LOOKUP, "plan", "audience"},
+        latency=LATENCY,
+        max_concurrent=IN_FLIGHT,
+        daily_budget=DAILY,
+    )
+
+    async def stats(_: web.Request) -> web.Response:
+        live = [r for r in fake.records.values() if not r.archived]
+        emails = Counter(r.email.lower() for r in live)
+        return web.json_response(
+            {
+                "calls": fake.total_calls,
+                "by_operation": dict(fake.calls),
+                "prospects": len(live),
+                "duplicates": sum(n - 1 for n in emails.values() if n > 1),
+                "audience": sum(1 for r in live if r.custom.get("audience") == "true"),
+            }
+        )
+
+    async def seed(request: web.Request) -> web.Response:
+        body = await request.json()
+        for n in range(body["start"], body["stop"]):
+            values = {"email": f"m{n}@example.com", "plan": "basic"}
+            if body.get("lookup"):
+                values[LOOKUP] = f"o{n}"
+            fake.seed_prospect(**values)
+        return web.json_response({"prospects": len(fake.records)})
+
+    async def token(_: web.Request) -> web.Response:
+        return web.json_response({"token": fake.issue_access_token()})
+
+    async def reset(_: web.Request) -> web.Response:
+        fake.calls.clear()
+        fake.reset_daily_budget()
+        return web.json_response({})
+
+    async def main() -> None:
+        app = create_app(fake)
+        app.router.add_get("/_bench/stats", stats)
+        app.router.add_post("/_bench/seed", seed)
+        app.router.add_post("/_bench/token", token)
+        app.router.add_post("/_bench/reset", reset)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port_out.value = runner.addresses[0][1]
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+@dataclass
+class Fake:
+    process: multiprocessing.Process
+    url: str
+
+    async def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=600) as client:
+            answer = await client.post(f"{self.url}{path}", json=body or {})
+            return dict(answer.json())
+
+    async def stats(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=600) as client:
+            return dict((await client.get(f"{self.url}/_bench/stats")).json())
+
+
+def start_fake(version: int) -> Fake:
+    context = multiprocessing.get_context("spawn")
+    port, ready = context.Value("i", 0), context.Event()
+    process = context.Process(target=_serve_fake, args=(version, port, ready), daemon=True)
+    process.start()
+    ready.wait(30)
+    return Fake(process, f"http://127.0.0.1:{port.value}")
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+def identify(n: int, second: int, lookup: bool, **traits: Any) -> dict[str, Any]:
+    traits = {"email": f"m{n}@example.com", **traits}
+    if lookup:
+        traits[LOOKUP] = f"o{n}"
+    return {
+        "type": "identify",
+        "messageId": f"e{second}-{n}",
+        "userId": f"user-{n}",
+        "timestamp": f"2026-01-01T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}Z",
+        "traits": traits,
+    }
+
+
+# -- our service -------------------------------------------------------------------------
+
+
+class Ours:
+    def __init__(self, fake: Fake, version: int, lookup: bool, folder: Path, token: str) -> None:
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0), limits=httpx.Limits(max_connections=IN_FLIGHT)
+        )
+        self.db = SQLiteDatabase(folder / "queue.db")
+        self.queue = SQLiteEventQueue(self.db)
+        counts = SQLiteApiCallCounts(self.db)
+        self.budget = DailyBudget(counts, limit=DAILY)
+        self.repository = PardotHttpRepository(
+            self.client,
+            StaticTokenProvider(token),
+            base_url=fake.url,
+            business_unit_id=DEFAULT_BUSINESS_UNIT_ID,
+            api_version=version,
+            max_concurrency=IN_FLIGHT,
+            on_call=self.budget.count_call,
+        )
+        store = SQLiteProspectStore(self.db)
+        self.keeper = IndexKeeper(
+            self.repository,
+            SQLiteProspectIndex(self.db),
+            lookup_field=LOOKUP if lookup and version == 4 else None,
+            budget=self.budget,
+            scan_lock=lambda: store.create_lock("(prospect index scan)"),
+        )
+        settings = DestinationSettings(
+            api_version=version,
+            account_id="1",
+            business_unit_id=DEFAULT_BUSINESS_UNIT_ID,
+            prospect_lookup_field_id=LOOKUP if lookup and version == 4 else None,
+        )
+
+        async def waiting() -> int:
+            counts = await self.queue.counts()
+            return sum(counts.get(s, 0) for s in ("pending", "retry", "leased"))
+
+        self.service = SyncService(
+            self.repository, settings, store, index=self.keeper, waiting=waiting
+        )
+
+    async def deliver(self, payloads: list[dict[str, Any]]) -> Counter[str]:
+        for start in range(0, len(payloads), 2_500):
+            await self.queue.put(payloads[start : start + 2_500])
+
+        async def service() -> SyncService:
+            return self.service
+
+        worker = DeliveryWorker(
+            self.queue,
+            service,
+            readiness=Readiness(),
+            metrics=Metrics(),
+            options=WorkerOptions(backoff_initial=0.2, backoff_max=1.0),
+        )
+        while True:
+            counts = await self.queue.counts()
+            if not any(counts.get(s, 0) for s in ("pending", "retry", "leased")):
+                break
+            if not await worker.run_once():
+                await asyncio.sleep(0.2)
+        return Counter({k: v for k, v in (await self.queue.counts()).items() if v})
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.db.close()
+
+
+# -- the Segment-style baseline ------------------------------------------------------------
+
+
+async def baseline(fake: Fake, version: int, token: str, events: list[dict[str, Any]]) -> float:
+    """Seconds per event for Segment's way: v3 upsert by email; v4 read by email, then
+    update the latest by id or create. Five in flight."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Pardot-Business-Unit-Id": DEFAULT_BUSINESS_UNIT_ID,
+        }
+        base = f"{fake.url}/api/prospect/version/{version}/do"
+        slots = asyncio.Semaphore(IN_FLIGHT)
+
+        async def call(path: str, form: dict[str, str]) -> dict[str, Any]:
+            async with slots:
+                answer = await client.post(
+                    f"{base}/{path}", data={**form, "format": "json"}, headers=headers
+                )
+                return dict(answer.json())
+
+        async def one(event: dict[str, Any]) -> None:
+            traits = {
+                k: str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in event["traits"].items()
+            }
+            email = traits.pop("email")
+            if version == 3:
+                await call(f"upsert/email/{email}", traits)
+                return
+            found = await call(f"read/email/{email}", {})
+            rows = found.get("prospect")
+            rows = rows if isinstance(rows, list) else [rows] if rows else []
+            if rows:
+                await call(f"update/id/{rows[-1]['id']}", traits)
+            else:
+                await call(f"create/email/{email}", traits)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(e) for e in events))
+        return (time.perf_counter() - started) / len(events)
+
+
+# -- scenarios -----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    config: str
+    scenario: str
+    events: int
+    calls: int
+    seconds: float
+    base_calls: int
+    base_seconds: float
+    note: str = ""
+
+
+async def run_config(version: int, lookup: bool, members: int, folder: Path) -> list[Row]:
+    name = f"v{version}" + (" lookup" if lookup else "")
+    per_event_calls = 1 if version == 3 else 2
+    rows: list[Row] = []
+    fake = start_fake(version)
+    try:
+        token = (await fake.post("/_bench/token"))["token"]
+
+        # 1. Steady stream: 2,000 known people change a field (index built first).
+        await fake.post("/_bench/seed", {"start": 0, "stop": 2_000, "lookup": lookup})
+        folder_1 = folder / f"{name}-steady".replace(" ", "-")
+        folder_1.mkdir(exist_ok=True)
+        ours = Ours(fake, version, lookup, folder_1, token)
+        before = (await fake.stats())["calls"]
+        started = time.perf_counter()
+        scan = await ours.keeper.rebuild()
+        scan_calls = (await fake.stats())["calls"] - before
+        await ours.service.prepare()
+        before = (await fake.stats())["calls"]
+        started = time.perf_counter()
+        await ours.deliver([identify(n, 10, lookup, plan="pro") for n in range(2_000)])
+        seconds = time.perf_counter() - started
+        calls = (await fake.stats())["calls"] - before
+        sample = [identify(n, 20, lookup, plan="team") for n in range(SAMPLE)]
+        per_event = await baseline(fake, version, token, sample)
+        rows.append(
+            Row(name, "steady 2,000 known", 2_000, calls, seconds, 2_000 * per_event_calls,
+                per_event * 2_000, f"index scan beforehand: {scan_calls} calls, {scan.pulled} rows")
+        )  # fmt: skip
+        await ours.close()
+
+        # 2. The same 1,000-member audience twice (800 already in Pardot, 200 new).
+        folder_2 = folder / f"{name}-audience".replace(" ", "-")
+        folder_2.mkdir(exist_ok=True)
+        ours = Ours(fake, version, lookup, folder_2, token)
+        audience = [identify(n, 30, lookup, audience=True) for n in range(1_200, 2_200)]
+        await ours.deliver(audience)
+        again = [dict(e, messageId=f"again-{e['messageId']}") for e in audience]
+        before = (await fake.stats())["calls"]
+        started = time.perf_counter()
+        await ours.deliver(again)
+        seconds = time.perf_counter() - started
+        calls = (await fake.stats())["calls"] - before
+        rows.append(
+            Row(name, "1,000 audience, 2nd pass", 1_000, calls, seconds, 1_000 * per_event_calls,
+                per_event * 1_000)
+        )  # fmt: skip
+        await ours.close()
+    finally:
+        fake.process.kill()
+
+    # 3. First sync of a large audience, most members already in Pardot: a fresh account.
+    fake = start_fake(version)
+    try:
+        token = (await fake.post("/_bench/token"))["token"]
+        known = members * 4 // 5
+        for start in range(0, known, 20_000):
+            await fake.post(
+                "/_bench/seed",
+                {"start": start, "stop": min(known, start + 20_000), "lookup": lookup},
+            )
+        folder_3 = folder / f"{name}-first-sync".replace(" ", "-")
+        folder_3.mkdir(exist_ok=True)
+        ours = Ours(fake, version, lookup, folder_3, token)
+        events = [identify(n, 40, lookup, audience=True) for n in range(members)]
+        before = (await fake.stats())["calls"]
+        started = time.perf_counter()
+        states = await ours.deliver(events)
+        seconds = time.perf_counter() - started
+        stats = await fake.stats()
+        calls = stats["calls"] - before
+        note = (
+            f"{stats['duplicates']} duplicates, {stats['audience']}/{members} carry the trait, "
+            f"queue {dict(states)}"
+        )
+        rows.append(
+            Row(name, f"first sync {members:,} ({known:,} known)", members, calls, seconds,
+                members * per_event_calls, per_event * members, note)
+        )  # fmt: skip
+        await ours.close()
+    finally:
+        fake.process.kill()
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        f"{'config':<10} {'scenario':<32} {'ours calls':>10} {'/event':>7} {'ours time':>10} "
+        f"{'base calls':>10} {'/event':>7} {'base time':>10} {'base days@25k':>13}  note"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r.config:<10} {r.scenario:<32} {r.calls:>10,} {r.calls / r.events:>7.3f} "
+            f"{r.seconds:>9.1f}s {r.base_calls:>10,} {r.base_calls / r.events:>7.2f} "
+            f"{r.base_seconds:>9.0f}s {r.base_calls / DAILY:>13.1f}  {r.note}"
+        )
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--members", type=int, default=100_000)
+    parser.add_argument("--only", choices=["v3", "v4", "v4-lookup"], default=None)
+    args = parser.parse_args()
+    configs = [(3, False), (4, False), (4, True)]
+    names = {(3, False): "v3", (4, False): "v4", (4, True): "v4-lookup"}
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for version, lookup in configs:
+            if args.only and names[(version, lookup)] != args.only:
+                continue
+            rows += await run_config(version, lookup, args.members, Path(tmp))
+            print(table(rows), flush=True)
+    print()
+    print(
+        f"fake Pardot: {LATENCY * 1000:.0f} ms per call, {IN_FLIGHT} in flight, {DAILY:,} calls/day"
+    )
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,327 @@
+"""Issue 11: decisions from the prospect index, through either repository (memory, HTTP+fake).
+
+Each test fails without the index: the scan, the refresh before a create, batch creates
+learned from `created_after`, change detection and the daily budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from adapters.pardot_budget_memory import InMemoryApiCallCounts
+from adapters.prospect_index_memory import InMemoryProspectIndex
+from adapters.prospect_store_memory import InMemoryProspectStore
+from domain.budget import DailyBudget
+from domain.events import parse_event
+from domain.index import IndexKeeper
+from domain.sync import UNCHANGED, Delivered, Outcome, RetryLater, SyncService
+from tests.contracts.conftest import Backend, open_backend
+from tests.domain.conftest import make_settings
+
+LOOKUP = "org_id"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Setup:
+    backend: Backend
+    keeper: IndexKeeper
+    service: SyncService
+    clock: Clock
+    counts: InMemoryApiCallCounts
+    budget: DailyBudget
+
+    async def send(self, *events: dict[str, Any]) -> list[Outcome]:
+        return await self.service.sync([parse_event(e) for e in events])
+
+    def calls(self) -> int:
+        if self.backend.fake is not None:
+            return self.backend.fake.total_calls
+        return sum(self.backend.repo.calls.values())  # type: ignore[attr-defined]
+
+    def prospects(self) -> list[tuple[int, str, dict[str, Any]]]:
+        if self.backend.fake is not None:
+            return [
+                (p["id"], p["email"], {k: p.get(k) for k in ("org_id", "plan", "first_name")})
+                for p in self.backend.fake.all_prospects()
+            ]
+        return [
+            (p.id, p.email or "", {k: p.fields.get(k) for k in ("org_id", "plan", "first_name")})
+            for p in self.backend.repo.prospects()  # type: ignore[attr-defined]
+        ]
+
+    def edit(self, prospect_id: int, **fields: str) -> None:
+        """A marketer (or a form) changes a prospect in Pardot."""
+        if self.backend.fake is not None:
+            record = self.backend.fake.records[prospect_id]
+            self.backend.fake.update_record(record, fields)
+        else:
+            self.backend.repo.update(prospect_id, **fields)  # type: ignore[attr-defined]
+
+    def delete(self, prospect_id: int) -> None:
+        if self.backend.fake is not None:
+            self.backend.fake.records[prospect_id].archived = True
+        else:
+            self.backend.repo.delete(prospect_id)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["memory", "http"])
+async def make(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    async with AsyncExitStack() as stack:
+
+        async def build(*, lookup: bool = False, version: int = 4, **options: Any) -> Setup:
+            backend = await open_backend(stack, request.param, version)
+            if backend.fake is not None:
+                backend.fake.custom_fields.add("plan")
+            else:
+                backend.repo.custom_field_types["plan"] = "Text"  # type: ignore[attr-defined]
+            clock = Clock()
+            counts = InMemoryApiCallCounts()
+            budget = DailyBudget(counts, limit=options.pop("limit", 25_000))
+            keeper = IndexKeeper(
+                backend.repo,
+                InMemoryProspectIndex(),
+                lookup_field=LOOKUP if lookup else None,
+                budget=budget,
+                monotonic=clock,
+            )
+            settings = make_settings(
+                api_version=version, **({"prospect_lookup_field_id": LOOKUP} if lookup else {})
+            )
+            service = SyncService(
+                backend.repo, settings, InMemoryProspectStore(), index=keeper, **options
+            )
+            return Setup(backend, keeper, service, clock, counts, budget)
+
+        yield build
+
+
+def identify(message_id: str, second: int, user: str = "u1", **traits: Any) -> dict[str, Any]:
+    return {
+        "type": "identify",
+        "messageId": message_id,
+        "userId": user,
+        "timestamp": f"2026-01-01T00:{second // 60:02d}:{second % 60:02d}Z",
+        "traits": traits,
+    }
+
+
+async def test_the_index_built_from_a_paged_scan_equals_the_accounts_prospects(make: Any) -> None:
+    setup = await make(lookup=True)
+    for n in range(450):  # three pages and more, over several id ranges
+        setup.backend.seed(f"p{n}@x.io", org_id=str(n % 7), plan=f"plan{n}")
+    setup.backend.seed("fid@x.io", fid="00Q000000000001AAA")
+    report = await setup.keeper.rebuild()
+    assert report.complete and report.pulled == 451
+    index = setup.keeper.index
+    indexed = await index.by_ids([p[0] for p in setup.prospects()])
+    assert [
+        (p.id, p.email, p.fields.get("org_id"), p.fields.get("plan")) for p in indexed.values()
+    ] == [(i, e, f["org_id"], f["plan"]) for i, e, f in setup.prospects()]
+    assert len(await index.holding("3")) == len([n for n in range(450) if n % 7 == 3])
+    assert (await index.by_fid("00Q000000000001AAA")) is not None
+    assert await index.count() == 451
+
+
+async def test_a_scan_stopped_by_the_budget_resumes_where_it_stopped(make: Any) -> None:
+    setup = await make()
+    for n in range(900):
+        setup.backend.seed(f"p{n}@x.io")
+    await setup.counts.add(setup.budget.today(), 22_495)  # 90% of 25,000 is 22,500
+    calls = setup.calls()
+
+    async def count_call() -> None:
+        await setup.counts.add(setup.budget.today())
+
+    original = setup.backend.repo.query_page
+
+    async def counted(query: Any) -> Any:
+        await count_call()
+        return await original(query)
+
+    setup.backend.repo.query_page = counted  # type: ignore[method-assign]
+    stopped = await setup.keeper.rebuild()
+    assert not stopped.complete and "budget" in stopped.reason
+    assert 0 < await setup.keeper.index.count() < 900
+    setup.budget.limit = 50_000  # the next day
+    resumed = await setup.keeper.rebuild()
+    assert resumed.complete and await setup.keeper.index.count() == 900
+    # Every row was pulled once: 900 rows need at most a page per range plus the probes.
+    assert setup.calls() - calls <= 2 + 1 + 20 + 3
+
+
+async def test_a_scan_starts_by_itself_when_it_is_cheaper_than_reading_one_by_one(
+    make: Any,
+) -> None:
+    setup = await make()
+    for n in range(1000):
+        setup.backend.seed(f"p{n}@x.io")
+    # 1,000 prospects: a scan costs 1000 / 200 = 5 pages and about 5 more calls, so it
+    # pays once more than 10 events needed reading one by one, in one batch or over several.
+    for batch in ("a", "b"):
+        await setup.send(
+            *(identify(f"{batch}{n}", n, f"{batch}{n}", email=f"p{n}@x.io") for n in range(5))
+        )
+        assert not await setup.keeper.ready()
+    await setup.send(identify("c", 1, "c", email="p1@x.io"))
+    assert await setup.keeper.ready() and await setup.keeper.index.count() == 1000
+
+
+async def test_known_people_cost_a_batch_write_and_no_read(make: Any) -> None:
+    setup = await make()
+    for n in range(100):
+        setup.backend.seed(f"p{n}@x.io", plan="old")
+    await setup.keeper.rebuild()
+    before = setup.calls()
+    outcomes = await setup.send(
+        *(identify(f"m{n}", n, f"u{n}", email=f"p{n}@x.io", plan="new") for n in range(100))
+    )
+    assert all(isinstance(o, Delivered) for o in outcomes)
+    assert setup.calls() - before <= 2 + 1  # two batches of 50, maybe one refresh
+    assert {f["plan"] for _, _, f in setup.prospects()} == {"new"}
+
+
+async def test_an_identical_event_is_unchanged_until_someone_edits_the_prospect(
+    make: Any,
+) -> None:
+    setup = await make()
+    pid = setup.backend.seed("pat@x.io", plan="old")
+    await setup.keeper.rebuild()
+    [first] = await setup.send(identify("m1", 1, email="pat@x.io", plan="pro"))
+    assert isinstance(first, Delivered) and first.reason != UNCHANGED
+    before = setup.calls()
+    [second] = await setup.send(identify("m2", 2, email="pat@x.io", plan="pro"))
+    assert second == Delivered(UNCHANGED, pid) and setup.calls() == before
+    setup.edit(pid, plan="basic")  # a marketer's edit: the next refresh shows it
+    setup.clock.now += 61
+    [third] = await setup.send(identify("m3", 3, email="pat@x.io", plan="pro"))
+    assert isinstance(third, Delivered) and third.reason != UNCHANGED
+    assert [f["plan"] for _, _, f in setup.prospects()] == ["pro"]
+
+
+async def test_change_detection_can_be_turned_off(make: Any) -> None:
+    setup = await make(change_detection=False)
+    setup.backend.seed("pat@x.io", plan="pro")
+    await setup.keeper.rebuild()
+    before = setup.calls()
+    [outcome] = await setup.send(identify("m1", 1, email="pat@x.io", plan="pro"))
+    assert isinstance(outcome, Delivered) and outcome.reason != UNCHANGED
+    assert setup.calls() > before
+
+
+async def test_a_prospect_a_form_created_meanwhile_is_updated_not_duplicated(make: Any) -> None:
+    setup = await make()
+    setup.backend.seed("someone@x.io")
+    await setup.keeper.rebuild()
+    form = setup.backend.seed("pat@x.io", first_name="Pat")  # after the scan, by a form
+    [outcome] = await setup.send(identify("m1", 1, email="pat@x.io", plan="pro"))
+    assert isinstance(outcome, Delivered) and f"updated prospect {form}" in outcome.reason
+    assert [(e, f["plan"]) for _, e, f in setup.prospects() if e == "pat@x.io"] == [
+        ("pat@x.io", "pro")
+    ]
+
+
+async def test_a_prospect_deleted_in_pardot_is_dropped_and_the_event_resolved_again(
+    make: Any,
+) -> None:
+    setup = await make()
+    gone = setup.backend.seed("pat@x.io", plan="old")
+    await setup.keeper.rebuild()
+    setup.delete(gone)
+    [outcome] = await setup.send(identify("m1", 1, email="pat@x.io", plan="pro"))
+    assert isinstance(outcome, Delivered) and "created prospect" in outcome.reason
+    assert await setup.keeper.index.by_ids([gone]) == {}
+    [(new, email, fields)] = [p for p in setup.prospects() if p[0] != gone]
+    assert (new, email, fields["plan"]) == (outcome.prospect_id, "pat@x.io", "pro")
+
+
+async def test_new_people_are_created_in_batches_and_learned_from_created_after(
+    make: Any,
+) -> None:
+    setup = await make(lookup=True)
+    await setup.keeper.rebuild()
+    await setup.service.prepare()  # reads the account's custom fields once
+    before = setup.calls()
+    outcomes = await setup.send(
+        *(identify(f"m{n}", n, f"u{n}", email=f"n{n}@x.io", org_id=f"o{n}") for n in range(120))
+    )
+    assert all(isinstance(o, Delivered) and "created" in o.reason for o in outcomes)
+    # One refresh, three batchCreates of <= 50, one created_after query of 120 rows.
+    assert setup.calls() - before <= 1 + 3 + 1
+    assert len(setup.prospects()) == 120 and await setup.keeper.index.count() == 120
+    again = await setup.send(
+        *(
+            identify(f"x{n}", 200 + n, f"u{n}", email=f"n{n}@x.io", org_id=f"o{n}")
+            for n in range(120)
+        )
+    )
+    assert all(o == Delivered(UNCHANGED, o.prospect_id) for o in again if isinstance(o, Delivered))
+    assert len(setup.prospects()) == 120
+
+
+@pytest.mark.parametrize("after_call", [True, False])
+async def test_a_create_batch_whose_answer_was_lost_does_not_create_twice(
+    after_call: bool,
+) -> None:
+    async with AsyncExitStack() as stack:
+        backend = await open_backend(stack, "http", 4)
+        assert backend.fake is not None
+        keeper = IndexKeeper(backend.repo, InMemoryProspectIndex())
+        service = SyncService(backend.repo, make_settings(), InMemoryProspectStore(), index=keeper)
+        await keeper.rebuild()
+        backend.fake.answer_next(1, "gateway", after_call=after_call, operation="batchCreate")
+        events = [parse_event(identify(f"m{n}", n, f"u{n}", email=f"n{n}@x.io")) for n in range(3)]
+        first = await service.sync(events)
+        if after_call:  # Pardot did create them: the query finds them
+            assert all(isinstance(o, Delivered) for o in first)
+        else:
+            assert all(isinstance(o, RetryLater) for o in first)
+            assert backend.fake.all_prospects() == []
+            second = await service.sync(events)
+            assert all(isinstance(o, Delivered) for o in second)
+        assert sorted(p["email"] for p in backend.fake.all_prospects()) == [
+            "n0@x.io",
+            "n1@x.io",
+            "n2@x.io",
+        ]
+        assert backend.fake.calls["batchCreate"] == (1 if after_call else 2)
+
+
+async def test_the_budget_stops_a_scan_before_it_stops_live_deliveries(make: Any) -> None:
+    setup = await make(limit=1000)
+    pid = setup.backend.seed("pat@x.io")
+    await setup.counts.add(setup.budget.today(), 901)  # past the 90% scans may use
+    report = await setup.keeper.rebuild()
+    assert not report.complete and await setup.keeper.index.count() == 0
+    [outcome] = await setup.send(
+        identify("m1", 1, email="pat@x.io", plan="pro", integrations={"Pardot": {"id": pid}})
+    )
+    assert isinstance(outcome, Delivered)
+    assert [f["plan"] for _, _, f in setup.prospects()] == ["pro"]
+
+
+async def test_a_refresh_before_a_create_waits_for_tomorrow_when_only_writes_may_spend(
+    make: Any,
+) -> None:
+    setup = await make(limit=1000)
+    setup.backend.seed("pat@x.io", plan="old")
+    await setup.keeper.rebuild()
+    await setup.counts.add(setup.budget.today(), 960)  # past the 95% reads may use
+    new, known = await setup.send(
+        identify("m1", 1, "u1", email="new@x.io"),
+        identify("m2", 2, "u2", email="pat@x.io", plan="x"),
+    )
+    assert isinstance(new, RetryLater) and new.delay is not None and new.delay > 0
+    assert isinstance(known, Delivered)

@@ -1,0 +1,108 @@
+"""One contract for every ProspectIndex and ApiCallCounts (memory, SQLite), plus what only a
+file can do: two processes' counts add up, and the index survives a reopen."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.pardot_budget_memory import InMemoryApiCallCounts
+from adapters.pardot_budget_sqlite import SQLiteApiCallCounts
+from adapters.prospect_index_memory import InMemoryProspectIndex
+from adapters.prospect_index_sqlite import SQLiteProspectIndex
+from adapters.sqlite_db import SQLiteDatabase
+from domain.ports import IndexState
+from domain.prospect import Prospect
+
+
+def prospect(pid: int, email: str, **fields: Any) -> Prospect:
+    fid = fields.pop("fid", None)
+    return Prospect(
+        pid, email, fid, (f"2026-01-01 00:00:{pid % 60:02d}", 0), fields, "2025-12-31 10:00:00"
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    if request.param == "memory":
+        yield InMemoryProspectIndex()
+    else:
+        sqlite = SQLiteProspectIndex(tmp_path / "store.db")
+        yield sqlite
+        await sqlite.close()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def counts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    if request.param == "memory":
+        yield InMemoryApiCallCounts()
+    else:
+        sqlite = SQLiteApiCallCounts(tmp_path / "store.db")
+        yield sqlite
+        await sqlite.close()
+
+
+async def test_an_empty_index_knows_nothing_and_is_not_complete(index: Any) -> None:
+    assert await index.state() == IndexState()
+    assert await index.count() == 0
+    assert await index.by_ids([1]) == {} and await index.by_emails(["a@x.io"]) == {}
+    assert await index.by_fid("00Q000000000001AAA") is None and await index.holding("7") == []
+
+
+async def test_prospects_are_found_by_id_email_fid_and_lookup_value(index: Any) -> None:
+    a = prospect(1, "Pat@X.io", plan="pro", tags=("a", "b"), fid="00Q000000000001AAA")
+    b = prospect(2, "pat@x.io", org_id="7")
+    c = prospect(3, "kim@x.io", org_id="7")
+    await index.put([(a, None), (b, "7"), (c, "7")])
+    assert await index.by_ids([1, 3, 9]) == {1: a, 3: c}
+    assert await index.by_emails([" PAT@x.io", "nobody@x.io"]) == {"pat@x.io": [a, b]}
+    assert await index.by_fid("00Q000000000001AAA") == a
+    assert await index.holding("7") == [b, c]
+    assert await index.count() == 3
+
+
+async def test_a_put_replaces_by_id_and_a_drop_forgets(index: Any) -> None:
+    await index.put([(prospect(1, "a@x.io", org_id="7"), "7")])
+    moved = prospect(1, "b@x.io", org_id="8")
+    await index.put([(moved, "8")])
+    assert await index.holding("7") == [] and await index.holding("8") == [moved]
+    assert await index.by_emails(["a@x.io"]) == {}
+    await index.drop([1, 2])
+    assert await index.count() == 0
+
+
+async def test_the_state_is_kept_and_a_clear_forgets_everything(index: Any) -> None:
+    state = IndexState(
+        complete=False, ranges=((1000, 2000), (2000, 3001)), high_water="2026-01-01 10:00:00",
+        created_high_water="2026-01-01 09:00:00", total=1200,
+    )  # fmt: skip
+    await index.save_state(state)
+    await index.put([(prospect(1, "a@x.io"), None)])
+    assert await index.state() == state
+    await index.clear()
+    assert await index.state() == IndexState() and await index.count() == 0
+
+
+async def test_calls_are_counted_per_day(counts: Any) -> None:
+    assert await counts.used("2026-01-01") == 0
+    assert await counts.add("2026-01-01") == 1
+    assert await counts.add("2026-01-01", 4) == 5
+    assert await counts.add("2026-01-02") == 1
+    assert (await counts.used("2026-01-01"), await counts.used("2026-01-02")) == (5, 1)
+
+
+async def test_processes_sharing_a_file_share_one_count_and_one_index(tmp_path: Path) -> None:
+    first_db, second_db = SQLiteDatabase(tmp_path / "q.db"), SQLiteDatabase(tmp_path / "q.db")
+    try:
+        one, two = SQLiteApiCallCounts(first_db), SQLiteApiCallCounts(second_db)
+        await one.add("2026-01-01", 3)
+        await two.add("2026-01-01", 2)
+        assert await one.used("2026-01-01") == 5
+        await SQLiteProspectIndex(first_db).put([(prospect(1, "a@x.io"), None)])
+        assert await SQLiteProspectIndex(second_db).count() == 1
+    finally:
+        await first_db.close()
+        await second_db.close()
