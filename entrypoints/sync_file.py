@@ -327,12 +327,14 @@ class DryRun:
         return None, f"needs Pardot: find the prospects with email {write.email}"
 
     async def _by_email(self, email: str) -> str | None:
-        """From the prospect index, when one is kept: the latest prospect's key, "" for none."""
+        """From the prospect index: the latest prospect's key, "" for none (once the index is
+        complete), None when only Pardot can tell."""
         if self._index is None:
             return None
         found = (await self._index.by_emails([email])).get(email.lower(), [])
         if not found:
-            return ""
+            # Absence means something only once the index holds the whole account.
+            return "" if (await self._index.state()).complete else None
         latest = max(found, key=lambda p: (p.updated, p.id))
         return str(latest.id)
 
