@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
 from hypothesis import settings
+
+from adapters.postgres_db import PostgresDatabase
+from tests.postgres import fresh_schema
 
 # Property tests judge behaviour, not speed: a slow CI machine must not fail them on time.
 settings.register_profile("default", deadline=None, print_blob=True)
@@ -15,3 +21,17 @@ def pytest_configure(config: object) -> None:
     from entrypoints.logs import configure_logging
 
     configure_logging("info")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL whose tables land in a fresh schema, dropped after the test."""
+    with fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture
+async def postgres_db(postgres_url: str) -> AsyncIterator[PostgresDatabase]:
+    """An opened (migrated) PostgresDatabase in a fresh schema."""
+    async with PostgresDatabase(postgres_url) as database:
+        yield database

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -7,8 +8,11 @@ from typing import Any
 
 import pytest
 
+from adapters.postgres_db import PostgresDatabase
 from adapters.queue_memory import InMemoryEventQueue
+from adapters.queue_postgres import PostgresEventQueue
 from adapters.queue_sqlite import SQLiteEventQueue
+from tests.postgres import fresh_schema, require_postgres
 
 
 class Clock:
@@ -41,25 +45,32 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def make_queue(
     request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
 ) -> AsyncIterator[QueueFactory]:
-    opened: list[Any] = []
+    """`await make_queue(**options)`: a new, empty queue (PostgreSQL: in a fresh schema)."""
+    async with contextlib.AsyncExitStack() as stack:
+        made: list[Any] = []
+        if request.param == "postgres":
+            require_postgres()
 
-    def make(**options: Any) -> Any:
-        if request.param == "memory":
-            queue: Any = InMemoryEventQueue(clock=clock, **options)
-        else:
-            queue = SQLiteEventQueue(tmp_path / f"queue{len(opened)}.db", clock=clock, **options)
-        opened.append(queue)
-        return queue
+        async def make_async(**options: Any) -> Any:
+            if request.param == "memory":
+                queue: Any = InMemoryEventQueue(clock=clock, **options)
+            elif request.param == "sqlite":
+                queue = SQLiteEventQueue(tmp_path / f"queue{len(made)}.db", clock=clock, **options)
+            else:
+                url = stack.enter_context(fresh_schema())
+                database = await stack.enter_async_context(PostgresDatabase(url))
+                queue = PostgresEventQueue(database, clock=clock, **options)
+            made.append(queue)
+            stack.push_async_callback(queue.close)
+            return queue
 
-    yield make
-    for queue in opened:
-        await queue.close()
+        yield make_async
 
 
 @pytest.fixture
 async def queue(make_queue: QueueFactory) -> Any:
-    return make_queue()
+    return await make_queue()

@@ -1,7 +1,8 @@
-"""One contract for every ProspectStore (memory, SQLite), plus what only a file can do.
+"""One contract for every ProspectStore (memory, SQLite, PostgreSQL), plus what only a
+shared store can do.
 
-The SQLite store is shared by processes: its create locks are tested with a real second
-process holding one and being killed.
+The SQLite and PostgreSQL stores are shared by processes: their create locks are tested with
+a real second process holding one and being killed.
 """
 
 from __future__ import annotations
@@ -18,22 +19,29 @@ from typing import Any
 
 import pytest
 
+from adapters.postgres_db import PostgresDatabase
 from adapters.prospect_store_memory import InMemoryProspectStore
+from adapters.prospect_store_postgres import PostgresProspectStore
 from adapters.prospect_store_sqlite import SQLiteProspectStore
 from domain.ports import FieldStamp
+from tests.postgres import fresh_schema
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     if request.param == "memory":
         yield InMemoryProspectStore()
-    else:
+    elif request.param == "sqlite":
         sqlite = SQLiteProspectStore(tmp_path / "store.db")
         yield sqlite
         await sqlite.close()
+    else:
+        with fresh_schema() as url:
+            async with PostgresDatabase(url) as database:
+                yield PostgresProspectStore(database)
 
 
 async def test_unknown_identities_and_prospects_know_nothing(store: Any) -> None:
@@ -189,3 +197,75 @@ async def test_a_lock_whose_holder_was_killed_lapses_within_its_ttl(tmp_path: Pa
             waited = time.monotonic() - started
     assert waited < 3.0
     await store.close()
+
+
+PG_HOLDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from adapters.postgres_db import PostgresDatabase
+    from adapters.prospect_store_postgres import PostgresProspectStore
+
+    async def main():
+        async with PostgresDatabase(sys.argv[1]) as database:
+            store = PostgresProspectStore(database)
+            async with store.create_lock("pat@x.io"):
+                print("holding", flush=True)
+                await asyncio.sleep(float(sys.argv[2]))
+            print("released", flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def _pg_holder(url: str, seconds: float) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PG_HOLDER, url, str(seconds),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert await asyncio.wait_for(process.stdout.readline(), 30) == b"holding\n"
+    return process
+
+
+async def test_postgres_create_lock_waits_for_another_node_and_its_death_frees_it_at_once(
+    postgres_url: str,
+) -> None:
+    """Another process (a node) holds the lock: we wait; once it is killed (kill -9, no
+    release) PostgreSQL ends its session and the advisory lock is ours at once."""
+    async with PostgresDatabase(postgres_url) as database:
+        store = PostgresProspectStore(database)
+        holder = await _pg_holder(postgres_url, 60)
+        waiter = asyncio.create_task(_hold_briefly(store, "PAT@x.io"))
+        await asyncio.sleep(1.0)
+        assert not waiter.done(), "the lock was taken while another node held it"
+        holder.kill()
+        await holder.wait()
+        started = time.monotonic()
+        await asyncio.wait_for(waiter, 10)
+        assert time.monotonic() - started < 2.0
+        # Unrelated emails never waited, and a released lock can be taken again at once.
+        async with (
+            asyncio.timeout(2),
+            store.create_lock("other@x.io"),
+            store.create_lock("pat@x.io"),
+        ):
+            pass
+
+
+async def test_postgres_create_locks_are_scoped_to_their_schema(postgres_url: str) -> None:
+    """Two installations in one database (two schemas) do not share locks."""
+    with fresh_schema() as other_url:
+        async with (
+            PostgresDatabase(postgres_url) as one,
+            PostgresDatabase(other_url) as two,
+            asyncio.timeout(5),
+            PostgresProspectStore(one).create_lock("pat@x.io"),
+            PostgresProspectStore(two).create_lock("pat@x.io"),
+        ):
+            pass
+
+
+async def _hold_briefly(store: Any, email: str) -> None:
+    async with store.create_lock(email):
+        await asyncio.sleep(0.01)

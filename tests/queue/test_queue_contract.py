@@ -184,7 +184,7 @@ async def test_pause_is_stored_and_lifted(queue: Any, clock: Clock) -> None:
 
 
 async def test_a_full_queue_refuses_new_events(make_queue: QueueFactory) -> None:
-    queue = make_queue(max_pending=2)
+    queue = await make_queue(max_pending=2)
     await queue.put([identify("m1"), identify("m2", user="u2")])
     with pytest.raises(QueueFull):
         await queue.put([identify("m3", user="u3")])

@@ -1,0 +1,121 @@
+"""The ProspectStore in PostgreSQL: links, field stamps and create locks for many nodes.
+
+Create locks are session-level advisory locks, one key per email (scoped to the database and
+schema), held on the database's lock connection: every node waits for them, and a node that
+dies releases them with its session (see adapters.postgres_db). This process's own waiters
+queue on an asyncio lock first, since a session may take a key it already holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+from adapters.postgres_db import PostgresDatabase
+from domain.ports import FieldStamp
+from domain.prospect import FieldValue
+
+LOCK_POLL_SECONDS = (0.02, 0.25)  # first and longest wait between tries for a held lock
+
+
+class PostgresProspectStore:
+    """A ProspectStore on an opened PostgresDatabase (left open on close)."""
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._db = database
+        self._local: dict[str, asyncio.Lock] = {}
+        self._waiting: dict[str, int] = {}
+
+    async def links(self, identities: Sequence[str]) -> dict[str, str]:
+        if not identities:
+            return {}
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT identity, prospect FROM prospect_links WHERE identity = ANY(%s)",
+                (list(identities),),
+            )
+            return dict(await cursor.fetchall())
+
+    async def link(self, links: Mapping[str, str]) -> None:
+        if not links:
+            return
+        pairs = sorted(links.items())  # rows locked in one order by every node
+        async with self._db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO prospect_links (identity, prospect)"
+                " SELECT i, p FROM unnest(%s::text[], %s::text[]) AS given(i, p) ORDER BY i"
+                " ON CONFLICT (identity) DO UPDATE SET prospect = excluded.prospect",
+                ([i for i, _ in pairs], [p for _, p in pairs]),
+            )
+
+    async def unlink(self, identities: Sequence[str]) -> None:
+        if identities:
+            async with self._db.connection() as conn:
+                await conn.execute(
+                    "DELETE FROM prospect_links WHERE identity = ANY(%s)", (list(identities),)
+                )
+
+    async def stamps(self, prospect: str) -> dict[str, FieldStamp]:
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT field, value, set_at FROM prospect_fields WHERE prospect = %s",
+                (prospect,),
+            )
+            rows = await cursor.fetchall()
+        return {name: FieldStamp(_from_json(value), at) for name, value, at in rows}
+
+    async def record(self, prospect: str, stamps: Mapping[str, FieldStamp]) -> None:
+        if not stamps:
+            return
+        ordered = sorted(stamps.items())
+        async with self._db.connection() as conn:
+            # The later event time wins; an unknown time always replaces (it cannot be compared).
+            await conn.execute(
+                "INSERT INTO prospect_fields (prospect, field, value, set_at)"
+                " SELECT %s, f, v, t FROM unnest(%s::text[], %s::text[], %s::timestamptz[])"
+                " AS given(f, v, t) ORDER BY f"
+                " ON CONFLICT (prospect, field) DO UPDATE SET value = excluded.value,"
+                " set_at = excluded.set_at"
+                " WHERE excluded.set_at IS NULL OR prospect_fields.set_at IS NULL"
+                " OR excluded.set_at >= prospect_fields.set_at",
+                (
+                    prospect,
+                    [name for name, _ in ordered],
+                    [json.dumps(_jsonable(s.value)) for _, s in ordered],
+                    [s.at for _, s in ordered],
+                ),
+            )
+
+    @contextlib.asynccontextmanager
+    async def create_lock(self, email: str) -> AsyncIterator[None]:
+        key = email.strip().lower()
+        local = self._local.setdefault(key, asyncio.Lock())
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            async with local:
+                lock = self._db.lock_key("create", key)
+                await self._db.locks.acquire(lock, LOCK_POLL_SECONDS)
+                try:
+                    yield
+                finally:
+                    await self._db.locks.unlock(lock)
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key], self._local[key]
+
+    async def close(self) -> None:
+        """The database belongs to whoever opened it."""
+
+
+def _jsonable(value: FieldValue) -> str | list[str]:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _from_json(text: str | None) -> FieldValue:
+    if text is None:
+        return ""
+    value = json.loads(text)
+    return tuple(value) if isinstance(value, list) else str(value)
