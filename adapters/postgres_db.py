@@ -133,6 +133,8 @@ class PostgresDatabase:
             await self._pool.open(wait=True, timeout=CONNECT_SECONDS)
         except (psycopg.Error, OSError) as error:
             raise _unusable(self.url, error) from error
+        except SchemaTooNew as error:
+            raise StoreUnusable(f"the PostgreSQL store at {self.where}: {error}") from error
         self._opened = True
         return self
 

@@ -1,17 +1,52 @@
-"""The delivery history in SQLite: per event, per prospect, per minute; kept for the retention."""
+"""The delivery history (SQLite, PostgreSQL): per event, per prospect, per minute; kept for
+the retention. Each test gets the history with a prospect store on the same store."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from adapters.history_postgres import PostgresDeliveryHistory
 from adapters.history_sqlite import SQLiteDeliveryHistory
+from adapters.postgres_db import PostgresDatabase
+from adapters.prospect_store_postgres import PostgresProspectStore
 from adapters.prospect_store_sqlite import SQLiteProspectStore
 from adapters.queue_sqlite import SQLiteEventQueue
 from adapters.sqlite_db import SQLiteDatabase
 from domain.ports import FieldStamp, HistoryEntry
+from tests.postgres import fresh_schema
 from tests.queue.conftest import Clock
+
+# (history options) -> (history, prospect store) on one store
+Backend = Callable[..., Any]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
+) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        db = SQLiteDatabase(tmp_path / "q.db")
+
+        async def sqlite(**options: Any) -> tuple[Any, Any]:
+            return SQLiteDeliveryHistory(db, clock=clock, **options), SQLiteProspectStore(db)
+
+        yield sqlite
+        await db.close()
+    else:
+        with fresh_schema() as url:
+            async with PostgresDatabase(url) as database:
+
+                async def postgres(**options: Any) -> tuple[Any, Any]:
+                    history = PostgresDeliveryHistory(database, clock=clock, **options)
+                    return history, PostgresProspectStore(database)
+
+                yield postgres
 
 
 def _entry(clock: Clock, outcome: str, **extra: object) -> HistoryEntry:
@@ -19,11 +54,9 @@ def _entry(clock: Clock, outcome: str, **extra: object) -> HistoryEntry:
 
 
 async def test_entries_are_found_by_prospect_person_or_email_newest_first(
-    tmp_path: Path, clock: Clock
+    backend: Backend, clock: Clock
 ) -> None:
-    db = SQLiteDatabase(tmp_path / "q.db")
-    store = SQLiteProspectStore(db)
-    history = SQLiteDeliveryHistory(db, clock=clock)
+    history, store = await backend()
     await history.record(
         [
             _entry(clock, "delivered", message_id="m1", user_id="ada", email="Ada@Example.com",
@@ -47,13 +80,12 @@ async def test_entries_are_found_by_prospect_person_or_email_newest_first(
     await store.link({"user:ada": "9", "lookup:org_id=acme": "9"})
     assert await history.prospects_with_email("ADA@example.com") == ["9", "7"]
     assert await history.identities_of("9") == ["lookup:org_id=acme", "user:ada"]
-    await db.close()
 
 
 async def test_minutes_count_outcomes_and_fields_seen_count_events(
-    tmp_path: Path, clock: Clock
+    backend: Backend, clock: Clock
 ) -> None:
-    history = SQLiteDeliveryHistory(tmp_path / "h.db", clock=clock)
+    history, _ = await backend()
     start = clock.now
     await history.record([_entry(clock, "delivered", seen=("plan", "email"))] * 3)
     clock.advance(61)
@@ -65,13 +97,12 @@ async def test_minutes_count_outcomes_and_fields_seen_count_events(
     }
     assert await history.fields_seen(start) == {"email": 3, "plan": 4}
     assert await history.fields_seen(clock.now + timedelta(seconds=1)) == {}
-    await history.close()
 
 
 async def test_old_entries_go_after_the_retention_and_notes_stay(
-    tmp_path: Path, clock: Clock
+    backend: Backend, clock: Clock
 ) -> None:
-    history = SQLiteDeliveryHistory(tmp_path / "h.db", retention=timedelta(days=1), clock=clock)
+    history, _ = await backend(retention=timedelta(days=1))
     await history.record([_entry(clock, "delivered", user_id="ada", seen=("plan",))])
     await history.note("progress", {"done": 3})
     clock.advance(2 * 86400)
@@ -81,7 +112,6 @@ async def test_old_entries_go_after_the_retention_and_notes_stay(
     assert await history.noted("progress") == {"done": 3}
     await history.note("progress", None)
     assert await history.noted("progress") is None
-    await history.close()
 
 
 async def test_an_existing_queue_file_gains_the_history(tmp_path: Path, clock: Clock) -> None:

@@ -1,19 +1,24 @@
-"""Random runs of puts, leases, settlements and passing time: both queues answer alike."""
+"""Random runs of puts, leases, settlements and passing time: every queue answers alike."""
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adapters.postgres_db import PostgresDatabase
 from adapters.queue_memory import InMemoryEventQueue
+from adapters.queue_postgres import PostgresEventQueue
 from adapters.queue_sqlite import SQLiteEventQueue
 from domain.ports import QueueFull, Settlement
+from tests.postgres import fresh_schema
 from tests.queue.conftest import Clock, identify
 
 events = st.builds(
@@ -85,3 +90,31 @@ def test_the_two_queues_agree(script: list[tuple[Any, ...]], max_pending: int | 
 
     in_memory, in_sqlite = asyncio.run(both())
     assert in_memory == in_sqlite
+
+
+@pytest.fixture(scope="module")
+def postgres_schema() -> Iterator[str]:
+    """One schema for every example, emptied before each (a schema each would be slow)."""
+    with fresh_schema() as url:
+        yield url
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(steps, max_size=25), st.sampled_from([None, 3]))
+def test_the_postgres_queue_agrees_with_the_memory_queue(
+    postgres_schema: str, script: list[tuple[Any, ...]], max_pending: int | None
+) -> None:
+    async def both() -> tuple[list[Any], list[Any]]:
+        memory_clock, postgres_clock = Clock(), Clock()
+        memory = InMemoryEventQueue(max_pending=max_pending, clock=memory_clock)
+        async with PostgresDatabase(postgres_schema) as database:
+            async with database.connection() as conn:
+                await conn.execute("TRUNCATE events, event_counts, queue_settings RESTART IDENTITY")
+            postgres = PostgresEventQueue(database, max_pending=max_pending, clock=postgres_clock)
+            return (
+                await play(memory, memory_clock, script),
+                await play(postgres, postgres_clock, script),
+            )
+
+    in_memory, in_postgres = asyncio.run(both())
+    assert in_memory == in_postgres

@@ -1,0 +1,142 @@
+"""One contract for every PardotSlots (memory, SQLite file locks, PostgreSQL advisory locks):
+at most the limit in flight, shared by every process on the store, freed when a holder dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.pardot_slots_memory import InMemorySlots
+from adapters.pardot_slots_postgres import PostgresSlots
+from adapters.pardot_slots_sqlite import SQLiteStoreSlots
+from adapters.postgres_db import PostgresDatabase
+from tests.postgres import fresh_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+UNIT = "0Uv000000000001AAA"
+# A process of its own ("another node") holds every slot until it is killed.
+HOLDER = textwrap.dedent(
+    """
+    import asyncio, contextlib, sys
+
+    async def main(kind, where):
+        if kind == "sqlite":
+            from adapters.pardot_slots_sqlite import SQLiteStoreSlots
+            slots, database = SQLiteStoreSlots(where, sys.argv[3], limit=5), None
+        else:
+            from adapters.pardot_slots_postgres import PostgresSlots
+            from adapters.postgres_db import PostgresDatabase
+            database = await PostgresDatabase(where).open()
+            slots = PostgresSlots(database, sys.argv[3], limit=5)
+        async with contextlib.AsyncExitStack() as held:
+            for _ in range(5):
+                await held.enter_async_context(slots.slot())
+            print("holding", flush=True)
+            await asyncio.sleep(60)
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+# () -> a PardotSlots on the test's store; every call is another process's view of it.
+MakeSlots = Callable[..., Any]
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def make_slots(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeSlots]:
+    if request.param == "memory":
+        shared = InMemorySlots(3)  # one process only: every caller shares the one object
+        yield lambda: shared
+    elif request.param == "sqlite":
+        made: list[SQLiteStoreSlots] = []
+
+        def sqlite() -> SQLiteStoreSlots:
+            made.append(SQLiteStoreSlots(tmp_path / "queue.db", UNIT, limit=3))
+            return made[-1]
+
+        yield sqlite
+        for slots in made:
+            slots.close()
+    else:
+        with fresh_schema() as url:
+            databases = [await PostgresDatabase(url).open() for _ in range(2)]
+
+            def postgres() -> PostgresSlots:
+                databases.append(databases.pop(0))  # each call another database connection
+                return PostgresSlots(databases[-1], UNIT, limit=3)
+
+            yield postgres
+            for database in databases:
+                await database.close()
+
+
+async def test_no_more_than_the_limit_are_in_flight_across_processes(make_slots: MakeSlots) -> None:
+    first, second = make_slots(), make_slots()
+    in_flight, most = 0, 0
+
+    async def call(slots: Any) -> None:
+        nonlocal in_flight, most
+        async with slots.slot():
+            in_flight += 1
+            most = max(most, in_flight)
+            await asyncio.sleep(0.02)
+            in_flight -= 1
+
+    await asyncio.gather(*(call(first if n % 2 else second) for n in range(24)))
+    assert most == 3
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_the_slots_of_a_killed_process_come_back_at_once(kind: str, tmp_path: Path) -> None:
+    with fresh_schema() if kind == "postgres" else contextlib.nullcontext("") as url:
+        where = url if kind == "postgres" else str(tmp_path / "queue.db")
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", HOLDER, kind, where, UNIT,
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"holding\n"
+        database = await PostgresDatabase(url).open() if kind == "postgres" else None
+        slots: Any = (
+            PostgresSlots(database, UNIT, limit=5)
+            if database is not None
+            else SQLiteStoreSlots(where, UNIT, limit=5)
+        )
+        try:
+            waiting = asyncio.create_task(_one_call(slots))
+            await asyncio.sleep(0.5)
+            assert not waiting.done(), "a sixth call went out while five were in flight"
+            holder.kill()  # kill -9: no release
+            await holder.wait()
+            started = time.monotonic()
+            await asyncio.wait_for(waiting, 10)
+            assert time.monotonic() - started < 2.0
+        finally:
+            if holder.returncode is None:
+                holder.kill()
+                await holder.wait()
+            if database is not None:
+                await database.close()
+            else:
+                slots.close()
+
+
+async def _one_call(slots: Any) -> None:
+    async with slots.slot():
+        pass
+
+
+class _no_schema:
+    def __enter__(self) -> str:
+        return ""
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
