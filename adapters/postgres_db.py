@@ -248,7 +248,7 @@ class AdvisoryLocks:
 
     async def try_lock(self, key: int) -> bool:
         """Take `key` if no session holds it; never waits for another holder."""
-        call = asyncio.ensure_future(self._call("SELECT pg_try_advisory_lock(%s)", key))
+        call = asyncio.ensure_future(self._call("SELECT pg_try_advisory_lock(%(key)s)", key))
         try:
             got = await asyncio.shield(call)
         except asyncio.CancelledError:
@@ -274,24 +274,35 @@ class AdvisoryLocks:
             return  # lost with a broken connection (logged then): nothing to give back
         self._held.discard(key)
         with contextlib.suppress(psycopg.OperationalError):  # gone with the connection anyway
-            await asyncio.shield(self._call("SELECT pg_advisory_unlock(%s)", key))
+            await asyncio.shield(self._call("SELECT pg_advisory_unlock(%(key)s)", key))
 
-    async def _call(self, query: str, key: int) -> bool:
+    def holds(self, key: int) -> bool:
+        """Whether this session still holds `key` (a broken connection lost every lock)."""
+        return key in self._held
+
+    async def run(self, query: str, key: int) -> Any:
+        """`query` with `key` as `%(key)s`, on the locks' session: the first column
+        of its first row. For bookkeeping that belongs with a lock (see PostgresSlots)."""
         async with self._use:
             conn = await self._connection()
             try:
-                cursor = await conn.execute(query, (key,))
+                cursor = await conn.execute(query, {"key": key})
                 row = await cursor.fetchone()
             except psycopg.OperationalError:
                 await self._lost()
                 raise
-            return bool(row and row[0])
+            return row[0] if row else None
+
+    async def _call(self, query: str, key: int) -> bool:
+        return bool(await self.run(query, key))
 
     async def _connection(self) -> AsyncConnection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 await self._lost()
             self._conn = await self._database.connect()
+            # Its writes are bookkeeping a crash of the server may lose (sessions end then too).
+            await self._conn.execute("SET synchronous_commit = off")
         return self._conn
 
     async def _lost(self) -> None:

@@ -138,9 +138,16 @@ HISTORY: tuple[Step, ...] = (
     ),
 )
 
+# Which Pardot slots are in use, beside their advisory locks (see PostgresSlots): a slot
+# still marked in use when its lock comes free lost its holder in the middle of a call.
+PARDOT_SLOTS: tuple[Step, ...] = (
+    ("CREATE TABLE pardot_slots (key bigint PRIMARY KEY, in_use boolean NOT NULL)",),
+)
+
 # In the order they are migrated: the history reads the prospect store's tables.
 COMPONENTS: dict[str, tuple[Step, ...]] = {
     "queue": QUEUE,
     "prospect_store": PROSPECT_STORE,
     "history": HISTORY,
+    "pardot_slots": PARDOT_SLOTS,
 }

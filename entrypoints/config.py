@@ -89,6 +89,8 @@ class ServiceConfig(BaseSettings):
     admin_key: SecretStr | None = _env("DESTINATION_ADMIN_KEY", None)
     webhook_batching: bool = _env("DESTINATION_WEBHOOK_BATCHING", False)
     queue_url: str = _env("DESTINATION_QUEUE_URL", "sqlite:///pardot-destination.db")
+    # Connections each process keeps to a PostgreSQL store (one more holds its locks).
+    queue_pool_size: int = _env("DESTINATION_QUEUE_POOL_SIZE", 10, ge=2, le=100)
     destination_keys: Annotated[tuple[str, ...], NoDecode] = _env(
         "DESTINATION_INTEGRATION_KEYS", ("Pardot",)
     )
@@ -143,7 +145,8 @@ class ServiceConfig(BaseSettings):
     @field_validator("queue_url")
     @classmethod
     def _queue_url(cls, value: str) -> str:
-        sqlite_path_from_url(value)  # raises ValueError naming both accepted forms
+        if not is_postgres_url(value):
+            sqlite_path_from_url(value)  # raises ValueError naming the accepted forms
         return value
 
     @field_validator("lookup_field_id", "campaign_id", "create_campaign_id", mode="before")
@@ -210,14 +213,24 @@ class ServiceConfig(BaseSettings):
     def queue_path(self) -> Path:
         return sqlite_path_from_url(self.queue_url)
 
+    @property
+    def uses_postgres(self) -> bool:
+        """The store is a PostgreSQL database (many nodes) rather than a SQLite file."""
+        return is_postgres_url(self.queue_url)
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.partition("://")[0] in ("postgresql", "postgres") and "://" in url
+
 
 def sqlite_path_from_url(url: str) -> Path:
     """`sqlite:///relative.db` or `sqlite:////absolute.db` (SQLAlchemy's spelling) to a path."""
     scheme, sep, rest = url.partition("://")
     if scheme != "sqlite" or not sep or not rest.startswith("/") or rest == "/":
+        shown = url if scheme == "sqlite" else f"{scheme}://..."  # never a password
         raise ValueError(
-            f"unsupported queue URL {url!r}: expected sqlite:///relative/path.db "
-            "or sqlite:////absolute/path.db"
+            f"unsupported queue URL {shown!r}: expected sqlite:///relative/path.db, "
+            "sqlite:////absolute/path.db or postgresql://user@host:5432/database"
         )
     return Path(rest[1:])
 

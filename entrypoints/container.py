@@ -19,7 +19,6 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,12 +26,17 @@ from aiohttp import web
 from dependency_injector import containers, providers
 from pydantic import SecretStr
 
+from adapters.history_postgres import PostgresDeliveryHistory
 from adapters.history_sqlite import SQLiteDeliveryHistory
 from adapters.pardot_budget_sqlite import SQLiteApiCallCounts
 from adapters.pardot_http import PardotHttpRepository
+from adapters.pardot_slots_postgres import PostgresSlots
 from adapters.pardot_slots_sqlite import SQLiteStoreSlots
+from adapters.postgres_db import PostgresDatabase
+from adapters.prospect_store_postgres import PostgresProspectStore
 from adapters.prospect_index_sqlite import SQLiteProspectIndex
 from adapters.prospect_store_sqlite import SQLiteProspectStore
+from adapters.queue_postgres import PostgresEventQueue
 from adapters.queue_sqlite import SQLiteEventQueue
 from adapters.salesforce_oauth import (
     CONNECT_COMMAND,
@@ -46,7 +50,15 @@ from adapters.token_store import TokenStore
 from domain.budget import DailyBudget
 from domain.errors import ConfigurationError, InvalidSettings
 from domain.index import IndexKeeper
-from domain.ports import EventQueue, PardotRepository, ProspectIndex, ProspectStore, TokenProvider
+from domain.ports import (
+    DeliveryHistory,
+    EventQueue,
+    PardotRepository,
+    PardotSlots,
+    ProspectIndex,
+    ProspectStore,
+    TokenProvider,
+)
 from domain.settings import DestinationSettings
 from domain.sync import SyncService
 from entrypoints.config import ServiceConfig
@@ -161,9 +173,12 @@ async def _destination(config: ServiceConfig, repository: PardotRepository) -> D
 
 
 async def _pardot_slots(
-    path: Path, business_unit: str, limit: int
-) -> AsyncIterator[SQLiteStoreSlots]:
-    slots = SQLiteStoreSlots(path, business_unit, limit=limit)
+    database: Store, business_unit: str, limit: int
+) -> AsyncIterator[PardotSlots]:
+    if isinstance(database, PostgresDatabase):
+        yield PostgresSlots(database, business_unit, limit=limit)  # released with the database
+        return
+    slots = SQLiteStoreSlots(database.path, business_unit, limit=limit)
     try:
         yield slots
     finally:
@@ -204,13 +219,43 @@ async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def _database(path: Path) -> AsyncIterator[SQLiteDatabase]:
-    database = SQLiteDatabase(path)
+# The store: a SQLite file (one machine) or a PostgreSQL database (many nodes), chosen by
+# DESTINATION_QUEUE_URL; every store port below is served by the matching adapter.
+Store = SQLiteDatabase | PostgresDatabase
+
+
+async def _database(config: ServiceConfig) -> AsyncIterator[Store]:
+    database: Store
+    if config.uses_postgres:
+        # Creates or migrates the schema; an unreachable server stops start-up (StoreUnusable).
+        database = await PostgresDatabase(config.queue_url, pool_size=config.queue_pool_size).open()
+    else:
+        database = SQLiteDatabase(config.queue_path)
     try:
         await database.check()  # a damaged file stops start-up, naming it (StoreUnusable)
         yield database
     finally:
         await database.close()
+
+
+def _queue(database: Store, *, max_pending: int) -> EventQueue:
+    if isinstance(database, PostgresDatabase):
+        return PostgresEventQueue(database, max_pending=max_pending)
+    return SQLiteEventQueue(database, max_pending=max_pending)
+
+
+def _prospect_store(database: Store) -> ProspectStore:
+    if isinstance(database, PostgresDatabase):
+        return PostgresProspectStore(database)
+    return SQLiteProspectStore(database)
+
+
+def _history(
+    database: Store, *, retention: timedelta, clock: Callable[[], datetime]
+) -> DeliveryHistory:
+    if isinstance(database, PostgresDatabase):
+        return PostgresDeliveryHistory(database, retention=retention, clock=clock)
+    return SQLiteDeliveryHistory(database, retention=retention, clock=clock)
 
 
 def _with_tracking(app: web.Application, tracking: TrackingConfig) -> web.Application:
@@ -273,12 +318,13 @@ class Container(containers.DeclarativeContainer):
     metrics = providers.Singleton(Metrics)
     readiness = providers.Singleton(Readiness)
 
-    # Storage: the queue and what we know about the account share one SQLite database.
-    database = providers.Resource(_database, config.provided.queue_path)
-    queue = providers.Singleton(SQLiteEventQueue, database, max_pending=config.provided.max_pending)
-    prospect_store = providers.Singleton(SQLiteProspectStore, database)
+    # Storage: the queue and what we know about the account share one store (SQLite file or
+    # PostgreSQL database, by DESTINATION_QUEUE_URL).
+    database = providers.Resource(_database, config)
+    queue = providers.Singleton(_queue, database, max_pending=config.provided.max_pending)
+    prospect_store = providers.Singleton(_prospect_store, database)
     history = providers.Singleton(
-        SQLiteDeliveryHistory,
+        _history,
         database,
         retention=providers.Factory(timedelta, days=config.provided.retention_days),
         clock=clock,
@@ -299,7 +345,7 @@ class Container(containers.DeclarativeContainer):
     # Pardot's 5 requests in flight per business unit, shared by every process on the store.
     pardot_slots = providers.Resource(
         _pardot_slots,
-        config.provided.queue_path,
+        database,
         config.provided.business_unit_id,
         config.provided.max_concurrency,
     )

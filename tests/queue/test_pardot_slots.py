@@ -90,12 +90,17 @@ async def test_no_more_than_the_limit_are_in_flight_across_processes(make_slots:
             await asyncio.sleep(0.02)
             in_flight -= 1
 
+    started = time.monotonic()
     await asyncio.gather(*(call(first if n % 2 else second) for n in range(24)))
     assert most == 3
+    # A slot given back is taken again at once (only a dead holder's slot is held back).
+    assert time.monotonic() - started < 4.0
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-async def test_the_slots_of_a_killed_process_come_back_at_once(kind: str, tmp_path: Path) -> None:
+async def test_the_slots_of_a_killed_process_come_back(kind: str, tmp_path: Path) -> None:
+    """SQLite: at once. PostgreSQL: once the killed call may have ended at Pardot (here 1 s),
+    since Pardot counts a call whose sender died until it answers."""
     with fresh_schema() if kind == "postgres" else contextlib.nullcontext("") as url:
         where = url if kind == "postgres" else str(tmp_path / "queue.db")
         holder = await asyncio.create_subprocess_exec(
@@ -106,7 +111,7 @@ async def test_the_slots_of_a_killed_process_come_back_at_once(kind: str, tmp_pa
         assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"holding\n"
         database = await PostgresDatabase(url).open() if kind == "postgres" else None
         slots: Any = (
-            PostgresSlots(database, UNIT, limit=5)
+            PostgresSlots(database, UNIT, limit=5, after_death=1.0)
             if database is not None
             else SQLiteStoreSlots(where, UNIT, limit=5)
         )
@@ -118,7 +123,8 @@ async def test_the_slots_of_a_killed_process_come_back_at_once(kind: str, tmp_pa
             await holder.wait()
             started = time.monotonic()
             await asyncio.wait_for(waiting, 10)
-            assert time.monotonic() - started < 2.0
+            waited = time.monotonic() - started
+            assert (waited < 2.0) if kind == "sqlite" else (1.0 <= waited < 3.0), waited
         finally:
             if holder.returncode is None:
                 holder.kill()
