@@ -144,10 +144,33 @@ PARDOT_SLOTS: tuple[Step, ...] = (
     ("CREATE TABLE pardot_slots (key bigint PRIMARY KEY, in_use boolean NOT NULL)",),
 )
 
+PROSPECT_INDEX: tuple[Step, ...] = (
+    (
+        """CREATE TABLE prospect_index (
+            id bigint PRIMARY KEY,
+            email text,  -- lower case, for searching
+            fid text,
+            lookup text,  -- the lookup field's value as Pardot stores it
+            data text NOT NULL  -- JSON: email as spelled, fields, created_at, updated_at
+        )""",
+        "CREATE INDEX prospect_index_by_email ON prospect_index (email)",
+        "CREATE INDEX prospect_index_by_fid ON prospect_index (fid)",
+        "CREATE INDEX prospect_index_by_lookup ON prospect_index (lookup)",
+        "CREATE TABLE prospect_index_state (name text PRIMARY KEY, value text NOT NULL)",
+    ),
+)
+
+# Pardot calls per account day: one counter row per day, added to by every node.
+API_BUDGET: tuple[Step, ...] = (
+    ("CREATE TABLE api_calls (day date PRIMARY KEY, used bigint NOT NULL)",),
+)
+
 # In the order they are migrated: the history reads the prospect store's tables.
 COMPONENTS: dict[str, tuple[Step, ...]] = {
     "queue": QUEUE,
     "prospect_store": PROSPECT_STORE,
     "history": HISTORY,
     "pardot_slots": PARDOT_SLOTS,
+    "prospect_index": PROSPECT_INDEX,
+    "api_budget": API_BUDGET,
 }

@@ -28,13 +28,15 @@ from pydantic import SecretStr
 
 from adapters.history_postgres import PostgresDeliveryHistory
 from adapters.history_sqlite import SQLiteDeliveryHistory
+from adapters.pardot_budget_postgres import PostgresApiCallCounts
 from adapters.pardot_budget_sqlite import SQLiteApiCallCounts
 from adapters.pardot_http import PardotHttpRepository
 from adapters.pardot_slots_postgres import PostgresSlots
 from adapters.pardot_slots_sqlite import SQLiteStoreSlots
 from adapters.postgres_db import PostgresDatabase
-from adapters.prospect_store_postgres import PostgresProspectStore
+from adapters.prospect_index_postgres import PostgresProspectIndex
 from adapters.prospect_index_sqlite import SQLiteProspectIndex
+from adapters.prospect_store_postgres import PostgresProspectStore
 from adapters.prospect_store_sqlite import SQLiteProspectStore
 from adapters.queue_postgres import PostgresEventQueue
 from adapters.queue_sqlite import SQLiteEventQueue
@@ -51,6 +53,7 @@ from domain.budget import DailyBudget
 from domain.errors import ConfigurationError, InvalidSettings
 from domain.index import IndexKeeper
 from domain.ports import (
+    ApiCallCounts,
     DeliveryHistory,
     EventQueue,
     PardotRepository,
@@ -250,6 +253,18 @@ def _prospect_store(database: Store) -> ProspectStore:
     return SQLiteProspectStore(database)
 
 
+def _prospect_index(database: Store) -> ProspectIndex:
+    if isinstance(database, PostgresDatabase):
+        return PostgresProspectIndex(database)
+    return SQLiteProspectIndex(database)
+
+
+def _api_calls(database: Store) -> ApiCallCounts:
+    if isinstance(database, PostgresDatabase):
+        return PostgresApiCallCounts(database)
+    return SQLiteApiCallCounts(database)
+
+
 def _history(
     database: Store, *, retention: timedelta, clock: Callable[[], datetime]
 ) -> DeliveryHistory:
@@ -329,8 +344,8 @@ class Container(containers.DeclarativeContainer):
         retention=providers.Factory(timedelta, days=config.provided.retention_days),
         clock=clock,
     )
-    prospect_index = providers.Singleton(SQLiteProspectIndex, database)
-    api_calls = providers.Singleton(SQLiteApiCallCounts, database)
+    prospect_index = providers.Singleton(_prospect_index, database)
+    api_calls = providers.Singleton(_api_calls, database)
     budget = providers.Singleton(
         DailyBudget,
         api_calls,

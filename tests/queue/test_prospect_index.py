@@ -1,8 +1,10 @@
-"""One contract for every ProspectIndex and ApiCallCounts (memory, SQLite), plus what only a
-file can do: two processes' counts add up, and the index survives a reopen."""
+"""One contract for every ProspectIndex and ApiCallCounts (memory, SQLite, PostgreSQL), plus
+what only a shared store can do: two processes' (or nodes') counts add up, and they see one
+index."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,12 +12,16 @@ from typing import Any
 import pytest
 
 from adapters.pardot_budget_memory import InMemoryApiCallCounts
+from adapters.pardot_budget_postgres import PostgresApiCallCounts
 from adapters.pardot_budget_sqlite import SQLiteApiCallCounts
+from adapters.postgres_db import PostgresDatabase
 from adapters.prospect_index_memory import InMemoryProspectIndex
+from adapters.prospect_index_postgres import PostgresProspectIndex
 from adapters.prospect_index_sqlite import SQLiteProspectIndex
 from adapters.sqlite_db import SQLiteDatabase
 from domain.ports import IndexState
 from domain.prospect import Prospect
+from tests.postgres import fresh_schema
 
 
 def prospect(pid: int, email: str, **fields: Any) -> Prospect:
@@ -25,24 +31,32 @@ def prospect(pid: int, email: str, **fields: Any) -> Prospect:
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     if request.param == "memory":
         yield InMemoryProspectIndex()
-    else:
+    elif request.param == "sqlite":
         sqlite = SQLiteProspectIndex(tmp_path / "store.db")
         yield sqlite
         await sqlite.close()
+    else:
+        with fresh_schema() as url:
+            async with PostgresDatabase(url) as database:
+                yield PostgresProspectIndex(database)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def counts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     if request.param == "memory":
         yield InMemoryApiCallCounts()
-    else:
+    elif request.param == "sqlite":
         sqlite = SQLiteApiCallCounts(tmp_path / "store.db")
         yield sqlite
         await sqlite.close()
+    else:
+        with fresh_schema() as url:
+            async with PostgresDatabase(url) as database:
+                yield PostgresApiCallCounts(database)
 
 
 async def test_an_empty_index_knows_nothing_and_is_not_complete(index: Any) -> None:
@@ -106,3 +120,15 @@ async def test_processes_sharing_a_file_share_one_count_and_one_index(tmp_path: 
     finally:
         await first_db.close()
         await second_db.close()
+
+
+async def test_nodes_sharing_a_postgres_store_share_one_count_and_one_index(
+    postgres_url: str,
+) -> None:
+    async with PostgresDatabase(postgres_url) as first, PostgresDatabase(postgres_url) as second:
+        one, two = PostgresApiCallCounts(first), PostgresApiCallCounts(second)
+        totals = await asyncio.gather(*(node.add("2026-01-01") for node in [one, two] * 20))
+        assert sorted(totals) == list(range(1, 41))  # no count lost to a race
+        assert await two.used("2026-01-01") == 40
+        await PostgresProspectIndex(first).put([(prospect(1, "a@x.io"), None)])
+        assert await PostgresProspectIndex(second).count() == 1
