@@ -100,7 +100,12 @@ class PostgresDatabase:
     def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.url = url
         self.where = describe(url)
-        self._options = connect_options(url)
+        try:
+            self._options = connect_options(url)
+        except psycopg.ProgrammingError as error:  # names the part, never the password
+            raise StoreUnusable(
+                f"DESTINATION_QUEUE_URL is not a PostgreSQL URL libpq can read ({error})"
+            ) from None
         self._pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
             url,
             kwargs=self._options,
