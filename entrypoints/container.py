@@ -176,12 +176,15 @@ async def _destination(config: ServiceConfig, repository: PardotRepository) -> D
 
 
 async def _pardot_slots(
-    database: Store, business_unit: str, limit: int
+    config: ServiceConfig, database: Callable[[], Any], business_unit: str, limit: int
 ) -> AsyncIterator[PardotSlots]:
-    if isinstance(database, PostgresDatabase):
-        yield PostgresSlots(database, business_unit, limit=limit)  # released with the database
+    """`database` is the store's provider, asked only for PostgreSQL: the SQLite slots are
+    files beside the queue file, and need not wait for (nor fail with) the database."""
+    if config.uses_postgres:
+        store = await _awaiting(database)()
+        yield PostgresSlots(store, business_unit, limit=limit)  # released with the database
         return
-    slots = SQLiteStoreSlots(database.path, business_unit, limit=limit)
+    slots = SQLiteStoreSlots(config.queue_path, business_unit, limit=limit)
     try:
         yield slots
     finally:
@@ -360,7 +363,8 @@ class Container(containers.DeclarativeContainer):
     # Pardot's 5 requests in flight per business unit, shared by every process on the store.
     pardot_slots = providers.Resource(
         _pardot_slots,
-        database,
+        config,
+        database.provider,
         config.provided.business_unit_id,
         config.provided.max_concurrency,
     )
