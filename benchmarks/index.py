@@ -40,6 +40,7 @@ from domain.budget import DailyBudget
 from domain.index import IndexKeeper
 from domain.settings import DestinationSettings
 from domain.sync import SyncService
+from entrypoints.logs import configure_logging
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
 from entrypoints.worker import DeliveryWorker, WorkerOptions
@@ -384,6 +385,8 @@ async def main() -> None:
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--only", choices=["v3", "v4", "v4-lookup"], default=None)
     args = parser.parse_args()
+    # As `serve` runs: warnings only, so printing one line per event does not cost the run.
+    configure_logging("warning")
     configs = [(3, False), (4, False), (4, True)]
     names = {(3, False): "v3", (4, False): "v4", (4, True): "v4-lookup"}
     rows: list[Row] = []
