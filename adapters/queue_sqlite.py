@@ -177,6 +177,9 @@ class SQLiteEventQueue:
             self._db = SQLiteDatabase(path, max_batch=MAX_BATCH if group_commit else 1)
         self._db.prepare(partial(migrate, component=SCHEMA_COMPONENT, steps=MIGRATIONS))
         self._max_pending = max_pending
+        # The open-event count as of the current write transaction, plus what it added: read
+        # once per transaction instead of once per put (see `_check_room`).
+        self._open_seen: tuple[int, int] = (-1, 0)
         self._clock = clock
 
     async def put(self, payloads: Sequence[Mapping[str, Any]], *, scope: str = "") -> int:
@@ -265,16 +268,26 @@ class SQLiteEventQueue:
             " due_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_scope, message_id) DO NOTHING",
             [(*row, now, now) for row in rows],
         ).rowcount
+        transaction, open_events = self._open_seen
+        self._open_seen = (transaction, open_events + added)
         return added
 
     def _check_room(self, conn: sqlite3.Connection) -> None:
-        """Refuse new events while the backlog is at its limit (counted by triggers)."""
+        """Refuse new events while the backlog is at its limit (counted by triggers).
+
+        The count is read once per write transaction: while this connection holds the write
+        lock no other process changes it, and the puts of the same transaction add to it. A
+        put undone by its savepoint leaves the estimate high, which only refuses early.
+        """
         if self._max_pending is None:
             return
-        (count,) = conn.execute(
-            "SELECT coalesce(sum(n), 0) FROM event_counts"
-            " WHERE state IN ('pending', 'retry', 'leased')"
-        ).fetchone()
+        transaction, count = self._open_seen
+        if transaction != self._db.transactions:
+            (count,) = conn.execute(
+                "SELECT coalesce(sum(n), 0) FROM event_counts"
+                " WHERE state IN ('pending', 'retry', 'leased')"
+            ).fetchone()
+            self._open_seen = (self._db.transactions, count)
         if count >= self._max_pending:
             raise QueueFull(f"{count} events await delivery (limit {self._max_pending})")
 
