@@ -344,8 +344,7 @@ class SyncService:
         if isinstance(write, UpsertByEmail):
             return _Target(f"email:{write.email.lower()}", write.reason)
         if isinstance(write, UpsertById):
-            key = str(write.prospect_id)
-            return _Target(key, f"updated prospect {key}: {write.reason}", write.prospect_id)
+            return _updated(write.prospect_id, write.reason)
         if isinstance(write, UpsertByFid):
             return await self._by_fid(write, context)
         email = group.email.value if group.email is not None else None
@@ -358,8 +357,7 @@ class SyncService:
         identity = f"fid:{write.fid}"
         known = (await self._store.links([identity])).get(identity)
         if known is not None:
-            reason = f"updated prospect {known}: {write.reason}"
-            return _Target(known, reason, int(known), via_links=(identity,))
+            return _updated(int(known), write.reason, via_links=(identity,))
         if context.index is not None:
             prospect = await context.index.index.by_fid(write.fid)
             if prospect is None:
@@ -371,8 +369,7 @@ class SyncService:
         if prospect is None:
             return Rejected(f"rejected: no prospect has fid {write.fid}")
         await self._store.link({identity: str(prospect.id)})
-        reason = f"updated prospect {prospect.id}: {write.reason}"
-        return _Target(str(prospect.id), reason, prospect.id)
+        return _updated(prospect.id, write.reason)
 
     async def _by_lookup(
         self, group: _Group, write: MatchByLookup, email: str | None, context: _Context
@@ -409,9 +406,7 @@ class SyncService:
                 )
             if holders:
                 [prospect] = holders.values()
-                return _Target(
-                    str(prospect.id), f"updated prospect {prospect.id}: {described}", prospect.id
-                )
+                return _updated(prospect.id, described)
             if email is None:
                 return Rejected(
                     f"rejected: no prospect has {described} and there is no email to find or "
@@ -420,16 +415,13 @@ class SyncService:
             empty = [p for p in candidates if self._lookup_text(p) is None]
             if empty:
                 adopted = _latest(empty)
-                return _Target(
-                    str(adopted.id),
-                    f"updated prospect {adopted.id}: adopted for {described}, the latest with "
-                    f"email {email} and no {write.lookup_field}",
+                return _updated(
                     adopted.id,
+                    f"adopted for {described}, the latest with email {email} and no "
+                    f"{write.lookup_field}",
                 )
-            reason = f"no prospect has {described}"
-            if context.index is not None:
-                return _NeedsCreate(group, email, reason, expect=value)
-            return await self._create(group, email, reason, expect=value)
+            need = _NeedsCreate(group, email, f"no prospect has {described}", expect=value)
+            return need if context.index is not None else await self._create(need)
 
     async def _by_person(
         self, group: _Group, write: MatchPerson, email: str | None, context: _Context
@@ -439,51 +431,34 @@ class SyncService:
         if person is not None:
             linked = (await self._store.links([person])).get(person)
             if linked is not None:
-                return _Target(
-                    linked,
-                    f"updated prospect {linked}: linked to {person.split(':', 1)[0]} id",
-                    int(linked),
-                    via_links=(person,),
-                )
+                kind = person.split(":", 1)[0]
+                return _updated(int(linked), f"linked to {kind} id", via_links=(person,))
         if email is None:
             return Rejected(write.missing_email)
         async with self._lock(email, context):
             candidates = await self._with_email(email, context)
             if write.lookup_field is None:
                 if candidates:
-                    latest = _latest(candidates)
-                    return _Target(
-                        str(latest.id),
-                        f"updated prospect {latest.id}: the latest with email {email}",
-                        latest.id,
-                    )
-                if context.index is not None:
-                    return _NeedsCreate(group, email, f"no prospect has email {email}")
-                return await self._create(group, email, f"no prospect has email {email}")
+                    return _updated(_latest(candidates).id, f"the latest with email {email}")
+                need = _NeedsCreate(group, email, f"no prospect has email {email}")
+                return need if context.index is not None else await self._create(need)
             free = [p for p in candidates if self._lookup_text(p) is None]
             if free:
-                latest = _latest(free)
-                return _Target(
-                    str(latest.id),
-                    f"updated prospect {latest.id}: the latest with email {email} and no "
-                    f"{write.lookup_field}",
-                    latest.id,
+                return _updated(
+                    _latest(free).id,
+                    f"the latest with email {email} and no {write.lookup_field}",
                 )
             if len(candidates) == 1:
                 [only] = candidates
-                return _Target(
-                    str(only.id), f"updated prospect {only.id}: the only one with email {email}",
-                    only.id,
-                )  # fmt: skip
+                return _updated(only.id, f"the only one with email {email}")
             if candidates:
                 ids = ", ".join(str(p.id) for p in sorted(candidates, key=lambda p: p.id))
                 return Rejected(
                     f"rejected: {len(candidates)} prospects have email {email}, each with its "
                     f"own {write.lookup_field} (ids {ids}); wrote nothing rather than guess"
                 )
-            if context.index is not None:
-                return _NeedsCreate(group, email, f"no prospect has email {email}")
-            return await self._create(group, email, f"no prospect has email {email}")
+            need = _NeedsCreate(group, email, f"no prospect has email {email}")
+            return need if context.index is not None else await self._create(need)
 
     async def _with_email(self, email: str | None, context: _Context) -> list[Prospect]:
         if email is None:
@@ -493,28 +468,12 @@ class SyncService:
             return found.get(email.strip().lower(), [])
         return await self._repository.read_by_email(email)
 
-    async def _create(
-        self, group: _Group, email: str, why: str, *, expect: str | None = None
-    ) -> _Target:
+    async def _create(self, need: _NeedsCreate) -> _Target:
+        """One create, read straight from Pardot's answer (without the index)."""
+        group = need.group
         fields = {name: stamped.value for name, stamped in group.stamps.items()}
-        created = await self._repository.create(email, {**group.write.create_fields, **fields})
-        lookup = self._settings.lookup_field
-        if expect is not None and lookup is not None and self._lookup_text(created) != expect:
-            message = (
-                f"prospect {created.id} was created with {lookup}={expect} but Pardot stored "
-                f"{self._lookup_text(created)!r}: check the type of the field {lookup}; "
-                "deliveries wait rather than create one prospect per event"
-            )
-            if self._lookup is not None:
-                self._lookup_broken = (message, self._lookup)
-            raise ConfigurationError(message)
-        key = str(created.id)
-        stamps = {name: FieldStamp(s.value, s.at) for name, s in group.stamps.items()}
-        if group.email is not None:
-            stamps["email"] = FieldStamp(group.email.value, group.email.at)
-        await self._store.record(key, stamps)
-        await self._store.link(self._links(key, [group], created))
-        return _Target(key, f"created prospect {created.id}: {why}", created.id, created=True)
+        created = await self._repository.create(need.email, {**group.write.create_fields, **fields})
+        return await self._created(need, created)
 
     async def _create_batches(
         self, needs: list[_NeedsCreate], context: _Context
@@ -898,6 +857,13 @@ def _person_identity(group: _Group) -> str | None:
     if write.anonymous_id is not None:
         return f"anonymous:{write.anonymous_id}"
     return None
+
+
+def _updated(prospect_id: int, why: str, *, via_links: tuple[str, ...] = ()) -> _Target:
+    """Where events go when they update an existing prospect, and the reason they say so."""
+    return _Target(
+        str(prospect_id), f"updated prospect {prospect_id}: {why}", prospect_id, via_links=via_links
+    )
 
 
 def _latest(prospects: Sequence[Prospect]) -> Prospect:
