@@ -14,21 +14,16 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from adapters.field_json import fields_json
+from adapters.history_tally import MINUTES_KEPT, PurgeSchedule, minute_of, tally
 from adapters.postgres_db import PostgresDatabase
 from domain.ports import HistoryEntry
-from domain.prospect import FieldValue
 
-MINUTES_KEPT = timedelta(days=1)
-PURGE_EVERY = timedelta(hours=1)
 _COLUMNS = "at, outcome, reason, message_id, user_id, email, prospect, fields, source"
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _minute(when: datetime) -> datetime:
-    return when.astimezone(UTC).replace(second=0, microsecond=0)
 
 
 class PostgresDeliveryHistory:
@@ -44,24 +39,13 @@ class PostgresDeliveryHistory:
         self._db = database
         self._retention = retention
         self._clock = clock
-        self._purged_at: datetime | None = None
+        self._purges = PurgeSchedule()
 
     async def record(self, entries: Sequence[HistoryEntry]) -> None:
         if not entries:
             return
-        now = self._clock()
-        purge_before = None
-        if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
-            self._purged_at = now
-            purge_before = now
-        minutes: dict[tuple[datetime, str], int] = {}
-        seen: dict[str, tuple[datetime, int]] = {}
-        for e in entries:
-            key = (_minute(e.at), e.outcome)
-            minutes[key] = minutes.get(key, 0) + 1
-            for name in e.seen:
-                last, count = seen.get(name, (e.at, 0))
-                seen[name] = (max(last, e.at), count + 1)
+        purge_before = self._purges.due(self._clock())
+        counted = tally(entries)
 
         async def write(conn: AsyncConnection[Any]) -> None:
             await conn.execute(
@@ -70,7 +54,7 @@ class PostgresDeliveryHistory:
                 " %s::text[], %s::text[], %s::text[])",
                 _columns(entries),
             )
-            ordered = sorted(minutes.items())
+            ordered = sorted(counted.minutes.items())
             await conn.execute(
                 "INSERT INTO history_minutes (minute, outcome, n)"
                 " SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::bigint[])"
@@ -81,7 +65,7 @@ class PostgresDeliveryHistory:
                     [n for _, n in ordered],
                 ),
             )
-            fields = sorted(seen.items())
+            fields = sorted(counted.seen.items())
             if fields:
                 await conn.execute(
                     "INSERT INTO fields_seen (field, last_seen, events)"
@@ -135,7 +119,7 @@ class PostgresDeliveryHistory:
         async with self._db.connection() as conn:
             cursor = await conn.execute(
                 "SELECT minute, outcome, n FROM history_minutes WHERE minute >= %s ORDER BY minute",
-                (_minute(since),),
+                (minute_of(since),),
             )
             rows = await cursor.fetchall()
         found: dict[datetime, dict[str, int]] = {}
@@ -201,10 +185,6 @@ class PostgresDeliveryHistory:
         """The database belongs to whoever opened it."""
 
 
-def _jsonable(value: FieldValue) -> str | list[str]:
-    return list(value) if isinstance(value, tuple) else value
-
-
 def _columns(entries: Sequence[HistoryEntry]) -> tuple[list[Any], ...]:
     return (
         [e.at for e in entries],
@@ -214,7 +194,7 @@ def _columns(entries: Sequence[HistoryEntry]) -> tuple[list[Any], ...]:
         [e.user_id for e in entries],
         [e.email.lower() if e.email else None for e in entries],
         [e.prospect for e in entries],
-        [json.dumps({k: _jsonable(v) for k, v in e.fields.items()}) for e in entries],
+        [fields_json(e.fields) for e in entries],
         [e.source for e in entries],
     )
 

@@ -19,15 +19,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from adapters.field_json import fields_json
+from adapters.history_tally import MINUTES_KEPT, PurgeSchedule, minute_of, tally
 from adapters.sqlite_db import SQLiteDatabase, from_micros, to_micros
 from adapters.sqlite_migrations import Step, migrate
 from domain.ports import HistoryEntry
-from domain.prospect import FieldValue
 
 SCHEMA_COMPONENT = "history"
-_MINUTE = 60_000_000  # microseconds
-MINUTES_KEPT = timedelta(days=1)
-PURGE_EVERY = timedelta(hours=1)
 
 _V1 = (
     """CREATE TABLE IF NOT EXISTS history (
@@ -79,16 +77,12 @@ class SQLiteDeliveryHistory:
         self._db.prepare(partial(migrate, component=SCHEMA_COMPONENT, steps=MIGRATIONS))
         self._retention = retention
         self._clock = clock
-        self._purged_at: datetime | None = None
+        self._purges = PurgeSchedule()
 
     async def record(self, entries: Sequence[HistoryEntry]) -> None:
         if not entries:
             return
-        now = self._clock()
-        purge_before = None
-        if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
-            self._purged_at = now
-            purge_before = now
+        purge_before = self._purges.due(self._clock())
         await self._db.write(partial(self._record, list(entries), purge_before))
 
     async def touching(
@@ -107,7 +101,7 @@ class SQLiteDeliveryHistory:
         return await self._db.read(partial(_touching, wanted, limit))
 
     async def per_minute(self, since: datetime) -> dict[datetime, dict[str, int]]:
-        return await self._db.read(partial(_per_minute, to_micros(since) // _MINUTE * _MINUTE))
+        return await self._db.read(partial(_per_minute, to_micros(minute_of(since))))
 
     async def fields_seen(self, since: datetime) -> dict[str, int]:
         return await self._db.read(partial(_fields_seen, to_micros(since)))
@@ -146,31 +140,23 @@ class SQLiteDeliveryHistory:
                     e.user_id,
                     e.email.lower() if e.email else None,
                     e.prospect,
-                    json.dumps({k: _jsonable(v) for k, v in e.fields.items()}),
+                    fields_json(e.fields),
                     e.source,
                 )
                 for e in entries
             ],
         )
-        minutes: dict[tuple[int, str], int] = {}
-        seen: dict[str, tuple[int, int]] = {}
-        for e in entries:
-            at = to_micros(e.at)
-            key = (at // _MINUTE * _MINUTE, e.outcome)
-            minutes[key] = minutes.get(key, 0) + 1
-            for name in e.seen:
-                last, count = seen.get(name, (0, 0))
-                seen[name] = (max(last, at), count + 1)
+        counted = tally(entries)
         conn.executemany(
             "INSERT INTO history_minutes (minute, outcome, n) VALUES (?, ?, ?)"
             " ON CONFLICT (minute, outcome) DO UPDATE SET n = n + excluded.n",
-            [(minute, outcome, n) for (minute, outcome), n in minutes.items()],
+            [(to_micros(m), outcome, n) for (m, outcome), n in counted.minutes.items()],
         )
         conn.executemany(
             "INSERT INTO fields_seen (field, last_seen, events) VALUES (?, ?, ?)"
             " ON CONFLICT (field) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen),"
             " events = events + excluded.events",
-            [(name, last, count) for name, (last, count) in seen.items()],
+            [(name, to_micros(last), count) for name, (last, count) in counted.seen.items()],
         )
         if purge_before is not None:
             cutoff = to_micros(purge_before - self._retention)
@@ -180,10 +166,6 @@ class SQLiteDeliveryHistory:
                 "DELETE FROM history_minutes WHERE minute < ?",
                 (to_micros(purge_before - MINUTES_KEPT),),
             )
-
-
-def _jsonable(value: FieldValue) -> str | list[str]:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def _entry(row: tuple[Any, ...]) -> HistoryEntry:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+from adapters.field_json import field_from_json, field_json
 from adapters.postgres_db import PostgresDatabase
 from domain.ports import FieldStamp
-from domain.prospect import FieldValue
 
 LOCK_POLL_SECONDS = (0.02, 0.25)  # first and longest wait between tries for a held lock
 
@@ -64,7 +63,7 @@ class PostgresProspectStore:
                 (prospect,),
             )
             rows = await cursor.fetchall()
-        return {name: FieldStamp(_from_json(value), at) for name, value, at in rows}
+        return {name: FieldStamp(field_from_json(value), at) for name, value, at in rows}
 
     async def record(self, prospect: str, stamps: Mapping[str, FieldStamp]) -> None:
         if not stamps:
@@ -83,7 +82,7 @@ class PostgresProspectStore:
                 (
                     prospect,
                     [name for name, _ in ordered],
-                    [json.dumps(_jsonable(s.value)) for _, s in ordered],
+                    [field_json(s.value) for _, s in ordered],
                     [s.at for _, s in ordered],
                 ),
             )
@@ -108,14 +107,3 @@ class PostgresProspectStore:
 
     async def close(self) -> None:
         """The database belongs to whoever opened it."""
-
-
-def _jsonable(value: FieldValue) -> str | list[str]:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _from_json(text: str | None) -> FieldValue:
-    if text is None:
-        return ""
-    value = json.loads(text)
-    return tuple(value) if isinstance(value, list) else str(value)

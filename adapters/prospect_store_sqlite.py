@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import time
 import uuid
@@ -17,10 +16,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
+from adapters.field_json import field_from_json, field_json
 from adapters.sqlite_db import SQLiteDatabase, from_micros, to_micros
 from adapters.sqlite_migrations import Step, migrate
 from domain.ports import FieldStamp
-from domain.prospect import FieldValue
 
 LOCK_TTL_SECONDS = 10.0
 LOCK_HEARTBEAT_SECONDS = 3.0
@@ -106,10 +105,7 @@ class SQLiteProspectStore:
         return await self._db.read(partial(_stamps, prospect))
 
     async def record(self, prospect: str, stamps: Mapping[str, FieldStamp]) -> None:
-        rows = [
-            (prospect, name, json.dumps(_jsonable(s.value)), _micros(s))
-            for name, s in stamps.items()
-        ]
+        rows = [(prospect, name, field_json(s.value), _micros(s)) for name, s in stamps.items()]
         if rows:
             await self._db.write(partial(_record, rows))
 
@@ -154,17 +150,6 @@ def _micros(stamp: FieldStamp) -> int | None:
     return None if stamp.at is None else to_micros(stamp.at)
 
 
-def _jsonable(value: FieldValue) -> str | list[str]:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _from_json(text: str | None) -> FieldValue:
-    if text is None:
-        return ""
-    value = json.loads(text)
-    return tuple(value) if isinstance(value, list) else str(value)
-
-
 def _links(identities: list[str], conn: sqlite3.Connection) -> dict[str, str]:
     found: dict[str, str] = {}
     for start in range(0, len(identities), 500):  # SQLite's bound-parameter limit
@@ -195,7 +180,7 @@ def _stamps(prospect: str, conn: sqlite3.Connection) -> dict[str, FieldStamp]:
         "SELECT field, value, set_at FROM prospect_fields WHERE prospect = ?", (prospect,)
     )
     return {
-        name: FieldStamp(_from_json(value), None if at is None else from_micros(at))
+        name: FieldStamp(field_from_json(value), None if at is None else from_micros(at))
         for name, value, at in rows
     }
 
