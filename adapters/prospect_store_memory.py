@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+from adapters.email_locks import EmailLocks
 from domain.ports import FieldStamp
 
 
@@ -13,8 +13,7 @@ class InMemoryProspectStore:
     def __init__(self) -> None:
         self._links: dict[str, str] = {}
         self._stamps: dict[str, dict[str, FieldStamp]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._waiting: dict[str, int] = {}
+        self._locks = EmailLocks()
 
     async def links(self, identities: Sequence[str]) -> dict[str, str]:
         return {i: self._links[i] for i in identities if i in self._links}
@@ -37,17 +36,8 @@ class InMemoryProspectStore:
 
     @contextlib.asynccontextmanager
     async def create_lock(self, email: str) -> AsyncIterator[None]:
-        key = email.strip().lower()
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._waiting[key] = self._waiting.get(key, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            # Forget a lock nobody waits for, so a long run does not keep one per email.
-            self._waiting[key] -= 1
-            if not self._waiting[key]:
-                del self._waiting[key], self._locks[key]
+        async with self._locks.hold(email):
+            yield
 
 
 def later_or_equal(stamp: FieldStamp, current: FieldStamp | None) -> bool:

@@ -8,10 +8,10 @@ queue on an asyncio lock first, since a session may take a key it already holds.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+from adapters.email_locks import EmailLocks
 from adapters.field_json import field_from_json, field_json
 from adapters.postgres_db import PostgresDatabase
 from domain.ports import FieldStamp
@@ -24,8 +24,7 @@ class PostgresProspectStore:
 
     def __init__(self, database: PostgresDatabase) -> None:
         self._db = database
-        self._local: dict[str, asyncio.Lock] = {}
-        self._waiting: dict[str, int] = {}
+        self._local = EmailLocks()
 
     async def links(self, identities: Sequence[str]) -> dict[str, str]:
         if not identities:
@@ -89,21 +88,13 @@ class PostgresProspectStore:
 
     @contextlib.asynccontextmanager
     async def create_lock(self, email: str) -> AsyncIterator[None]:
-        key = email.strip().lower()
-        local = self._local.setdefault(key, asyncio.Lock())
-        self._waiting[key] = self._waiting.get(key, 0) + 1
-        try:
-            async with local:
-                lock = self._db.lock_key("create", key)
-                await self._db.locks.acquire(lock, LOCK_POLL_SECONDS)
-                try:
-                    yield
-                finally:
-                    await self._db.locks.unlock(lock)
-        finally:
-            self._waiting[key] -= 1
-            if not self._waiting[key]:
-                del self._waiting[key], self._local[key]
+        async with self._local.hold(email) as key:
+            lock = self._db.lock_key("create", key)
+            await self._db.locks.acquire(lock, LOCK_POLL_SECONDS)
+            try:
+                yield
+            finally:
+                await self._db.locks.unlock(lock)
 
     async def close(self) -> None:
         """The database belongs to whoever opened it."""

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
+from adapters.email_locks import EmailLocks
 from adapters.field_json import field_from_json, field_json
 from adapters.sqlite_db import SQLiteDatabase, from_micros, to_micros
 from adapters.sqlite_migrations import Step, migrate
@@ -87,8 +88,7 @@ class SQLiteProspectStore:
         self._db.prepare(partial(migrate, component=SCHEMA_COMPONENT, steps=MIGRATIONS))
         self._owner = uuid.uuid4().hex
         # Waiters of this process queue here instead of polling the file one by one.
-        self._local: dict[str, asyncio.Lock] = {}
-        self._waiting: dict[str, int] = {}
+        self._local = EmailLocks()
 
     async def links(self, identities: Sequence[str]) -> dict[str, str]:
         return await self._db.read(partial(_links, list(identities)))
@@ -111,24 +111,16 @@ class SQLiteProspectStore:
 
     @contextlib.asynccontextmanager
     async def create_lock(self, email: str) -> AsyncIterator[None]:
-        key = email.strip().lower()
-        local = self._local.setdefault(key, asyncio.Lock())
-        self._waiting[key] = self._waiting.get(key, 0) + 1
-        try:
-            async with local:
-                await self._acquire(key)
-                beat = asyncio.create_task(self._heartbeat(key))
-                try:
-                    yield
-                finally:
-                    beat.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await beat
-                    await asyncio.shield(self._db.write(partial(_release, key, self._owner)))
-        finally:
-            self._waiting[key] -= 1
-            if not self._waiting[key]:
-                del self._waiting[key], self._local[key]
+        async with self._local.hold(email) as key:
+            await self._acquire(key)
+            beat = asyncio.create_task(self._heartbeat(key))
+            try:
+                yield
+            finally:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
+                await asyncio.shield(self._db.write(partial(_release, key, self._owner)))
 
     async def _acquire(self, key: str) -> None:
         wait, longest = LOCK_POLL_SECONDS
