@@ -12,11 +12,7 @@ token, or as the password of HTTP Basic (any user name), which is what a browser
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hashlib
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -25,16 +21,15 @@ from importlib.resources import files
 
 from aiohttp import web
 
+from entrypoints.admin_key import admin_only, set_admin_key
 from entrypoints.config import ServiceConfig, is_loopback
 from entrypoints.fields_check import ACCOUNT_FIELDS_NOTE, FRESH_ENOUGH, check
 from entrypoints.status_report import StatusSources, build_report
-from entrypoints.webhook import METRICS
+from entrypoints.webhook import METRICS, guarded
 
 log = logging.getLogger(__name__)
 
 SOURCES = web.AppKey("status_sources", StatusSources)
-ADMIN_DIGEST = web.AppKey("admin_key_digest", bytes)
-PROTECTED = ("/status", "/status.json", "/metrics")
 ASSETS = {
     "uPlot.iife.min.js": "text/javascript",
     "uPlot.min.css": "text/css",
@@ -59,14 +54,12 @@ def _reveal(config: ServiceConfig) -> str:
 
 
 def add_status_routes(app: web.Application, sources: StatusSources, *, admin_key: str = "") -> None:
-    key = admin_key.strip()
     app[SOURCES] = sources
-    app[ADMIN_DIGEST] = hashlib.sha256(key.encode()).digest() if key else b""
+    set_admin_key(app, admin_key)  # /metrics, added with the app, reads it too
     app[REFRESHER] = FieldsRefresher(sources)
-    app.middlewares.append(_admin_only)
-    app.router.add_get("/status", _page)
-    app.router.add_get("/status.json", _figures)
-    app.router.add_get("/status/assets/{name}", _asset)
+    app.router.add_get("/status", guarded(admin_only(_page)))
+    app.router.add_get("/status.json", guarded(admin_only(_figures)))
+    app.router.add_get("/status/assets/{name}", guarded(_asset))
 
     async def scrape() -> None:
         """/metrics gauges that live in the store: the queue's age, the daily budget."""
@@ -86,36 +79,6 @@ def add_status_routes(app: web.Application, sources: StatusSources, *, admin_key
         await app[REFRESHER].stop()
 
     app.on_cleanup.append(stop_refresher)
-
-
-@web.middleware
-async def _admin_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-    digest = request.app[ADMIN_DIGEST]
-    if not digest or request.path not in PROTECTED:
-        return await handler(request)
-    offered = _offered_key(request.headers.get("Authorization", ""))
-    if offered is not None and hmac.compare_digest(
-        hashlib.sha256(offered.encode()).digest(), digest
-    ):
-        return await handler(request)
-    return web.json_response(
-        {"success": False, "code": "unauthorized", "message": "DESTINATION_ADMIN_KEY required"},
-        status=401,
-        headers={"WWW-Authenticate": 'Basic realm="pardot-destination status"'},
-    )
-
-
-def _offered_key(header: str) -> str | None:
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer":
-        return value.strip()
-    if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        return decoded.partition(":")[2]
-    return None
 
 
 class FieldsRefresher:
