@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -134,11 +133,20 @@ def _v3_state_counts(conn: sqlite3.Connection) -> None:
 # Which lease holds a leased event: renewals and settlements name it (see the docstring).
 _V4_LEASE_IDS = ("ALTER TABLE events ADD COLUMN lease_id TEXT",)
 
+# Ingest adds to the pending count once per INSERT statement (`_insert_rows`): a trigger
+# firing per row was a fifth of the cost of storing an event. The row for 'pending' must
+# exist for that UPDATE, whatever the table held before.
+_V5_COUNT_INSERTS_PER_STATEMENT = (
+    "DROP TRIGGER events_counted_in",
+    "INSERT INTO event_counts (state, n) VALUES ('pending', 0) ON CONFLICT (state) DO NOTHING",
+)
+
 MIGRATIONS: tuple[Step, ...] = (
     _V1_FIRST_SCHEMA,
     _v2_dedupe_scope,
     _v3_state_counts,
     _V4_LEASE_IDS,
+    _V5_COUNT_INSERTS_PER_STATEMENT,
 )
 SCHEMA_COMPONENT = "queue"
 
@@ -178,9 +186,6 @@ class SQLiteEventQueue:
             self._db = SQLiteDatabase(path, max_batch=MAX_BATCH if group_commit else 1)
         self._db.prepare(partial(migrate, component=SCHEMA_COMPONENT, steps=MIGRATIONS))
         self._max_pending = max_pending
-        # The open-event count as of the current write transaction, plus what it added: read
-        # once per transaction instead of once per put (see `_check_room`).
-        self._open_seen: tuple[int, int] = (-1, 0)
         self._clock = clock
 
     async def put(self, payloads: Sequence[Mapping[str, Any]], *, scope: str = "") -> int:
@@ -270,51 +275,32 @@ class SQLiteEventQueue:
     # The methods below run on the database thread, inside its transaction.
 
     def _insert_all(self, conn: sqlite3.Connection, puts: list[list[_Row]]) -> list[Any]:
-        """Each put's rows in one INSERT; per put, how many were new, or QueueFull."""
-        outcomes: list[Any] = []
-        admitted: list[_Row] = []
-        for rows in puts:
-            try:
-                self._check_room(conn, len(rows))
-            except QueueFull as full:
-                outcomes.append(full)
-                continue
-            outcomes.append(rows)
-            admitted.extend(rows)
-        stored = conn.execute(_INSERT, (orjson.dumps(admitted).decode(),)).fetchall()
-        if len(stored) == len(admitted):  # the usual case: every row was new
-            return [o if isinstance(o, QueueFull) else len(o) for o in outcomes]
-        # Rows are inserted in order, so of two rows with one messageId the first was stored.
-        left = Counter(stored)
-        for i, rows in enumerate(outcomes):
-            if isinstance(rows, list):
-                added = 0
-                for scope, message_id, *_ in rows:
-                    if left[(scope, message_id)]:
-                        left[(scope, message_id)] -= 1
-                        added += 1
-                outcomes[i] = added
-        return outcomes
+        """The rows of every put in one INSERT; per put, how many were new, or QueueFull.
 
-    def _check_room(self, conn: sqlite3.Connection, adding: int) -> None:
-        """Refuse new events while the backlog is at its limit (counted by triggers).
-
-        The count is read once per write transaction: while this connection holds the write
-        lock no other process changes it, and the puts of the same transaction add to it. A
-        put whose rows turn out to be known leaves the estimate high, which only refuses early.
+        Alone, a put's rowcount is its answer. Together, the statement itself refuses all
+        when the backlog is at its limit; unless every row turned out new, the count cannot
+        be shared out among the puts, so `_Undecided` makes each run again alone (a duplicate
+        is rare: a sender's retry of a request whose answer it lost).
         """
+        if len(puts) == 1:
+            (rows,) = puts
+            try:
+                self._check_room(conn)
+            except QueueFull as full:
+                return [full]
+            return [_insert_rows(conn, rows, limit=None)]
+        admitted = [row for rows in puts for row in rows]
+        if _insert_rows(conn, admitted, limit=self._max_pending) != len(admitted):
+            raise _Undecided
+        return [len(rows) for rows in puts]
+
+    def _check_room(self, conn: sqlite3.Connection) -> None:
+        """Refuse new events while the backlog is at its limit (counted in event_counts)."""
         if self._max_pending is None:
             return
-        transaction, count = self._open_seen
-        if transaction != self._db.transactions:
-            (count,) = conn.execute(
-                "SELECT coalesce(sum(n), 0) FROM event_counts"
-                " WHERE state IN ('pending', 'retry', 'leased')"
-            ).fetchone()
+        (count,) = conn.execute(_OPEN_COUNT).fetchone()
         if count >= self._max_pending:
-            self._open_seen = (self._db.transactions, count)
             raise QueueFull(f"{count} events await delivery (limit {self._max_pending})")
-        self._open_seen = (self._db.transactions, count + adding)
 
     def _revive(self, now: int, conn: sqlite3.Connection) -> int:
         revived: int = conn.execute(
@@ -326,13 +312,30 @@ class SQLiteEventQueue:
 
 
 _Row = tuple[str, str | None, str | None, str, int]  # scope, messageId, person, payload, now
-# Rows come as one JSON array: one statement, whatever the number of rows and callers.
-_INSERT = (
-    "INSERT INTO events (dedupe_scope, message_id, ordering_key, payload, received_at, due_at)"
-    " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 4"
-    " FROM json_each(?) WHERE true"  # WHERE: SQLite's parser needs it before ON CONFLICT
-    " ON CONFLICT (dedupe_scope, message_id) DO NOTHING RETURNING dedupe_scope, message_id"
+_OPEN_COUNT = (
+    "SELECT coalesce(sum(n), 0) FROM event_counts WHERE state IN ('pending', 'retry', 'leased')"
 )
+# The rows come as one JSON array: one statement whatever their number. With a limit, the
+# statement stores nothing while the backlog is at it.
+_INSERT = (
+    "INSERT INTO events (dedupe_scope, message_id, ordering_key, payload, received_at, due_at)"  # noqa: S608
+    " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 4"
+    f" FROM json_each(?1) WHERE ?2 IS NULL OR ({_OPEN_COUNT}) < ?2"
+    " ON CONFLICT (dedupe_scope, message_id) DO NOTHING"
+)
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[_Row], *, limit: int | None) -> int:
+    """Store the new rows of `rows`; returns how many were new. The insert trigger went in
+    schema step 5: one count update per statement, not one per row."""
+    added: int = conn.execute(_INSERT, (orjson.dumps(rows).decode(), limit)).rowcount
+    if added:
+        conn.execute("UPDATE event_counts SET n = n + ? WHERE state = 'pending'", (added,))
+    return added
+
+
+class _Undecided(Exception):
+    """Puts stored together whose rows were not all new: each must run alone to know."""
 
 
 def _update(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> int:

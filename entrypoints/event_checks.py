@@ -28,9 +28,17 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
-def problem(event: dict[str, Any]) -> str | None:
-    """Why this event cannot be stored, naming where; None when it can."""
-    return _content_problem(event) or _time_problem(event)
+def problem(event: dict[str, Any], *, plain: bool = False) -> str | None:
+    """Why this event cannot be stored, naming where; None when it can.
+
+    `plain`: the body it came in is known to hold none of the content problems (see
+    `ingest.decode_json`), so only its times are checked.
+    """
+    if not plain:
+        found = _content_problem(event)
+        if found is not None:
+            return found
+    return _time_problem(event)
 
 
 def _content_problem(event: dict[str, Any]) -> str | None:
