@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from importlib.resources import files
@@ -37,8 +36,6 @@ ASSETS = {
 NO_ADMIN_KEY_WARNING = (
     "DESTINATION_ADMIN_KEY is not set: /status and /metrics are open to anyone who can reach {host}"
 )
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def admin_exposure_warning(host: str, config: ServiceConfig) -> str | None:
