@@ -319,7 +319,10 @@ _OPEN_COUNT = (
 # statement stores nothing while the backlog is at it.
 _INSERT = (
     "INSERT INTO events (dedupe_scope, message_id, ordering_key, payload, received_at, due_at)"  # noqa: S608
-    " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 4"
+    # json_extract rather than ->>, which needs SQLite 3.38
+    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+    " json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
+    " json_extract(value, '$[4]'), json_extract(value, '$[4]')"
     f" FROM json_each(?1) WHERE ?2 IS NULL OR ({_OPEN_COUNT}) < ?2"
     " ON CONFLICT (dedupe_scope, message_id) DO NOTHING"
 )
