@@ -34,11 +34,7 @@ def problem(event: dict[str, Any], *, plain: bool = False) -> str | None:
     `plain`: the body it came in is known to hold none of the content problems (see
     `ingest.decode_json`), so only its times are checked.
     """
-    if not plain:
-        found = _content_problem(event)
-        if found is not None:
-            return found
-    return _time_problem(event)
+    return (None if plain else _content_problem(event)) or _time_problem(event)
 
 
 def _content_problem(event: dict[str, Any]) -> str | None:
