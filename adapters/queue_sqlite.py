@@ -134,8 +134,8 @@ def _v3_state_counts(conn: sqlite3.Connection) -> None:
 _V4_LEASE_IDS = ("ALTER TABLE events ADD COLUMN lease_id TEXT",)
 
 # Ingest adds to the pending count once per INSERT statement (`_insert_rows`): a trigger
-# firing per row was about a sixth of an insert's time (32 rows, measured here). The row for 'pending' must
-# exist for that UPDATE, whatever the table held before.
+# firing per row was about a sixth of an insert's time (32 rows, measured here). The row
+# for 'pending' must exist for that UPDATE, whatever the table held before.
 _V5_COUNT_INSERTS_PER_STATEMENT = (
     "DROP TRIGGER events_counted_in",
     "INSERT INTO event_counts (state, n) VALUES ('pending', 0) ON CONFLICT (state) DO NOTHING",
