@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from adapters.ingest_writer import IngestWriter, WriterGone
 from adapters.sqlite_db import MAX_BATCH, SQLiteDatabase, from_micros, to_micros
 from adapters.sqlite_migrations import Step, migrate
 from domain.ports import (
@@ -185,20 +186,46 @@ class SQLiteEventQueue:
         else:
             self._db = SQLiteDatabase(path, max_batch=MAX_BATCH if group_commit else 1)
         self._db.prepare(partial(migrate, component=SCHEMA_COMPONENT, steps=MIGRATIONS))
-        self._max_pending = max_pending
+        self._insert_all = Inserts(max_pending)  # one object: puts sharing it combine
         self._clock = clock
+        self._writer: IngestWriter | None = None
 
     async def put(self, payloads: Sequence[Mapping[str, Any]], *, scope: str = "") -> int:
         """Store new events; returns how many were new (a known messageId is not).
 
-        Puts that meet in one write transaction become one INSERT (`_insert_all`): at
-        ingest rates, a statement and a savepoint per request were most of the database's
-        work.
+        Puts that meet in one write transaction become one INSERT (`Inserts`): at ingest
+        rates, a statement and a savepoint per request were most of the database's work.
+        Once `start_writer` has run, that transaction is the writer process's.
         """
         now = to_micros(self._clock())
         rows = [(scope, message_id_of(p), ordering_key_of(p), _to_json(p), now) for p in payloads]
-        added: int = await self._db.write_combined(self._insert_all, rows) if rows else 0
+        if not rows:
+            return 0
+        writer = self._writer
+        if writer is not None and writer.alive:
+            line = writer.encode(rows)
+            if line is not None:
+                try:
+                    return await writer.put(line)
+                except WriterGone:
+                    pass  # perhaps stored: here a known messageId counts as not new
+        added: int = await self._db.write_combined(self._insert_all, rows)
         return added
+
+    async def start_writer(self) -> bool:
+        """Store puts in an ingest writer process from now on (`adapters.ingest_writer`):
+        for `serve`, whose event loop then never waits its turn with a database thread.
+        False when it could not start (puts stay in this process)."""
+        if self._writer is None:
+            await self._db.read(lambda conn: None)  # the migrations queued before have run
+            self._writer = await IngestWriter.start(self._db.path, self._insert_all.max_pending)
+        return self._writer is not None
+
+    async def stop_writer(self) -> None:
+        """Wait for the writer's answers, then end it; later puts are stored here."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
 
     async def lease(self, limit: int, lease_seconds: float) -> list[QueuedEvent]:
         now = to_micros(self._clock())
@@ -257,6 +284,7 @@ class SQLiteEventQueue:
         return await self._db.read(_oldest_pending)
 
     async def close(self) -> None:
+        await self.stop_writer()
         if self._owned:
             await self._db.close()
 
@@ -274,34 +302,6 @@ class SQLiteEventQueue:
 
     # The methods below run on the database thread, inside its transaction.
 
-    def _insert_all(self, conn: sqlite3.Connection, puts: list[list[_Row]]) -> list[Any]:
-        """The rows of every put in one INSERT; per put, how many were new, or QueueFull.
-
-        Alone, a put's rowcount is its answer. Together, the statement itself refuses all
-        when the backlog is at its limit; unless every row turned out new, the count cannot
-        be shared out among the puts, so `_Undecided` makes each run again alone (a duplicate
-        is rare: a sender's retry of a request whose answer it lost).
-        """
-        if len(puts) == 1:
-            (rows,) = puts
-            try:
-                self._check_room(conn)
-            except QueueFull as full:
-                return [full]
-            return [_insert_rows(conn, rows, limit=None)]
-        admitted = [row for rows in puts for row in rows]
-        if _insert_rows(conn, admitted, limit=self._max_pending) != len(admitted):
-            raise _Undecided
-        return [len(rows) for rows in puts]
-
-    def _check_room(self, conn: sqlite3.Connection) -> None:
-        """Refuse new events while the backlog is at its limit (counted in event_counts)."""
-        if self._max_pending is None:
-            return
-        (count,) = conn.execute(_OPEN_COUNT).fetchone()
-        if count >= self._max_pending:
-            raise QueueFull(f"{count} events await delivery (limit {self._max_pending})")
-
     def _revive(self, now: int, conn: sqlite3.Connection) -> int:
         revived: int = conn.execute(
             "UPDATE events SET state = 'pending', attempts = 0, reason = NULL,"
@@ -312,6 +312,44 @@ class SQLiteEventQueue:
 
 
 _Row = tuple[str, str | None, str | None, str, int]  # scope, messageId, person, payload, now
+
+
+class Inserts:
+    """The combine of `put` (`SQLiteDatabase.write_combined`): the rows of every put in one
+    INSERT; per put, how many were new, or QueueFull. The ingest writer process
+    (`adapters.ingest_writer_process`) stores its puts with the same rules.
+
+    Alone, a put's rowcount is its answer. Together, the statement itself refuses all
+    when the backlog is at its limit; unless every row turned out new, the count cannot
+    be shared out among the puts, so `_Undecided` makes each run again alone (a duplicate
+    is rare: a sender's retry of a request whose answer it lost).
+    """
+
+    def __init__(self, max_pending: int | None) -> None:
+        self.max_pending = max_pending
+
+    def __call__(self, conn: sqlite3.Connection, puts: list[list[_Row]]) -> list[Any]:
+        if len(puts) == 1:
+            (rows,) = puts
+            try:
+                self._check_room(conn)
+            except QueueFull as full:
+                return [full]
+            return [_insert_rows(conn, rows, limit=None)]
+        admitted = [row for rows in puts for row in rows]
+        if _insert_rows(conn, admitted, limit=self.max_pending) != len(admitted):
+            raise _Undecided
+        return [len(rows) for rows in puts]
+
+    def _check_room(self, conn: sqlite3.Connection) -> None:
+        """Refuse new events while the backlog is at its limit (counted in event_counts)."""
+        if self.max_pending is None:
+            return
+        (count,) = conn.execute(_OPEN_COUNT).fetchone()
+        if count >= self.max_pending:
+            raise QueueFull(f"{count} events await delivery (limit {self.max_pending})")
+
+
 _OPEN_COUNT = (
     "SELECT coalesce(sum(n), 0) FROM event_counts WHERE state IN ('pending', 'retry', 'leased')"
 )

@@ -45,7 +45,7 @@ def from_micros(micros: int) -> datetime:
 
 
 @dataclass
-class _Job:
+class Job:
     work: Work | None  # None for a combined call: `combine` of its `item`
     writes: bool
     # An asyncio future, resolved on its own loop: the database thread hands a whole
@@ -56,7 +56,7 @@ class _Job:
     item: Any = None
 
 
-Outcome = tuple[_Job, Any, BaseException | None]
+Outcome = tuple[Job, Any, BaseException | None]
 _STOP = object()
 
 
@@ -69,7 +69,7 @@ class SQLiteDatabase:
     def __init__(self, path: str | Path, *, max_batch: int = MAX_BATCH) -> None:
         self.path = Path(path)
         self._max_batch = max_batch
-        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job | object] = queue.SimpleQueue()
         self._broken: BaseException | None = None
         self._closed = False
         self.transactions = 0  # numbers the current transaction, for caches valid within one
@@ -89,7 +89,7 @@ class SQLiteDatabase:
             for statement in statements:
                 conn.execute(statement)
 
-        self._submit(_Job(create, writes=True))
+        self._submit(Job(create, writes=True))
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` in the next write transaction; returns once that transaction is durable."""
@@ -130,17 +130,17 @@ class SQLiteDatabase:
     ) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._submit(_Job(work, writes, future, loop, combine, item))
+        self._submit(Job(work, writes, future, loop, combine, item))
         return await future
 
-    def _submit(self, job: _Job) -> None:
+    def _submit(self, job: Job) -> None:
         if self._closed:
             raise RuntimeError(f"{self.path} is closed")
         self._jobs.put(job)
 
     def _serve(self) -> None:
         try:
-            conn = self._connect()
+            conn = connect(self.path)
         except BaseException as error:  # reported to every caller instead of dying silently
             self._broken = error
             conn = None
@@ -155,29 +155,11 @@ class SQLiteDatabase:
             if conn is not None:
                 conn.close()
 
-    def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: transactions are ours (BEGIN IMMEDIATE), not the module's.
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        # Two processes opening a new file at once: switching it to WAL answers "locked" at
-        # once instead of waiting for the busy timeout, so wait here (on this thread).
-        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-        # FULL fsyncs the WAL on every commit: an acknowledged event survives a power cut.
-        conn.execute("PRAGMA synchronous=FULL")
-        return conn
-
-    def _next_batch(self) -> tuple[list[_Job], bool]:
-        batch: list[_Job] = []
+    def _next_batch(self) -> tuple[list[Job], bool]:
+        batch: list[Job] = []
         item = self._jobs.get()
         while item is not _STOP:
-            assert isinstance(item, _Job)
+            assert isinstance(item, Job)
             batch.append(item)
             if len(batch) >= self._max_batch:
                 return batch, False
@@ -187,7 +169,7 @@ class SQLiteDatabase:
                 return batch, False
         return batch, True
 
-    def _run(self, conn: sqlite3.Connection | None, batch: list[_Job]) -> None:
+    def _run(self, conn: sqlite3.Connection | None, batch: list[Job]) -> None:
         # A caller cancelled before its turn gets no side effects; once running, it cannot be.
         batch = [j for j in batch if j.future is None or not j.future.cancelled()]
         if not batch:
@@ -203,14 +185,11 @@ class SQLiteDatabase:
             for group in _runs(batch):
                 if self._broken is not None:  # a schema step failed earlier in this batch
                     results.extend((job, None, self._broken) for job in group)
-                elif len(group) > 1:
-                    results.extend(_together(conn, group))
                 else:
-                    (job,) = group
-                    value, failure = _isolated(conn, job)
-                    if job.future is None and failure is not None:
-                        self._broken = failure
-                    results.append((job, value, failure))
+                    outcomes = run_group(conn, group)
+                    if group[0].future is None and outcomes[0][2] is not None:
+                        self._broken = outcomes[0][2]  # a schema step failed
+                    results.extend(outcomes)
             conn.execute("COMMIT")
         except BaseException as error:
             if conn.in_transaction:
@@ -220,6 +199,26 @@ class SQLiteDatabase:
             _fail(batch, error)
             return
         _hand_over([(job, value, failure) for job, value, failure in results])
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection as every writer of a queue file needs it: WAL, full fsync, our own
+    transactions (isolation_level=None: BEGIN IMMEDIATE is ours, not the module's)."""
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    # Two processes opening a new file at once: switching it to WAL answers "locked" at
+    # once instead of waiting for the busy timeout, so wait here.
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    # FULL fsyncs the WAL on every commit: an acknowledged event survives a power cut.
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
 
 
 def _read_schema(conn: sqlite3.Connection) -> None:
@@ -242,7 +241,7 @@ def unusable_message(path: Path, error: sqlite3.DatabaseError) -> str:
     return f"the queue file {path} cannot be used ({error}): {advice}"
 
 
-def _isolated(conn: sqlite3.Connection, job: _Job) -> tuple[Any, BaseException | None]:
+def _isolated(conn: sqlite3.Connection, job: Job) -> tuple[Any, BaseException | None]:
     """Run one job in a savepoint, so its failure undoes only its own changes."""
     work = job.work
     if work is None:
@@ -259,9 +258,9 @@ def _isolated(conn: sqlite3.Connection, job: _Job) -> tuple[Any, BaseException |
     return value, None
 
 
-def _runs(batch: list[_Job]) -> list[list[_Job]]:
+def _runs(batch: list[Job]) -> list[list[Job]]:
     """The batch in order, with each run of neighbours sharing one `combine` as one group."""
-    groups: list[list[_Job]] = []
+    groups: list[list[Job]] = []
     for job in batch:
         last = groups[-1][-1] if groups else None
         if job.combine is not None and last is not None and last.combine == job.combine:
@@ -271,7 +270,15 @@ def _runs(batch: list[_Job]) -> list[list[_Job]]:
     return groups
 
 
-def _together(conn: sqlite3.Connection, group: list[_Job]) -> list[Outcome]:
+def run_group(conn: sqlite3.Connection, group: list[Job]) -> list[Outcome]:
+    """One group of `_runs`, inside the caller's transaction: each job's value or failure."""
+    if len(group) > 1:
+        return _together(conn, group)
+    (job,) = group
+    return [(job, *_isolated(conn, job))]
+
+
+def _together(conn: sqlite3.Connection, group: list[Job]) -> list[Outcome]:
     """One `combine` call for the group in a savepoint; each job alone if that call fails."""
     combine = group[0].combine
     assert combine is not None
@@ -301,7 +308,7 @@ def _combined_alone(combine: Combine, item: Any) -> Work:
     return work
 
 
-def _fail(batch: list[_Job], error: BaseException) -> None:
+def _fail(batch: list[Job], error: BaseException) -> None:
     _hand_over([(job, None, error) for job in batch])
 
 

@@ -84,6 +84,7 @@ TOKEN_PROBE_SECONDS = 15.0
 # has overridden everything beneath with plain objects.
 AWAITED = (
     "queue",
+    "ingest_writer",
     "prospect_store",
     "history",
     "prospect_index",
@@ -250,6 +251,19 @@ def _queue(database: Store, *, max_pending: int) -> EventQueue:
     return SQLiteEventQueue(database, max_pending=max_pending)
 
 
+@contextlib.asynccontextmanager
+async def _ingest_writer(queue: EventQueue) -> AsyncIterator[None]:
+    """While the service runs, a SQLite queue stores its puts in a writer process."""
+    if not isinstance(queue, SQLiteEventQueue):
+        yield
+        return
+    await queue.start_writer()
+    try:
+        yield
+    finally:
+        await queue.stop_writer()
+
+
 def _prospect_store(database: Store) -> ProspectStore:
     if isinstance(database, PostgresDatabase):
         return PostgresProspectStore(database)
@@ -340,6 +354,8 @@ class Container(containers.DeclarativeContainer):
     # PostgreSQL database, by DESTINATION_QUEUE_URL).
     database = providers.Resource(_database, config)
     queue = providers.Singleton(_queue, database, max_pending=config.provided.max_pending)
+    # Entered by the service only (build_app): CLI commands store in their own process.
+    ingest_writer = providers.Factory(_ingest_writer, queue)
     prospect_store = providers.Singleton(_prospect_store, database)
     history = providers.Singleton(
         _history,

@@ -105,7 +105,15 @@ async def build_app(
             await asyncio.wait_for(task, SHUTDOWN_GRACE_SECONDS)
         await container.shutdown_resources()  # type: ignore[misc]
 
+    ingest_writer = await container.ingest_writer.async_()
+
+    async def writer(app: web.Application) -> AsyncIterator[None]:
+        async with ingest_writer:
+            yield
+
+    # Cleanup runs in reverse: the writer ends before `lifecycle` closes the store.
     app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(writer)
     return app
 
 

@@ -45,7 +45,7 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-writer", "postgres"])
 async def make_queue(
     request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
 ) -> AsyncIterator[QueueFactory]:
@@ -58,8 +58,10 @@ async def make_queue(
         async def make_async(**options: Any) -> Any:
             if request.param == "memory":
                 queue: Any = InMemoryEventQueue(clock=clock, **options)
-            elif request.param == "sqlite":
+            elif request.param.startswith("sqlite"):
                 queue = SQLiteEventQueue(tmp_path / f"queue{len(made)}.db", clock=clock, **options)
+                if request.param == "sqlite-writer":  # puts stored by the ingest writer
+                    assert await queue.start_writer()
             else:
                 url = stack.enter_context(fresh_schema())
                 database = await stack.enter_async_context(PostgresDatabase(url))

@@ -1,0 +1,180 @@
+"""The ingest writer process: puts stored by a child, answered only once durable, and
+nothing lost or stored twice when the child or its parent dies.
+
+The queue contract runs against it too (`sqlite-writer` in conftest); these are the parts
+only a second process has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from adapters import ingest_writer
+from adapters.queue_sqlite import SQLiteEventQueue
+from adapters.sqlite_db import SQLiteDatabase
+from domain.ports import QueueFull
+from tests.queue.conftest import identify
+from tests.queue.test_queue_combined_puts import inserts, traced
+from tests.queue.test_queue_scopes_and_schema import ground_truth
+
+
+def pid_of(queue: SQLiteEventQueue) -> int:
+    assert queue._writer is not None and queue._writer.pid is not None
+    return queue._writer.pid
+
+
+def gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+async def test_puts_are_stored_by_the_writer_and_answered_once_durable(tmp_path: Path) -> None:
+    db = SQLiteDatabase(tmp_path / "q.db")
+    queue = SQLiteEventQueue(db, max_pending=1000)
+    statements: list[str] = []
+    await traced(db, statements)
+    assert await queue.start_writer()
+    added = await asyncio.gather(
+        *(queue.put([identify(f"m{i}-{j}", user=f"u{i}") for j in range(3)]) for i in range(20)),
+        queue.put([identify("m0-0", user="u0")]),  # a duplicate within the same moment
+    )
+    assert sorted(added) == [0] + [3] * 20
+    # Answered means committed: another connection sees every row at once.
+    assert ground_truth(db.path)["pending"] == 60
+    assert (await queue.counts())["pending"] == 60
+    assert inserts(statements) == []  # none of it went through this process's connection
+    await queue.close()
+    await db.close()
+
+
+async def test_a_full_backlog_is_refused_by_the_writer_too(tmp_path: Path) -> None:
+    async with SQLiteEventQueue(tmp_path / "q.db", max_pending=2) as queue:
+        assert await queue.start_writer()
+        assert await queue.put([identify("a"), identify("b", user="u2")]) == 2
+        with pytest.raises(QueueFull, match="limit 2"):
+            await queue.put([identify("c")])
+        assert ground_truth(queue._db.path)["pending"] == 2
+
+
+async def test_a_put_the_writer_cannot_carry_fails_alone_in_this_process(tmp_path: Path) -> None:
+    async with SQLiteEventQueue(tmp_path / "plain.db") as plain:
+        with pytest.raises(Exception) as without_writer:
+            await plain.put([identify("\ud800")])
+    async with SQLiteEventQueue(tmp_path / "q.db") as queue:
+        assert await queue.start_writer()
+        bad, good = await asyncio.gather(
+            queue.put([identify("\ud800")]),  # a lone surrogate: not UTF-8, so not a line
+            queue.put([identify("fine")]),
+            return_exceptions=True,
+        )
+        assert repr(bad) == repr(without_writer.value)  # the same failure as with no writer
+        assert good == 1
+        assert queue._writer is not None and queue._writer.alive  # still storing
+        assert await queue.put([identify("later")]) == 1
+
+
+async def test_a_killed_writer_loses_nothing_and_stores_nothing_twice(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    async with SQLiteEventQueue(path) as queue:
+        assert await queue.start_writer()
+        assert await queue.put([identify("before")]) == 1
+        # Another process holds the write lock, so the writer waits with our puts in hand.
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        waiting = [asyncio.ensure_future(queue.put([identify(f"w{i}")])) for i in range(10)]
+        await asyncio.sleep(0.3)
+        assert not any(put.done() for put in waiting)
+        os.kill(pid_of(queue), signal.SIGKILL)
+        await asyncio.sleep(0.3)
+        blocker.rollback()
+        blocker.close()
+        # Stored again in this process: each caller learns its put is in, none fails.
+        assert await asyncio.gather(*waiting) == [1] * 10
+        assert await queue.put([identify("after")]) == 1
+        assert await queue.put([identify("w3")]) == 0  # known: the retries dedupe as usual
+        assert ground_truth(path)["pending"] == 12
+
+
+async def test_puts_sent_just_before_close_are_answered_and_the_writer_ends(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteEventQueue(tmp_path / "q.db") as queue:
+        assert await queue.start_writer()
+        pid = pid_of(queue)
+        puts = [asyncio.ensure_future(queue.put([identify(f"m{i}")])) for i in range(50)]
+        await asyncio.sleep(0)  # sent, not yet answered
+        await queue.stop_writer()
+        assert await asyncio.gather(*puts) == [1] * 50
+        assert await asyncio.to_thread(gone, pid)
+        assert await queue.put([identify("here")]) == 1  # stored in this process now
+        assert ground_truth(queue._db.path)["pending"] == 51
+
+
+async def test_the_writer_ignores_the_signals_its_process_group_gets(tmp_path: Path) -> None:
+    async with SQLiteEventQueue(tmp_path / "q.db") as queue:
+        assert await queue.start_writer()
+        pid = pid_of(queue)
+        os.kill(pid, signal.SIGTERM)  # a process manager stopping the group; the parent
+        os.kill(pid, signal.SIGINT)  # decides when the writer ends (after its last answer)
+        await asyncio.sleep(0.2)
+        assert await queue.put([identify("still")]) == 1
+        assert queue._writer is not None and queue._writer.alive
+
+
+async def test_no_writer_means_puts_stay_in_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_writer.sys, "executable", str(tmp_path / "no-python"))
+    async with SQLiteEventQueue(tmp_path / "q.db") as queue:
+        assert not await queue.start_writer()
+        assert await queue.put([identify("m1")]) == 1
+
+
+def test_the_writer_never_outlives_its_parent(tmp_path: Path) -> None:
+    parent = textwrap.dedent(
+        f"""
+        import asyncio
+        from adapters.queue_sqlite import SQLiteEventQueue
+
+        async def main():
+            queue = SQLiteEventQueue({str(tmp_path / "q.db")!r})
+            assert await queue.start_writer()
+            await queue.put([{{"type": "identify", "messageId": "m1", "userId": "u"}}])
+            print("writer", queue._writer.pid, flush=True)
+            await asyncio.sleep(60)
+
+        asyncio.run(main())
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        while not line.startswith("writer "):  # the log's own lines come first
+            line = process.stdout.readline()
+        child = int(line.split()[1])
+        process.kill()  # kill -9: no cleanup of any kind in the parent
+        process.wait()
+        assert gone(child)  # its stdin closed: the writer ended on its own
+    finally:
+        process.kill()
+        process.wait()
+    assert ground_truth(tmp_path / "q.db")["pending"] == 1
