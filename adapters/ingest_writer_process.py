@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from adapters.queue_sqlite import MIGRATIONS, SCHEMA_COMPONENT, Inserts
-from adapters.sqlite_db import MAX_BATCH, Job, connect, run_group
+from adapters.sqlite_db import MAX_BATCH, Job, begin_immediate, connect, run_group
 from adapters.sqlite_migrations import schema_version
 from domain.ports import QueueFull
 
@@ -78,7 +78,7 @@ def store(conn: sqlite3.Connection, inserts: Inserts, lines: list[bytes]) -> lis
         jobs.append((index, Job(None, writes=True, combine=inserts, item=rows)))
     if jobs:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            begin_immediate(conn)
             outcomes = run_group(conn, [job for _, job in jobs])
             conn.execute("COMMIT")
         except sqlite3.Error as error:
