@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
-import structlog
 
 from domain.ports import QueueFull
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 START_SECONDS = 30.0  # the child opens the file under the same busy timeout as we do
 STOP_SECONDS = 10.0  # after stdin closes, time to finish the transaction in hand
@@ -94,11 +94,12 @@ class IngestWriter:
             writer._stdin = transport.get_pipe_transport(0)  # type: ignore[assignment]
             await asyncio.wait_for(asyncio.shield(writer._ready), START_SECONDS)
         except (OSError, TimeoutError, IngestWriteFailed) as error:
-            log.error("the ingest writer did not start: storing in this process", error=str(error))
+            log.error("the ingest writer did not start (%s): storing in this process", error)
+            writer._ready.cancel()  # an exit after this is no news to anyone
             await writer.close()
             return None
-        writer.alive = True
-        log.info("ingest writer started", pid=transport.get_pid())
+        writer.alive = not writer._gone.done()  # it may have died since saying it was ready
+        log.info("ingest writer started, pid %s", transport.get_pid())
         return writer
 
     @property
@@ -155,7 +156,7 @@ class IngestWriter:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(IngestWriteFailed(f"the writer exited with code {code}"))
         elif not self._closing:
-            log.error("the ingest writer exited: storing in this process", code=code)
+            log.error("the ingest writer exited (code %s): storing in this process", code)
         _fail(self._sent, f"the ingest writer exited (code {code}) before answering", WriterGone)
         self._sent.clear()
         if self._gone is not None and not self._gone.done():
