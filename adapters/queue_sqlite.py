@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -197,7 +198,8 @@ class SQLiteEventQueue:
         rates, a statement and a savepoint per request were most of the database's work.
         Once `start_writer` has run, that transaction is the writer process's.
         """
-        now = to_micros(self._clock())
+        # The real clock read directly: converting a datetime was a measurable share of a put.
+        now = time.time_ns() // 1000 if self._clock is utc_now else to_micros(self._clock())
         rows = [(scope, message_id_of(p), ordering_key_of(p), _to_json(p), now) for p in payloads]
         if not rows:
             return 0
@@ -237,7 +239,8 @@ class SQLiteEventQueue:
         return await self._db.write(partial(_renew, lease, until))
 
     async def settle(self, settlements: Mapping[int, Settlement]) -> int:
-        now = to_micros(self._clock())
+        # The real clock read directly: converting a datetime was a measurable share of a put.
+        now = time.time_ns() // 1000 if self._clock is utc_now else to_micros(self._clock())
         rows = []
         for event_id, s in settlements.items():
             if s.state not in SETTLED:
