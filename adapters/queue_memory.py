@@ -124,12 +124,12 @@ class InMemoryEventQueue:
             event.due_at = until
         return len(held)
 
-    async def settle(self, settlements: Mapping[int, Settlement]) -> int:
+    async def settle(self, settlements: Mapping[int, Settlement]) -> set[int]:
         for s in settlements.values():
             if s.state not in SETTLED:
                 raise ValueError(f"cannot settle an event as {s.state!r}")
         now = self._clock()
-        settled = 0
+        settled: set[int] = set()
         for event_id, s in settlements.items():
             event = self._events.get(event_id)
             if event is None:
@@ -139,7 +139,7 @@ class InMemoryEventQueue:
             event.state, event.reason, event.lease = s.state, s.reason, None
             event.due_at = (s.not_before or now) if s.state == "retry" else now
             event.settled_at = None if s.state == "retry" else now
-            settled += 1
+            settled.add(event_id)
         return settled
 
     async def pause_until(self, when: datetime | None) -> None:

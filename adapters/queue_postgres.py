@@ -192,12 +192,12 @@ class PostgresEventQueue:
             )
             return cursor.rowcount
 
-    async def settle(self, settlements: Mapping[int, Settlement]) -> int:
+    async def settle(self, settlements: Mapping[int, Settlement]) -> set[int]:
         for s in settlements.values():
             if s.state not in SETTLED:
                 raise ValueError(f"cannot settle an event as {s.state!r}")
         if not settlements:
-            return 0
+            return set()
         ordered = sorted(settlements.items())  # one order for every node: fewer deadlocks
         params = {
             "now": self._now(),
@@ -208,7 +208,7 @@ class PostgresEventQueue:
             "leases": [s.lease for _, s in ordered],
         }
 
-        async def settle(conn: AsyncConnection[Any]) -> int:
+        async def settle(conn: AsyncConnection[Any]) -> set[int]:
             cursor = await conn.execute(
                 f"""UPDATE events AS e SET state = s.state, reason = s.reason, lease_id = NULL,
                     due_at = CASE WHEN s.state = 'retry'
@@ -218,10 +218,11 @@ class PostgresEventQueue:
                     %(not_before)s::timestamptz[], %(leases)s::text[])
                     AS s(id, state, reason, not_before, lease)
                 WHERE e.id = s.id
-                  AND (s.lease IS NULL OR (e.state = 'leased' AND e.lease_id = s.lease))""",  # noqa: S608
+                  AND (s.lease IS NULL OR (e.state = 'leased' AND e.lease_id = s.lease))
+                RETURNING e.id""",  # noqa: S608
                 params,
             )
-            return cursor.rowcount
+            return {row[0] for row in await cursor.fetchall()}
 
         return await self._db.transact(settle)
 

@@ -238,9 +238,8 @@ class SQLiteEventQueue:
         until = to_micros(self._clock()) + round(lease_seconds * 1_000_000)
         return await self._db.write(partial(_renew, lease, until))
 
-    async def settle(self, settlements: Mapping[int, Settlement]) -> int:
-        # The real clock read directly: converting a datetime was a measurable share of a put.
-        now = time.time_ns() // 1000 if self._clock is utc_now else to_micros(self._clock())
+    async def settle(self, settlements: Mapping[int, Settlement]) -> set[int]:
+        now = to_micros(self._clock())
         rows = []
         for event_id, s in settlements.items():
             if s.state not in SETTLED:
@@ -248,7 +247,7 @@ class SQLiteEventQueue:
             retry = s.state == "retry"
             due = to_micros(s.not_before) if retry and s.not_before else now
             rows.append((s.state, s.reason, due, None if retry else now, event_id, s.lease))
-        return await self._db.write(partial(_update, rows)) if rows else 0
+        return await self._db.write(partial(_update, rows)) if rows else set()
 
     async def pause_until(self, when: datetime | None) -> None:
         await self._db.write(partial(_set_pause, when))
@@ -382,13 +381,18 @@ class _Undecided(Exception):
     """Puts stored together whose rows were not all new: each must run alone to know."""
 
 
-def _update(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> int:
-    settled: int = conn.executemany(  # rowcount sums over the rows
-        "UPDATE events SET state = ?, reason = ?, due_at = ?, settled_at = ?, lease_id = NULL"
-        " WHERE id = ? AND (?6 IS NULL OR (state = 'leased' AND lease_id = ?6))",
-        rows,
-    ).rowcount
-    return settled
+def _update(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> set[int]:
+    """The ids whose settlement applied (one statement each: rowcount per row, and no
+    RETURNING, which needs SQLite 3.35)."""
+    return {
+        row[4]
+        for row in rows
+        if conn.execute(
+            "UPDATE events SET state = ?, reason = ?, due_at = ?, settled_at = ?, lease_id = NULL"
+            " WHERE id = ? AND (?6 IS NULL OR (state = 'leased' AND lease_id = ?6))",
+            row,
+        ).rowcount
+    }
 
 
 def _renew(lease: str, until: int, conn: sqlite3.Connection) -> int:

@@ -214,11 +214,12 @@ class EventQueue(Protocol):
         """
         ...
 
-    async def settle(self, settlements: Mapping[int, Settlement]) -> int:
+    async def settle(self, settlements: Mapping[int, Settlement]) -> set[int]:
         """Record what became of leased events, by event id; `retry` makes one due again.
 
         A settlement naming a lease applies only while the event is still leased under it:
-        a stale worker cannot overwrite what another took over. Returns how many applied.
+        a stale worker cannot overwrite what another took over. Returns the ids that applied,
+        so the caller records (history, logs, metrics) only what really happened.
         """
         ...
 

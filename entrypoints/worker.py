@@ -206,16 +206,19 @@ class DeliveryWorker:
         applied = await self._queue.settle(
             {i: replace(s, lease=lease) for i, s in settlements.items()}
         )
-        if applied < len(settlements):
+        if len(applied) < len(settlements):
+            # Whatever this batch did, another worker now owns these events and will record
+            # its own outcome: recording ours too would tell of a settlement that never was.
             log.warning(
                 "lease lost: another worker took these events over",
-                lost=len(settlements) - applied,
+                lost=len(settlements) - len(applied),
             )
+            settlements = {i: s for i, s in settlements.items() if i in applied}
         for event_id, settlement in settlements.items():
             self._metrics.outcomes.labels(outcome_of(settlement)).inc()
             _log_settled(event_id, settlement, outcomes.get(event_id))
         await self._remember(leased, parsed, settlements)
-        return len(settlements)
+        return len(settlements)  # those that applied
 
     async def _remember(
         self,

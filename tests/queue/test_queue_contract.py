@@ -328,10 +328,21 @@ async def test_a_stale_lease_can_neither_renew_nor_settle_what_another_took_over
     settled = await queue.settle(
         {stale.id: Settlement("dead", "stale worker gave up", lease=stale.lease)}
     )
-    assert settled == 0
+    assert settled == set()
     assert (await queue.counts())["leased"] == 1
     ok = Settlement("delivered", "ok", lease=fresh.lease)
-    assert await queue.settle({fresh.id: ok}) == 1
+    assert await queue.settle({fresh.id: ok}) == {fresh.id}
     assert (await queue.counts())["delivered"] == 1
     # A settlement with its lease settles only once: a repeat finds the lease gone.
-    assert await queue.settle({fresh.id: ok}) == 0
+    assert await queue.settle({fresh.id: ok}) == set()
+
+
+async def test_settle_names_exactly_the_events_it_settled(queue: Any, clock: Clock) -> None:
+    await queue.put([identify("m1"), identify("m2", user="u2")])
+    first, second = await queue.lease(10, 10)
+    clock.advance(11)
+    [taken] = await queue.lease(1, 10)  # another worker took the oldest one over
+    settled = await queue.settle(
+        {e.id: Settlement("delivered", "ok", lease=first.lease) for e in (first, second)}
+    )
+    assert settled == {first.id, second.id} - {taken.id}

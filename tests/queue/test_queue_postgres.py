@@ -62,7 +62,7 @@ async def test_nodes_leasing_at_once_never_share_a_person_and_keep_each_persons_
             applied = await queue.settle(
                 {e.id: Settlement("delivered", "ok", lease=lease) for e in events}
             )
-            settled += applied  # not `+= await`: that would add to a stale total
+            settled += len(applied)  # not `+= await`: that would add to a stale total
 
     try:
         async with asyncio.timeout(60):

@@ -214,3 +214,42 @@ async def test_an_error_every_part_of_the_batch_shares_blames_nobody() -> None:
     assert nonzero(await rig.queue.counts()) == {"retry": 4}
     [event, *_] = await rig.queue.recent("retry")
     assert "OSError: disk I/O error" in event["reason"]
+
+
+class StolenAtSettlement(InMemoryEventQueue):
+    """Another worker takes the batch over just before this one settles it (its lease ran
+    out while Pardot was slow), so the queue refuses this worker's settlements."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock=clock)
+        self.clock = clock
+        self.stolen: list[int] = []
+
+    async def settle(self, settlements: Any) -> set[int]:
+        if not self.stolen:
+            self.clock.advance(3600)
+            self.stolen = [event.id for event in await self.lease(100, 30)]
+        return await super().settle(settlements)
+
+
+class RecordedHistory:
+    def __init__(self) -> None:
+        self.rows: list[Any] = []
+
+    async def record(self, rows: list[Any]) -> None:
+        self.rows.extend(rows)
+
+
+async def test_a_worker_whose_lease_was_taken_over_records_nothing_it_did_not_settle() -> None:
+    rig = Rig()
+    rig.queue = StolenAtSettlement(rig.clock)
+    history = RecordedHistory()
+    rig.container.override_providers(
+        queue=providers.Object(rig.queue), history=providers.Object(history)
+    )
+    rig.worker = await rig.container.worker.async_()
+    await rig.queue.put([identify(1), identify(2)])
+    assert await rig.worker.run_once() == 0  # nothing of it counts as settled by us
+    assert len(rig.queue.stolen) == 2
+    assert nonzero(await rig.queue.counts()) == {"leased": 2}  # the other worker's now
+    assert history.rows == []  # no "delivered" entry for a settlement that never was
