@@ -10,6 +10,14 @@ its process dies (a `kill -9` frees its slots at once, where a table row would w
 heartbeat to lapse), and taking or releasing one costs no write transaction and no fsync on
 the queue's file. Like SQLite itself, this assumes the processes share one machine (a local
 file system); many machines share a PostgreSQL store and its advisory locks instead.
+
+A lock freed by a death is not a call ended: Pardot goes on with a request whose sender died
+(and counts it against the five) until it answers. So the file says whether its slot is in
+use, and since when (written, never fsynced: it only has to outlive the process). Whoever
+takes a slot still marked in use knows its holder died mid-call and leaves it unused until
+`AFTER_DEATH_SECONDS` after that call began. Counted from the call's start, not from the
+taking: a restarted process takes the slot only once the dead one's leases ran out (10 s),
+and waiting 5 s more then would only delay deliveries past the 15 s a restart may take.
 """
 
 from __future__ import annotations
@@ -19,21 +27,32 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import struct
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 DEFAULT_SLOTS = 5  # Pardot answers 66 to the sixth concurrent request
 POLL_SECONDS = (0.005, 0.05)  # first and longest wait between tries while all are taken
+AFTER_DEATH_SECONDS = 5.0  # how long a call whose sender died may still run at Pardot
+IN_USE, FREE = b"1", b"0"  # the first byte; IN_USE is followed by when the call began
+_SINCE = struct.Struct(">d")  # seconds since the epoch: every process reads the same clock
 
 
 class SQLiteStoreSlots:
     """A PardotSlots for every process whose queue is the SQLite file at `store_path`."""
 
     def __init__(
-        self, store_path: str | Path, business_unit: str, *, limit: int = DEFAULT_SLOTS
+        self,
+        store_path: str | Path,
+        business_unit: str,
+        *,
+        limit: int = DEFAULT_SLOTS,
+        after_death: float = AFTER_DEATH_SECONDS,
     ) -> None:
         if limit < 1:
             raise ValueError("at least one slot is needed")
+        self._after_death = after_death
         self.directory = Path(f"{store_path}.pardot-slots")
         # The unit id is 18 letters and digits, but a file name should not trust that.
         self._unit = hashlib.sha256(business_unit.encode()).hexdigest()[:16]
@@ -47,11 +66,26 @@ class SQLiteStoreSlots:
     async def slot(self) -> AsyncIterator[None]:
         async with self._local:
             index = await self._take()
+            fd = self._fds[index]
             try:
+                await asyncio.sleep(self._left_to_a_dead_call(fd))
+                os.pwrite(fd, IN_USE + _SINCE.pack(time.time()), 0)
                 yield
             finally:
-                fcntl.flock(self._fds[index], fcntl.LOCK_UN)
+                os.pwrite(fd, FREE, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
                 self._mine_free.append(index)
+
+    def _left_to_a_dead_call(self, fd: int) -> float:
+        """0, or how much longer the call of a holder that died mid-call may still run."""
+        mark = os.pread(fd, 1 + _SINCE.size, 0)
+        if mark[:1] != IN_USE:
+            return 0.0
+        if len(mark) < 1 + _SINCE.size:
+            return self._after_death
+        began: float = _SINCE.unpack(mark[1:])[0]
+        # A start in the future (a clock set back) counts as just now.
+        return max(0.0, self._after_death - max(0.0, time.time() - began))
 
     async def _take(self) -> int:
         wait, longest = POLL_SECONDS
