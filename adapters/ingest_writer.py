@@ -13,15 +13,17 @@ whatever has arrived in one transaction, and answers each line in order on stdou
 is durable. An answer lost because either side died means the sender saw no
 acknowledgement and retries; the messageId makes that retry a duplicate, not a second event.
 
-If the child cannot start or dies, the queue stores every later put in this process, as
-before, and the puts it had not answered are stored again there: the messageId makes that
-harmless for one the child had committed.
+If the child cannot start, the queue stores every put in this process, as before. If it dies,
+the puts it had not answered are stored again in this process (the messageId makes that
+harmless for one the child had committed), and so is every put until a new child, started
+`RESTART_SECONDS` later (`KeptWriter`), says it is ready.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 START_SECONDS = 30.0  # the child opens the file under the same busy timeout as we do
 STOP_SECONDS = 10.0  # after stdin closes, time to finish the transaction in hand
+RESTART_SECONDS = 5.0  # after a writer died: a writer that dies at once costs one try in 5 s
 
 
 class IngestWriteFailed(Exception):
@@ -181,6 +184,51 @@ class IngestWriter:
                 await self._gone
         transport.close()
         self._transport = None
+
+
+class KeptWriter:
+    """An IngestWriter that is started again `RESTART_SECONDS` after it died, until closed."""
+
+    def __init__(self, path: Path, max_pending: int | None) -> None:
+        self._path = path
+        self._max_pending = max_pending
+        self._writer: IngestWriter | None = None
+        self._restart: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> bool:
+        """False when the first writer could not start: then none is tried again."""
+        self._writer = await IngestWriter.start(self._path, self._max_pending)
+        return self._writer is not None
+
+    @property
+    def writer(self) -> IngestWriter | None:
+        """The writer to send a put to now, or None (store it in this process)."""
+        writer = self._writer
+        if writer is None or writer.alive:
+            return writer
+        if self._restart is None and not self._closed:
+            self._restart = asyncio.ensure_future(self._again(writer))
+        return None
+
+    async def _again(self, dead: IngestWriter) -> None:
+        try:
+            await dead.close()
+            await asyncio.sleep(RESTART_SECONDS)
+            # A failed start keeps the dead one: the next put schedules another try.
+            self._writer = await IngestWriter.start(self._path, self._max_pending) or dead
+        finally:
+            self._restart = None
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._restart is not None:
+            self._restart.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restart
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
 
 
 def _fail(futures: Any, message: str, kind: type[IngestWriteFailed]) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from adapters.ingest_writer import IngestWriter, WriterGone
+from adapters.ingest_writer import KeptWriter, WriterGone
 from adapters.sqlite_db import MAX_BATCH, SQLiteDatabase, from_micros, to_micros
 from adapters.sqlite_migrations import Step, migrate
 from domain.ports import (
@@ -189,7 +189,7 @@ class SQLiteEventQueue:
         self._db.prepare(partial(migrate, component=SCHEMA_COMPONENT, steps=MIGRATIONS))
         self._insert_all = Inserts(max_pending)  # one object: puts sharing it combine
         self._clock = clock
-        self._writer: IngestWriter | None = None
+        self._writer: KeptWriter | None = None
 
     async def put(self, payloads: Sequence[Mapping[str, Any]], *, scope: str = "") -> int:
         """Store new events; returns how many were new (a known messageId is not).
@@ -203,8 +203,8 @@ class SQLiteEventQueue:
         rows = [(scope, message_id_of(p), ordering_key_of(p), _to_json(p), now) for p in payloads]
         if not rows:
             return 0
-        writer = self._writer
-        if writer is not None and writer.alive:
+        writer = self._writer.writer if self._writer is not None else None
+        if writer is not None:
             line = writer.encode(rows)
             if line is not None:
                 try:
@@ -217,10 +217,13 @@ class SQLiteEventQueue:
     async def start_writer(self) -> bool:
         """Store puts in an ingest writer process from now on (`adapters.ingest_writer`):
         for `serve`, whose event loop then never waits its turn with a database thread.
-        False when it could not start (puts stay in this process)."""
+        False when it could not start (puts stay in this process). One that dies is
+        replaced after a few seconds; meanwhile puts are stored here."""
         if self._writer is None:
             await self._db.read(lambda conn: None)  # the migrations queued before have run
-            self._writer = await IngestWriter.start(self._db.path, self._insert_all.max_pending)
+            kept = KeptWriter(self._db.path, self._insert_all.max_pending)
+            if await kept.start():
+                self._writer = kept
         return self._writer is not None
 
     async def stop_writer(self) -> None:

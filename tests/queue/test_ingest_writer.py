@@ -28,9 +28,15 @@ from tests.queue.test_queue_combined_puts import inserts, traced
 from tests.queue.test_queue_scopes_and_schema import ground_truth
 
 
+def writer_of(queue: SQLiteEventQueue) -> ingest_writer.IngestWriter | None:
+    """The writer the queue would send a put to now."""
+    return queue._writer.writer if queue._writer is not None else None
+
+
 def pid_of(queue: SQLiteEventQueue) -> int:
-    assert queue._writer is not None and queue._writer.pid is not None
-    return queue._writer.pid
+    writer = writer_of(queue)
+    assert writer is not None and writer.pid is not None
+    return writer.pid
 
 
 def gone(pid: int, within: float = 10.0) -> bool:
@@ -85,7 +91,7 @@ async def test_a_put_the_writer_cannot_carry_fails_alone_in_this_process(tmp_pat
         )
         assert repr(bad) == repr(without_writer.value)  # the same failure as with no writer
         assert good == 1
-        assert queue._writer is not None and queue._writer.alive  # still storing
+        assert writer_of(queue) is not None  # still storing
         assert await queue.put([identify("later")]) == 1
 
 
@@ -111,6 +117,31 @@ async def test_a_killed_writer_loses_nothing_and_stores_nothing_twice(tmp_path: 
         assert ground_truth(path)["pending"] == 12
 
 
+async def test_a_dead_writer_is_replaced_and_puts_go_to_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_writer, "RESTART_SECONDS", 0.2)
+    db = SQLiteDatabase(tmp_path / "q.db")
+    queue = SQLiteEventQueue(db)
+    assert await queue.start_writer()
+    first = pid_of(queue)
+    os.kill(first, signal.SIGKILL)
+    await asyncio.sleep(0.3)
+    assert await queue.put([identify("meanwhile")]) == 1  # stored here; a restart is due
+    statements: list[str] = []
+    await traced(db, statements)
+    for _ in range(100):
+        if writer_of(queue) is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert pid_of(queue) != first
+    assert await queue.put([identify("by the new one")]) == 1
+    assert inserts(statements) == []  # stored by the new writer, not here
+    assert ground_truth(db.path)["pending"] == 2
+    await queue.close()
+    await db.close()
+
+
 async def test_puts_sent_just_before_close_are_answered_and_the_writer_ends(
     tmp_path: Path,
 ) -> None:
@@ -134,7 +165,7 @@ async def test_the_writer_ignores_the_signals_its_process_group_gets(tmp_path: P
         os.kill(pid, signal.SIGINT)  # decides when the writer ends (after its last answer)
         await asyncio.sleep(0.2)
         assert await queue.put([identify("still")]) == 1
-        assert queue._writer is not None and queue._writer.alive
+        assert writer_of(queue) is not None
 
 
 async def test_no_writer_means_puts_stay_in_this_process(
@@ -156,7 +187,7 @@ def test_the_writer_never_outlives_its_parent(tmp_path: Path) -> None:
             queue = SQLiteEventQueue({str(tmp_path / "q.db")!r})
             assert await queue.start_writer()
             await queue.put([{{"type": "identify", "messageId": "m1", "userId": "u"}}])
-            print("writer", queue._writer.pid, flush=True)
+            print("writer", queue._writer.writer.pid, flush=True)
             await asyncio.sleep(60)
 
         asyncio.run(main())

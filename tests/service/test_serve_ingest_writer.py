@@ -44,7 +44,7 @@ async def test_serve_stores_through_its_writer_and_ends_it_on_the_way_out(
     await wait_gone(pid)
 
 
-async def test_a_killed_writer_costs_no_event_and_serve_stores_the_rest_itself(
+async def test_a_killed_writer_costs_no_event_and_is_replaced(
     v4_stack: Stack,
 ) -> None:
     serve = await v4_stack.service()
@@ -54,9 +54,17 @@ async def test_a_killed_writer_costs_no_event_and_serve_stores_the_rest_itself(
     await post_batch(serve.url, [identify(n) for n in range(5, 12)])  # still 200
     await v4_stack.wait_until(serve.url, lambda c: c("delivered") == 12)
     assert any("ingest writer exited" in line for line in serve.log)
+    killed = writer_pid(serve)
+    for _ in range(200):  # a new writer follows after RESTART_SECONDS (5 s)
+        if writer_pid(serve) != killed:
+            break
+        await asyncio.sleep(0.05)
+    assert writer_pid(serve) != killed, "the dead writer was not replaced"
+    await post_batch(serve.url, [identify(n) for n in range(12, 15)])
+    await v4_stack.wait_until(serve.url, lambda c: c("delivered") == 15)
     assert set(attempts(v4_stack).values()) == {1}
     emails = sorted(p["email"] for p in v4_stack.fake.all_prospects())
-    assert emails == sorted(f"person{n}@x.io" for n in range(12))
+    assert emails == sorted(f"person{n}@x.io" for n in range(15))
 
 
 async def test_kill_9_of_serve_takes_its_writer_and_a_restart_delivers_once(
