@@ -70,9 +70,11 @@ class SQLiteStoreSlots:
             try:
                 await asyncio.sleep(self._left_to_a_dead_call(fd))
                 os.pwrite(fd, IN_USE + _SINCE.pack(time.time()), 0)
-                yield
+                try:
+                    yield
+                finally:
+                    os.pwrite(fd, FREE, 0)  # only ours: a wait cut short keeps the dead mark
             finally:
-                os.pwrite(fd, FREE, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 self._mine_free.append(index)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import textwrap
 import time
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from adapters import pardot_slots_sqlite as sqlite_slots
 from adapters.pardot_slots_memory import InMemorySlots
 from adapters.pardot_slots_postgres import PostgresSlots
 from adapters.pardot_slots_sqlite import SQLiteStoreSlots
@@ -150,3 +152,23 @@ class _no_schema:
 
     def __exit__(self, *exc_info: object) -> None:
         return None
+
+
+async def test_a_wait_for_a_dead_call_cut_short_keeps_the_slot_held_back(tmp_path: Path) -> None:
+    slots = SQLiteStoreSlots(tmp_path / "queue.db", UNIT, limit=1, after_death=1.0)
+    try:
+        # As a holder killed mid-call leaves its slot: marked in use, since just now.
+        marked = time.time()
+        os.pwrite(slots._fd(0), sqlite_slots.IN_USE + sqlite_slots._SINCE.pack(marked), 0)
+        cut_short = asyncio.create_task(_one_call(slots))
+        await asyncio.sleep(0.2)
+        cut_short.cancel()  # a shutdown, say, while it waited for the dead call
+        with contextlib.suppress(asyncio.CancelledError):
+            await cut_short
+        await _one_call(slots)
+        assert time.time() - marked >= 1.0  # the next caller still waited it out
+        started = time.time()
+        await _one_call(slots)
+        assert time.time() - started < 0.5  # a slot given back in order is free at once
+    finally:
+        slots.close()
