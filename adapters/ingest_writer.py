@@ -101,6 +101,9 @@ class IngestWriter:
             writer._ready.cancel()  # an exit after this is no news to anyone
             await writer.close()
             return None
+        except asyncio.CancelledError:  # shutting down while it started: leave no child
+            await writer.close()
+            raise
         writer.alive = not writer._gone.done()  # it may have died since saying it was ready
         log.info("ingest writer started, pid %s", transport.get_pid())
         return writer

@@ -209,3 +209,35 @@ def test_the_writer_never_outlives_its_parent(tmp_path: Path) -> None:
         process.kill()
         process.wait()
     assert ground_truth(tmp_path / "q.db")["pending"] == 1
+
+
+async def test_a_start_cancelled_half_way_leaves_no_writer_running(tmp_path: Path) -> None:
+    async with SQLiteEventQueue(tmp_path / "q.db") as queue:
+        await queue.counts()
+        starting = asyncio.create_task(ingest_writer.IngestWriter.start(queue._db.path, None))
+        children: set[int] = set()
+        for _ in range(1000):  # until it is spawned; it is ready only ~0.1 s after that
+            await asyncio.sleep(0.002)
+            if children := set(_children()):
+                break
+        assert not starting.done()
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        assert children, "the writer was not spawned yet: the test proves nothing"
+        for pid in children:
+            assert await asyncio.to_thread(gone, pid)
+
+
+def _children() -> list[int]:
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == me:
+                found.append(int(entry))
+    return found
