@@ -211,15 +211,7 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     # Two processes opening a new file at once: switching it to WAL answers "locked" at
     # once instead of waiting for the busy timeout, so wait here.
-    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
+    _while_locked(conn, "PRAGMA journal_mode=WAL", pauses=(0.01, 0.01))
     # FULL fsyncs the WAL on every commit: an acknowledged event survives a power cut.
     conn.execute("PRAGMA synchronous=FULL")
     return conn
@@ -235,19 +227,25 @@ def begin_immediate(conn: sqlite3.Connection) -> None:
     """
     conn.execute("PRAGMA busy_timeout = 0")
     try:
-        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-        pause = LOCK_RETRY_SECONDS[0]
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, LOCK_RETRY_SECONDS[1])
+        _while_locked(conn, "BEGIN IMMEDIATE", pauses=LOCK_RETRY_SECONDS)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_SECONDS * 1000)}")
+
+
+def _while_locked(conn: sqlite3.Connection, sql: str, *, pauses: tuple[float, float]) -> None:
+    """`sql`, tried again while SQLite answers "locked", for up to BUSY_TIMEOUT_SECONDS;
+    `pauses` are the first and the longest wait between tries (doubling in between)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause, longest = pauses
+    while True:
+        try:
+            conn.execute(sql)
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, longest)
 
 
 def _read_schema(conn: sqlite3.Connection) -> None:
