@@ -27,13 +27,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.pardot_budget_sqlite import SQLiteApiCallCounts
-from adapters.pardot_http import PardotHttpRepository
-from adapters.prospect_index_sqlite import SQLiteProspectIndex
-from adapters.prospect_store_sqlite import SQLiteProspectStore
-from adapters.queue_sqlite import SQLiteEventQueue
-from adapters.salesforce_oauth import StaticTokenProvider
-from adapters.sqlite_db import SQLiteDatabase
+from adapters.pardot.http_repository import PardotHttpRepository
+from adapters.salesforce.token_providers import StaticTokenProvider
+from adapters.sqlite.database import SQLiteDatabase
+from adapters.sqlite.pardot_budget import SQLiteApiCallCounts
+from adapters.sqlite.prospect_index import SQLiteProspectIndex
+from adapters.sqlite.prospect_store import SQLiteProspectStore
+from adapters.sqlite.queue import SQLiteEventQueue
 from contracts.fake_pardot import FakePardot, create_app
 from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID
 from domain.budget import DailyBudget

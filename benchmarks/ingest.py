@@ -37,7 +37,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from adapters.queue_sqlite import SQLiteEventQueue
+from adapters.sqlite.queue import SQLiteEventQueue
 from tests.child_server import ChildServer, start_server
 
 WRITE_KEY = "bench-write-key"
@@ -98,7 +98,7 @@ async def start(kind: str, workdir: Path, pardot_url: str) -> ChildServer:
         "PARDOT_DESTINATION_CONFIG": str(workdir / "none.toml"),
     }
     args = ["-m", "benchmarks.ingest", "--serve-bare"] if kind == "bare" else [
-        "-m", "entrypoints.cli", "--log-level", "error", "serve", "--port", "0"]  # fmt: skip
+        "-m", "entrypoints.cli.main", "--log-level", "error", "serve", "--port", "0"]  # fmt: skip
     return await start_server(*args, env=env)
 
 
@@ -153,7 +153,7 @@ async def main(seconds: float, rounds: int, connections: list[int]) -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (Debian/Ubuntu) or brew install wrk")
     fake = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "entrypoints.cli", "fake-pardot", "--port", "0",
+        sys.executable, "-m", "entrypoints.cli.main", "fake-pardot", "--port", "0",
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert fake.stdout is not None

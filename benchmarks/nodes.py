@@ -34,14 +34,14 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.pardot_budget_postgres import PostgresApiCallCounts
-from adapters.pardot_http import PardotHttpRepository
-from adapters.pardot_slots_postgres import PostgresSlots
-from adapters.postgres_db import PostgresDatabase
-from adapters.prospect_index_postgres import PostgresProspectIndex
-from adapters.prospect_store_postgres import PostgresProspectStore
-from adapters.queue_postgres import PostgresEventQueue
-from adapters.salesforce_oauth import StaticTokenProvider
+from adapters.pardot.http_repository import PardotHttpRepository
+from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.pardot_budget import PostgresApiCallCounts
+from adapters.postgres.pardot_slots import PostgresSlots
+from adapters.postgres.prospect_index import PostgresProspectIndex
+from adapters.postgres.prospect_store import PostgresProspectStore
+from adapters.postgres.queue import PostgresEventQueue
+from adapters.salesforce.token_providers import StaticTokenProvider
 from benchmarks.index import DAILY, IN_FLIGHT, LATENCY, LOOKUP, Fake, identify, start_fake
 from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID
 from domain.budget import DailyBudget

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.queue_sqlite import SQLiteEventQueue
-from adapters.sqlite_db import MAX_BATCH, SQLiteDatabase
+from adapters.sqlite.database import MAX_BATCH, SQLiteDatabase
+from adapters.sqlite.queue import SQLiteEventQueue
 
 PUTS = 5_000
 TASKS = 200

@@ -32,7 +32,7 @@ from pydantic_settings import (
 from domain.errors import InvalidSettings
 from domain.settings import DestinationSettings
 from domain.validation import describe_validation_error
-from entrypoints.tracking import TrackingConfig
+from entrypoints.http.tracking import TrackingConfig
 
 CONFIG_FILE_ENV = "PARDOT_DESTINATION_CONFIG"
 BATCHING_NEEDS_A_KEY = (

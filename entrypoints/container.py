@@ -26,29 +26,29 @@ from aiohttp import web
 from dependency_injector import containers, providers
 from pydantic import SecretStr
 
-from adapters.history_postgres import PostgresDeliveryHistory
-from adapters.history_sqlite import SQLiteDeliveryHistory
-from adapters.pardot_budget_postgres import PostgresApiCallCounts
-from adapters.pardot_budget_sqlite import SQLiteApiCallCounts
-from adapters.pardot_http import PardotHttpRepository
-from adapters.pardot_slots_postgres import PostgresSlots
-from adapters.pardot_slots_sqlite import SQLiteStoreSlots
-from adapters.postgres_db import PostgresDatabase
-from adapters.prospect_index_postgres import PostgresProspectIndex
-from adapters.prospect_index_sqlite import SQLiteProspectIndex
-from adapters.prospect_store_postgres import PostgresProspectStore
-from adapters.prospect_store_sqlite import SQLiteProspectStore
-from adapters.queue_postgres import PostgresEventQueue
-from adapters.queue_sqlite import SQLiteEventQueue
-from adapters.salesforce_oauth import (
+from adapters.pardot.http_repository import PardotHttpRepository
+from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.history import PostgresDeliveryHistory
+from adapters.postgres.pardot_budget import PostgresApiCallCounts
+from adapters.postgres.pardot_slots import PostgresSlots
+from adapters.postgres.prospect_index import PostgresProspectIndex
+from adapters.postgres.prospect_store import PostgresProspectStore
+from adapters.postgres.queue import PostgresEventQueue
+from adapters.salesforce.sign_in import WebServerSignIn, first_pardot_call
+from adapters.salesforce.token_file import TokenStore
+from adapters.salesforce.token_providers import (
     CONNECT_COMMAND,
     JwtBearerProvider,
     RefreshTokenProvider,
     StaticTokenProvider,
 )
-from adapters.salesforce_sign_in import WebServerSignIn, first_pardot_call
-from adapters.sqlite_db import SQLiteDatabase
-from adapters.token_store import TokenStore
+from adapters.sqlite.database import SQLiteDatabase
+from adapters.sqlite.history import SQLiteDeliveryHistory
+from adapters.sqlite.pardot_budget import SQLiteApiCallCounts
+from adapters.sqlite.pardot_slots import SQLiteStoreSlots
+from adapters.sqlite.prospect_index import SQLiteProspectIndex
+from adapters.sqlite.prospect_store import SQLiteProspectStore
+from adapters.sqlite.queue import SQLiteEventQueue
 from domain.budget import DailyBudget
 from domain.errors import ConfigurationError, InvalidSettings
 from domain.index import IndexKeeper
@@ -64,14 +64,14 @@ from domain.ports import (
 )
 from domain.settings import DestinationSettings
 from domain.sync import SyncService
+from entrypoints.cli.status import StatusSources
 from entrypoints.config import ServiceConfig
+from entrypoints.http.app import create_app
+from entrypoints.http.status_page import add_status_routes
+from entrypoints.http.tracking import TrackingConfig, add_tracking_routes
 from entrypoints.metering import MeteredRepository, MeteredTokens
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
-from entrypoints.status_page import add_status_routes
-from entrypoints.status_report import StatusSources
-from entrypoints.tracking import TrackingConfig, add_tracking_routes
-from entrypoints.webhook import create_app
 from entrypoints.worker import DeliveryWorker, WorkerOptions
 
 log = logging.getLogger(__name__)

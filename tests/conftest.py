@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from hypothesis import settings
 
-from adapters.postgres_db import PostgresDatabase
+from adapters.postgres.database import PostgresDatabase
 from tests.postgres import fresh_schema
 
 # Property tests judge behaviour, not speed: a slow CI machine must not fail them on time.

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from adapters.postgres_db import describe
+from adapters.postgres.database import describe
 
 POSTGRES_URL = os.environ.get(
     "PARDOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -55,7 +55,7 @@ async def service(tmp_path: Path) -> AsyncIterator[tuple[ChildServer, FakePardot
             "SALESFORCE_TOKEN_FILE": str(tmp_path / "tokens.json"),
             "PARDOT_DESTINATION_CONFIG": str(tmp_path / "absent.toml"),
         }
-        server = await start_server("-m", "entrypoints.cli", "serve", "--port", "0", env=env)
+        server = await start_server("-m", "entrypoints.cli.main", "serve", "--port", "0", env=env)
         try:
             yield server, fake
         finally:

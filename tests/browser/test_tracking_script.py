@@ -9,7 +9,7 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from entrypoints.tracking import TrackingConfig, _js_literal, add_tracking_routes, build_script
+from entrypoints.http.tracking import TrackingConfig, _js_literal, add_tracking_routes, build_script
 
 CONFIG = TrackingConfig("77777", "99", tracker_url="https://go.example.com/")
 

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.pardot_http import PardotHttpRepository
-from adapters.pardot_memory import InMemoryPardot
-from adapters.salesforce_oauth import RefreshTokenProvider
+from adapters.pardot.http_repository import PardotHttpRepository
+from adapters.pardot.in_memory import InMemoryPardot
+from adapters.salesforce.token_providers import RefreshTokenProvider
 from contracts.fake_pardot import FakePardot, running_fake_pardot
 from contracts.fake_pardot_state import (
     DEFAULT_BUSINESS_UNIT_ID,

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_fake_pardot_command_serves_the_readme_example() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "entrypoints.cli", "fake-pardot", "--port", "0"],
+        [sys.executable, "-m", "entrypoints.cli.main", "fake-pardot", "--port", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from adapters.pardot_errors import pardot_error
-from adapters.pardot_responses import decode
+from adapters.pardot.errors import pardot_error
+from adapters.pardot.responses import decode
 from contracts.fake_pardot_state import FOREIGN_ANSWERS
 from domain.errors import OutcomeUnknown, PermanentPardotError, RetryableError
 from domain.ports import ProspectWrite

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from adapters.pardot_errors import next_midnight
-from adapters.pardot_responses import decode
+from adapters.pardot.errors import next_midnight
+from adapters.pardot.responses import decode
 from contracts.fake_pardot_state import ForeignAnswer
 from domain.errors import (
     ConfigurationError,

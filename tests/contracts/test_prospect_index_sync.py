@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from adapters.pardot_budget_memory import InMemoryApiCallCounts
-from adapters.prospect_index_memory import InMemoryProspectIndex
-from adapters.prospect_store_memory import InMemoryProspectStore
+from adapters.memory.pardot_budget import InMemoryApiCallCounts
+from adapters.memory.prospect_index import InMemoryProspectIndex
+from adapters.memory.prospect_store import InMemoryProspectStore
 from domain.budget import DailyBudget
 from domain.events import parse_event
 from domain.index import IndexKeeper

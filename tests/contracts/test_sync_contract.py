@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from adapters.prospect_store_memory import InMemoryProspectStore
+from adapters.memory.prospect_store import InMemoryProspectStore
 from domain.events import parse_event
 from domain.sync import Delivered, Rejected, SyncService
 from tests.contracts.conftest import open_backend

@@ -3,8 +3,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from adapters.pardot_memory import InMemoryPardot
-from adapters.prospect_store_memory import InMemoryProspectStore
+from adapters.memory.prospect_store import InMemoryProspectStore
+from adapters.pardot.in_memory import InMemoryPardot
 from domain.events import parse_event
 from domain.settings import DestinationSettings
 from domain.sync import Outcome, SyncService

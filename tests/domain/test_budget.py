@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from adapters.pardot_budget_memory import InMemoryApiCallCounts
+from adapters.memory.pardot_budget import InMemoryApiCallCounts
 from domain.budget import BudgetUsage, DailyBudget, account_day, seconds_to_midnight
 from domain.errors import InvalidSettings
 from entrypoints.config import load_config

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.pardot_http import PardotHttpRepository
-from adapters.token_store import StoredTokens, TokenStore
+from adapters.pardot.http_repository import PardotHttpRepository
+from adapters.salesforce.token_file import StoredTokens, TokenStore
 from contracts.fake_pardot import FakePardot, RunningFakePardot, running_fake_pardot
 from contracts.fake_pardot_state import (
     DEFAULT_BUSINESS_UNIT_ID,

@@ -13,11 +13,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from adapters.salesforce_oauth import RefreshTokenProvider
-from adapters.token_store import TokenStore
+from adapters.salesforce.token_file import TokenStore
+from adapters.salesforce.token_providers import RefreshTokenProvider
 from contracts.fake_pardot import FakePardot, RunningFakePardot, running_fake_pardot
 from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID
-from entrypoints.connect import ConnectError, ConnectionCheck, connect, run_connect
+from entrypoints.cli.connect import ConnectError, ConnectionCheck, connect, run_connect
 from tests.oauth.browser import Browser, visit
 from tests.oauth.conftest import CLIENT_ID, CLIENT_SECRET, chosen_tokens, refresh_works
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import RSAKey
 
-from adapters.salesforce_oauth import JWT_BEARER_GRANT, JwtBearerProvider
+from adapters.salesforce.token_providers import JWT_BEARER_GRANT, JwtBearerProvider
 from contracts.fake_pardot import FakePardot, RunningFakePardot
 from domain.errors import ConfigurationError
 from tests.oauth.conftest import chosen_tokens, repository_for

@@ -12,16 +12,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from adapters.salesforce_oauth import (
+from adapters.salesforce.token_file import TokenStore
+from adapters.salesforce.token_providers import (
     JwtBearerProvider,
     RefreshTokenProvider,
     StaticTokenProvider,
 )
-from adapters.token_store import TokenStore
 from contracts.fake_pardot import FakePardot, RunningFakePardot
 from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID, DEFAULT_REFRESH_TOKEN
 from domain.errors import ConfigurationError
-from entrypoints.connect import run_connect
+from entrypoints.cli.connect import run_connect
 from tests.oauth.browser import Browser
 from tests.oauth.conftest import CLIENT_ID, CLIENT_SECRET, chosen_tokens, repository_for
 from tests.service.conftest import WRITE_KEY as SERVICE_WRITE_KEY

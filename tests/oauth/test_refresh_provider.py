@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.salesforce_oauth import (
+from adapters.salesforce.token_file import TokenStore
+from adapters.salesforce.token_providers import (
     RefreshTokenProvider,
     StaticTokenProvider,
 )
-from adapters.token_store import TokenStore
 from contracts.fake_pardot import FakePardot, RunningFakePardot
 from contracts.fake_pardot_state import DEFAULT_REFRESH_TOKEN
 from domain.errors import ConfigurationError, RetryableError

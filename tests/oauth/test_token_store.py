@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.token_store import DEFAULT_TOKEN_FILE, StoredTokens, TokenStore
+from adapters.salesforce.token_file import DEFAULT_TOKEN_FILE, StoredTokens, TokenStore
 from domain.errors import ConfigurationError
 
 SECRET = "5Aep861-a-very-secret-refresh-token"

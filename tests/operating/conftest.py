@@ -25,7 +25,7 @@ from contracts.fake_pardot_state import (
     DEFAULT_CLIENT_SECRET,
     DEFAULT_REFRESH_TOKEN,
 )
-from entrypoints.cli import main
+from entrypoints.cli.main import main
 from entrypoints.config import load_config
 from entrypoints.container import Container, opened
 

@@ -46,7 +46,7 @@ def _memory(pid: int) -> dict[str, int]:
 
 async def _start(v: Operator, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "entrypoints.cli", *args,
+        sys.executable, "-m", "entrypoints.cli.main", *args,
         cwd=ROOT, env=v.env | {"PATH": "/usr/bin:/bin"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from entrypoints import sync_file
+from entrypoints.cli import sync_file
+from entrypoints.cli.demo import seed_examples
 from entrypoints.container import opened
-from entrypoints.demo import seed_examples
 from tests.operating.conftest import Operator, identify
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from adapters.postgres_db import PostgresDatabase
-from adapters.queue_memory import InMemoryEventQueue
-from adapters.queue_postgres import PostgresEventQueue
-from adapters.queue_sqlite import SQLiteEventQueue
+from adapters.memory.queue import InMemoryEventQueue
+from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.queue import PostgresEventQueue
+from adapters.sqlite.queue import SQLiteEventQueue
 from tests.postgres import fresh_schema, require_postgres
 
 

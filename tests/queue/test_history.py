@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from adapters.history_postgres import PostgresDeliveryHistory
-from adapters.history_sqlite import SQLiteDeliveryHistory
-from adapters.postgres_db import PostgresDatabase
-from adapters.prospect_store_postgres import PostgresProspectStore
-from adapters.prospect_store_sqlite import SQLiteProspectStore
-from adapters.queue_sqlite import SQLiteEventQueue
-from adapters.sqlite_db import SQLiteDatabase
+from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.history import PostgresDeliveryHistory
+from adapters.postgres.prospect_store import PostgresProspectStore
+from adapters.sqlite.database import SQLiteDatabase
+from adapters.sqlite.history import SQLiteDeliveryHistory
+from adapters.sqlite.prospect_store import SQLiteProspectStore
+from adapters.sqlite.queue import SQLiteEventQueue
 from domain.ports import FieldStamp, HistoryEntry
 from tests.postgres import fresh_schema
 from tests.queue.conftest import Clock

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters import ingest_writer
-from adapters.queue_sqlite import SQLiteEventQueue
-from adapters.sqlite_db import SQLiteDatabase
+from adapters.sqlite import ingest_writer
+from adapters.sqlite.database import SQLiteDatabase
+from adapters.sqlite.queue import SQLiteEventQueue
 from domain.ports import QueueFull
 from tests.queue.conftest import identify
 from tests.queue.test_queue_combined_puts import inserts, traced
@@ -181,7 +181,7 @@ def test_the_writer_never_outlives_its_parent(tmp_path: Path) -> None:
     parent = textwrap.dedent(
         f"""
         import asyncio
-        from adapters.queue_sqlite import SQLiteEventQueue
+        from adapters.sqlite.queue import SQLiteEventQueue
 
         async def main():
             queue = SQLiteEventQueue({str(tmp_path / "q.db")!r})

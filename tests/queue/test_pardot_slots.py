@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from adapters import pardot_slots_sqlite as sqlite_slots
-from adapters.pardot_slots_memory import InMemorySlots
-from adapters.pardot_slots_postgres import PostgresSlots
-from adapters.pardot_slots_sqlite import SQLiteStoreSlots
-from adapters.postgres_db import PostgresDatabase
+from adapters.memory.pardot_slots import InMemorySlots
+from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.pardot_slots import PostgresSlots
+from adapters.sqlite import pardot_slots as sqlite_slots
+from adapters.sqlite.pardot_slots import SQLiteStoreSlots
 from tests.postgres import fresh_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,11 +31,11 @@ HOLDER = textwrap.dedent(
 
     async def main(kind, where):
         if kind == "sqlite":
-            from adapters.pardot_slots_sqlite import SQLiteStoreSlots
+            from adapters.sqlite.pardot_slots import SQLiteStoreSlots
             slots, database = SQLiteStoreSlots(where, sys.argv[3], limit=5), None
         else:
-            from adapters.pardot_slots_postgres import PostgresSlots
-            from adapters.postgres_db import PostgresDatabase
+            from adapters.postgres.pardot_slots import PostgresSlots
+            from adapters.postgres.database import PostgresDatabase
             database = await PostgresDatabase(where).open()
             slots = PostgresSlots(database, sys.argv[3], limit=5)
         async with contextlib.AsyncExitStack() as held:

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from adapters.pardot_budget_memory import InMemoryApiCallCounts
-from adapters.pardot_budget_postgres import PostgresApiCallCounts
-from adapters.pardot_budget_sqlite import SQLiteApiCallCounts
-from adapters.postgres_db import PostgresDatabase
-from adapters.prospect_index_memory import InMemoryProspectIndex
-from adapters.prospect_index_postgres import PostgresProspectIndex
-from adapters.prospect_index_sqlite import SQLiteProspectIndex
-from adapters.sqlite_db import SQLiteDatabase
+from adapters.memory.pardot_budget import InMemoryApiCallCounts
+from adapters.memory.prospect_index import InMemoryProspectIndex
+from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.pardot_budget import PostgresApiCallCounts
+from adapters.postgres.prospect_index import PostgresProspectIndex
+from adapters.sqlite.database import SQLiteDatabase
+from adapters.sqlite.pardot_budget import SQLiteApiCallCounts
+from adapters.sqlite.prospect_index import SQLiteProspectIndex
 from domain.ports import IndexState
 from domain.prospect import Prospect
 from tests.postgres import fresh_schema

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from adapters.postgres_db import PostgresDatabase
-from adapters.prospect_store_memory import InMemoryProspectStore
-from adapters.prospect_store_postgres import PostgresProspectStore
-from adapters.prospect_store_sqlite import SQLiteProspectStore
+from adapters.memory.prospect_store import InMemoryProspectStore
+from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.prospect_store import PostgresProspectStore
+from adapters.sqlite.prospect_store import SQLiteProspectStore
 from domain.ports import FieldStamp
 from tests.postgres import fresh_schema
 
@@ -145,7 +145,7 @@ async def test_field_times_of_the_identity_keyed_store_are_carried_over(tmp_path
 HOLDER = textwrap.dedent(
     """
     import asyncio, sys
-    from adapters.prospect_store_sqlite import SQLiteProspectStore
+    from adapters.sqlite.prospect_store import SQLiteProspectStore
 
     async def main():
         store = SQLiteProspectStore(sys.argv[1], lock_ttl=1.0, lock_heartbeat=0.2)
@@ -202,8 +202,8 @@ async def test_a_lock_whose_holder_was_killed_lapses_within_its_ttl(tmp_path: Pa
 PG_HOLDER = textwrap.dedent(
     """
     import asyncio, sys
-    from adapters.postgres_db import PostgresDatabase
-    from adapters.prospect_store_postgres import PostgresProspectStore
+    from adapters.postgres.database import PostgresDatabase
+    from adapters.postgres.prospect_store import PostgresProspectStore
 
     async def main():
         async with PostgresDatabase(sys.argv[1]) as database:

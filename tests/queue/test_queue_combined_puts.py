@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from adapters.queue_sqlite import SQLiteEventQueue
-from adapters.sqlite_db import SQLiteDatabase
+from adapters.sqlite.database import SQLiteDatabase
+from adapters.sqlite.queue import SQLiteEventQueue
 from domain.ports import QueueFull
 from tests.queue.conftest import identify
 from tests.queue.test_queue_scopes_and_schema import ground_truth, legacy_file

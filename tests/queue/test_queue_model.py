@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.postgres_db import PostgresDatabase
-from adapters.queue_memory import InMemoryEventQueue
-from adapters.queue_postgres import PostgresEventQueue
-from adapters.queue_sqlite import SQLiteEventQueue
+from adapters.memory.queue import InMemoryEventQueue
+from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.queue import PostgresEventQueue
+from adapters.sqlite.queue import SQLiteEventQueue
 from domain.ports import QueueFull, Settlement
 from tests.postgres import fresh_schema
 from tests.queue.conftest import Clock, identify

@@ -13,9 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters.postgres_db import PostgresDatabase
-from adapters.postgres_schema import COMPONENTS
-from adapters.queue_postgres import PostgresEventQueue
+from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.queue import PostgresEventQueue
+from adapters.postgres.schema import COMPONENTS
 from domain.errors import StoreUnusable
 from domain.ports import Settlement
 from tests.postgres import POSTGRES_URL, with_schema

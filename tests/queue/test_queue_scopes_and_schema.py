@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from adapters.queue_sqlite import MIGRATIONS, SQLiteEventQueue
-from adapters.sqlite_db import SQLiteDatabase
+from adapters.sqlite.database import SQLiteDatabase
+from adapters.sqlite.queue import MIGRATIONS, SQLiteEventQueue
 from domain.ports import QueueFull, Settlement
 from tests.queue.conftest import Clock, identify
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.prospect_store_sqlite import SQLiteProspectStore
-from adapters.queue_sqlite import SQLiteEventQueue
-from adapters.sqlite_db import SQLiteDatabase
+from adapters.sqlite.database import SQLiteDatabase
+from adapters.sqlite.prospect_store import SQLiteProspectStore
+from adapters.sqlite.queue import SQLiteEventQueue
 from entrypoints.config import sqlite_path_from_url
 from tests.queue.conftest import Clock, identify
 
@@ -33,7 +33,7 @@ def spawn(script: str, *args: str) -> subprocess.Popen[str]:
 
 PUT_FOREVER = """
     import asyncio, sys
-    from adapters.queue_sqlite import SQLiteEventQueue
+    from adapters.sqlite.queue import SQLiteEventQueue
 
     async def writer(queue, task):
         for n in range(10**9):
@@ -68,7 +68,7 @@ async def test_every_acknowledged_event_survives_kill_9(tmp_path: Path) -> None:
 
 WORKER = """
     import asyncio, json, sys, time
-    from adapters.queue_sqlite import SQLiteEventQueue
+    from adapters.sqlite.queue import SQLiteEventQueue
     from domain.ports import Settlement
 
     async def main():

@@ -51,10 +51,10 @@ class ServiceProcess:
     async def start(self) -> None:
         if self.command == "serve":
             arguments = ["serve", "--port", "0"]
-            self.server = await start_server("-m", "entrypoints.cli", *arguments, env=self.env)
+            self.server = await start_server("-m", "entrypoints.cli.main", *arguments, env=self.env)
         else:
             self.server = await start_server(
-                "-m", "entrypoints.cli", self.command, env=self.env, ready=WORKER_STARTED
+                "-m", "entrypoints.cli.main", self.command, env=self.env, ready=WORKER_STARTED
             )
 
     async def kill9(self) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 from aiohttp.test_utils import TestServer
 
-from adapters.queue_memory import InMemoryEventQueue
-from entrypoints.webhook import create_app
+from adapters.memory.queue import InMemoryEventQueue
+from entrypoints.http.app import create_app
 
 WRITE_KEY = "wk-test-123"
 SECRET = "shh-its-a-secret"

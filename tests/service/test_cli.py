@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from entrypoints.cli import main
+from entrypoints.cli.main import main
 
 BASE_ENV = {"PARDOT_ACCOUNT_ID": "507251", "PARDOT_BUSINESS_UNIT_ID": "0Uv000000000001AAA"}
 

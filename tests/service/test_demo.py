@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_demo_delivers_the_seed_examples() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "entrypoints.cli", "demo", "--seconds", "60"],
+        [sys.executable, "-m", "entrypoints.cli.main", "demo", "--seconds", "60"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from adapters.queue_memory import InMemoryEventQueue
-from entrypoints import ingest
-from entrypoints.ingest import WriteKeys
-from entrypoints.webhook import SERVER_OPTIONS, create_app, runner
+from adapters.memory.queue import InMemoryEventQueue
+from entrypoints.http import ingest
+from entrypoints.http.app import SERVER_OPTIONS, create_app, runner
+from entrypoints.http.ingest import WriteKeys
 from tests.service.door import AUTH, SECRET, WRITE_KEY, Door, identify, open_door
 
 

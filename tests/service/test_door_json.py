@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entrypoints import event_checks, ingest
+from entrypoints.http import event_checks, ingest
 
 # Everything the standard library writes and reads back, poison included: lone surrogates,
 # NaN and Infinity, integers of any size, and nesting up to past the depth limit.

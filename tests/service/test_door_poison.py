@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from entrypoints.event_checks import MAX_DEPTH
+from entrypoints.http.event_checks import MAX_DEPTH
 from tests.service.door import AUTH, Door, identify, open_door
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from adapters.token_store import TokenStore
+from adapters.salesforce.token_file import TokenStore
 from contracts.fake_pardot_state import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,

@@ -12,10 +12,10 @@ import httpx
 from aiohttp.test_utils import TestServer
 from dependency_injector import providers
 
-from adapters.pardot_memory import InMemoryPardot
-from adapters.prospect_store_memory import InMemoryProspectStore
-from adapters.queue_memory import InMemoryEventQueue
-from adapters.token_store import TokenStore
+from adapters.memory.prospect_store import InMemoryProspectStore
+from adapters.memory.queue import InMemoryEventQueue
+from adapters.pardot.in_memory import InMemoryPardot
+from adapters.salesforce.token_file import TokenStore
 from contracts.fake_pardot import FakePardot, running_fake_pardot
 from contracts.fake_pardot_state import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from entrypoints.container import NO_CREDENTIALS, Container

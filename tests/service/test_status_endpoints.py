@@ -67,7 +67,7 @@ async def test_without_the_admin_key_they_stay_open_with_one_warning_off_loopbac
     warning = "DESTINATION_ADMIN_KEY is not set"
     assert not any(warning in line for line in local.log)
     wide = await start_server(
-        "-m", "entrypoints.cli", "serve", "--host", "0.0.0.0", "--port", "0",
+        "-m", "entrypoints.cli.main", "serve", "--host", "0.0.0.0", "--port", "0",
         env=v4_stack.env(),
     )  # fmt: skip
     try:
@@ -75,7 +75,7 @@ async def test_without_the_admin_key_they_stay_open_with_one_warning_off_loopbac
     finally:
         await wide.stop()
     keyed = await start_server(
-        "-m", "entrypoints.cli", "serve", "--host", "0.0.0.0", "--port", "0",
+        "-m", "entrypoints.cli.main", "serve", "--host", "0.0.0.0", "--port", "0",
         env=v4_stack.env(DESTINATION_ADMIN_KEY=ADMIN_KEY),
     )  # fmt: skip
     try:

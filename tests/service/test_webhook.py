@@ -14,8 +14,8 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestServer
 
-from adapters.queue_memory import InMemoryEventQueue
-from entrypoints.webhook import create_app
+from adapters.memory.queue import InMemoryEventQueue
+from entrypoints.http.app import create_app
 from tests.service.door import AUTH, SECRET, WRITE_KEY, Door, identify, open_door
 
 

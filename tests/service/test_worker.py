@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from dependency_injector import providers
 
-from adapters.pardot_memory import InMemoryPardot
-from adapters.prospect_store_memory import InMemoryProspectStore
-from adapters.queue_memory import InMemoryEventQueue
+from adapters.memory.prospect_store import InMemoryProspectStore
+from adapters.memory.queue import InMemoryEventQueue
+from adapters.pardot.in_memory import InMemoryPardot
 from domain.errors import ConfigurationError, DailyLimitReached, RetryableError
 from domain.settings import DestinationSettings
 from entrypoints.container import Container

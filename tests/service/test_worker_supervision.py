@@ -14,14 +14,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 from dependency_injector import providers
 
-from adapters.pardot_memory import InMemoryPardot
-from adapters.prospect_store_memory import InMemoryProspectStore
-from adapters.queue_memory import InMemoryEventQueue
-from adapters.queue_sqlite import SQLiteEventQueue
+from adapters.memory.prospect_store import InMemoryProspectStore
+from adapters.memory.queue import InMemoryEventQueue
+from adapters.pardot.in_memory import InMemoryPardot
+from adapters.sqlite.queue import SQLiteEventQueue
 from entrypoints.container import Container
+from entrypoints.http.app import create_app
 from entrypoints.readiness import STALE_AFTER_SECONDS, Readiness
 from entrypoints.service import WorkerFailed, supervise
-from entrypoints.webhook import create_app
 from tests.child_server import ROOT
 from tests.service.test_service import AUTH, WRITE_KEY, eventually, identify, serving
 from tests.settings import service_config
@@ -164,7 +164,7 @@ def test_a_damaged_queue_file_stops_start_up_with_one_line(
         "PARDOT_DESTINATION_CONFIG": str(tmp_path / "absent.toml"),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "entrypoints.cli", *command],
+        [sys.executable, "-m", "entrypoints.cli.main", *command],
         env=env,
         cwd=ROOT,  # this checkout's code, as the child servers run it
         capture_output=True,
