@@ -9,8 +9,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -32,7 +34,6 @@ from pydantic_settings import (
 from domain.errors import InvalidSettings
 from domain.settings import DestinationSettings
 from domain.validation import describe_validation_error
-from entrypoints.http.tracking import TrackingConfig
 
 CONFIG_FILE_ENV = "PARDOT_DESTINATION_CONFIG"
 BATCHING_NEEDS_A_KEY = (
@@ -41,6 +42,30 @@ BATCHING_NEEDS_A_KEY = (
 )
 MAX_LEASE_SECONDS = 60.0
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+NO_ADMIN_KEY_WARNING = (
+    "DESTINATION_ADMIN_KEY is not set: /status and /metrics are open to anyone who can reach {host}"
+)
+_DIGITS = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """What the browser script needs. An empty or missing account id turns tracking off."""
+
+    account_id: str | None
+    campaign_id: str | None = None
+    # Scheme and host only: pi.pardot.com, a first-party tracker domain, or a local fake.
+    tracker_url: str = "https://pi.pardot.com"
+
+    def __post_init__(self) -> None:
+        for name in ("account_id", "campaign_id"):
+            value = getattr(self, name)
+            if value and not _DIGITS.fullmatch(value):
+                raise ValueError(f"{name} must be digits only")
+        url = urlsplit(self.tracker_url)
+        extra = url.path.strip("/") or url.query or url.fragment
+        if url.scheme not in {"http", "https"} or not url.netloc or extra:
+            raise ValueError("tracker_url must be a scheme and host, like https://pi.pardot.com")
 
 
 def _env(name: str, *default: Any, **constraints: Any) -> Any:
@@ -279,6 +304,14 @@ def exposure_problem(host: str, config: ServiceConfig, *, insecure_open: bool) -
         "anyone who can reach it could post events. Set DESTINATION_WRITE_KEY, listen on "
         "127.0.0.1, or pass --insecure-open to accept events from anyone"
     )
+
+
+def admin_exposure_warning(host: str, config: ServiceConfig) -> str | None:
+    """The one warning `serve` gives when it listens beyond loopback without an admin key."""
+    key = config.admin_key
+    if (key.get_secret_value().strip() if key is not None else "") or is_loopback(host):
+        return None
+    return NO_ADMIN_KEY_WARNING.format(host=host or "every interface")
 
 
 def is_loopback(host: str) -> bool:

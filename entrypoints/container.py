@@ -64,13 +64,13 @@ from domain.ports import (
 )
 from domain.settings import DestinationSettings
 from domain.sync import SyncService
-from entrypoints.cli.status import StatusSources
-from entrypoints.config import ServiceConfig
+from entrypoints.config import ServiceConfig, TrackingConfig
 from entrypoints.http.app import create_app
 from entrypoints.http.status_page import add_status_routes
-from entrypoints.http.tracking import TrackingConfig, add_tracking_routes
+from entrypoints.http.tracking import add_tracking_routes
 from entrypoints.metering import MeteredRepository, MeteredTokens
 from entrypoints.metrics import Metrics
+from entrypoints.operator.status import StatusSources
 from entrypoints.readiness import Readiness
 from entrypoints.worker import DeliveryWorker, WorkerOptions
 

@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from entrypoints.container import Container, opened
+from entrypoints.http.app import runner as app_runner
 from entrypoints.readiness import Readiness
 
 log = structlog.get_logger(__name__)
@@ -115,6 +116,17 @@ async def build_app(
     app.cleanup_ctx.append(lifecycle)
     app.cleanup_ctx.append(writer)
     return app
+
+
+async def listen(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """`app` serving on `host:port` (port 0 picks a free one); `cleanup()` the runner to stop.
+
+    Signals are left to the caller, which stops the worker before the server.
+    """
+    runner = app_runner(app, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
 
 
 async def run_worker_alone(container: Container) -> None:

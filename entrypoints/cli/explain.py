@@ -1,79 +1,37 @@
-"""`explain EMAIL|USER_ID`: the answer to "why does Pardot say X?", from the store alone.
+"""`explain EMAIL|USER_ID`: the explain report (entrypoints.operator.explain), printed.
 
-The prospects this person maps to (by userId, anonymousId, or the email we wrote or events
-carried), the identities linked to each, the value and event time of every field the
-service wrote there, and the last events that touched them: messageId, outcome, reason and
-the fields each wrote. No call to Pardot: what a marketer changed in Pardot itself is not
-known here.
+In: the command line. Out: each prospect the person maps to, with its linked identities, the
+fields the service wrote and the events that touched it, as rich tables or JSON; exit 1
+when nothing is known about them.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 from datetime import datetime
-from typing import Any
 
 import click
 from rich.table import Table
 
-from domain.ports import DeliveryHistory, FieldStamp, HistoryEntry, ProspectStore
-from domain.prospect import FieldValue, normalise_email
+from domain.ports import HistoryEntry
+from domain.prospect import FieldValue
 from entrypoints.cli.support import console, run_with_container
+from entrypoints.container import Container
+from entrypoints.operator.explain import ExplainReport
+from entrypoints.operator.explain import explain as explain_report
 
 
 def _value(value: FieldValue) -> str:
     return ", ".join(value) if isinstance(value, tuple) else value
 
 
-def _fields(fields: dict[str, FieldValue] | Any) -> str:
+def _fields(fields: dict[str, FieldValue]) -> str:
     return "; ".join(f"{k}={_value(v)!r}" for k, v in fields.items()) or "-"
 
 
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-async def gather(
-    query: str, store: ProspectStore, history: DeliveryHistory, *, limit: int
-) -> dict[str, Any]:
-    query = query.strip()
-    email = normalise_email(query) if "@" in query else None
-    people = [f"user:{query}", f"anonymous:{query}"]
-    linked = await store.links(people)
-    prospects = list(dict.fromkeys(linked.values()))
-    if email is not None:
-        prospects += [p for p in await history.prospects_with_email(email) if p not in prospects]
-    entries = await history.touching(
-        prospects=prospects,
-        user_ids=[query],
-        emails=[email] if email else [],
-        limit=limit,
-    )
-    for entry in entries:  # an event of this person may have reached another prospect
-        if entry.prospect is not None and entry.prospect not in prospects:
-            prospects.append(entry.prospect)
-    found = []
-    for key in prospects:
-        stamps: dict[str, FieldStamp] = await store.stamps(key)
-        found.append(
-            {
-                "prospect": key,
-                "identities": await history.identities_of(key),
-                "fields": {
-                    name: {"value": s.value, "event_time": s.at}
-                    for name, s in sorted(stamps.items())
-                },
-                "events": [e for e in entries if e.prospect == key],
-            }
-        )
-    unplaced = [e for e in entries if e.prospect is None]
-    return {"query": query, "prospects": found, "other_events": unplaced}
-
-
-def _entry_dict(entry: HistoryEntry) -> dict[str, Any]:
-    return asdict(entry) | {"at": entry.at.isoformat(), "fields": dict(entry.fields)}
 
 
 def _events_table(entries: list[HistoryEntry], title: str) -> Table:
@@ -92,61 +50,43 @@ def _events_table(entries: list[HistoryEntry], title: str) -> Table:
 def explain(who: str, limit: int, as_json: bool) -> None:
     """Why does Pardot hold what it holds for WHO (an email or a userId)?"""
 
-    async def run(container: Any) -> dict[str, Any]:
+    async def run(container: Container) -> ExplainReport:
         store = await container.prospect_store.async_()
         history = await container.history.async_()
-        return await gather(who, store, history, limit=limit)
+        return await explain_report(who, store, history, limit=limit)
 
-    answer = run_with_container(run)
+    report = run_with_container(run)
     if as_json:
-        out = {
-            "query": answer["query"],
-            "prospects": [
-                p
-                | {
-                    "events": [_entry_dict(e) for e in p["events"]],
-                    "fields": {
-                        k: {
-                            "value": v["value"],
-                            "event_time": v["event_time"] and v["event_time"].isoformat(),
-                        }
-                        for k, v in p["fields"].items()
-                    },
-                }
-                for p in answer["prospects"]
-            ],
-            "other_events": [_entry_dict(e) for e in answer["other_events"]],
-        }
-        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     else:
-        _print(answer)
-    if not answer["prospects"] and not answer["other_events"]:
+        _print(report)
+    if report.nothing_known:
         sys.exit(1)
 
 
-def _print(answer: dict[str, Any]) -> None:
-    who = answer["query"]
-    if not answer["prospects"] and not answer["other_events"]:
+def _print(report: ExplainReport) -> None:
+    who = report.query
+    if report.nothing_known:
         click.echo(
             f"nothing known about {who}: no prospect is linked to it and no recent event "
             "with this userId or email was settled (the history keeps "
             "DESTINATION_RETENTION_DAYS)"
         )
         return
-    click.echo(f"{who} maps to {len(answer['prospects'])} prospect(s)")
-    for p in answer["prospects"]:
-        key = p["prospect"]
+    click.echo(f"{who} maps to {len(report.prospects)} prospect(s)")
+    for p in report.prospects:
+        key = p.prospect
         name = f"prospect {key}" if not key.startswith("email:") else f"prospect {key} (v3)"
-        links = ", ".join(p["identities"]) or "none"
+        links = ", ".join(p.identities) or "none"
         console.print(f"\n[bold]{name}[/]  linked identities: {links}")
         fields = Table("field", "value the service wrote", "event time", title="fields written")
-        for field, stamp in p["fields"].items():
-            fields.add_row(field, _value(stamp["value"]), _when(stamp["event_time"]))
+        for field, stamp in p.fields.items():
+            fields.add_row(field, _value(stamp.value), _when(stamp.at))
         console.print(fields)
-        if p["events"]:
-            console.print(_events_table(p["events"], "last events that touched it"))
-    if answer["other_events"]:
-        console.print(_events_table(answer["other_events"], "\nevents that reached no prospect"))
+        if p.events:
+            console.print(_events_table(p.events, "last events that touched it"))
+    if report.other_events:
+        console.print(_events_table(report.other_events, "\nevents that reached no prospect"))
     click.echo(
         "\nFrom the service's own records; a value changed in Pardot by hand is not seen here."
     )

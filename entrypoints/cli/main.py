@@ -11,7 +11,6 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import click
-from aiohttp import web
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from domain.errors import DestinationError, StoreUnusable
@@ -25,12 +24,10 @@ from entrypoints.cli.support import config as _config
 from entrypoints.cli.support import console
 from entrypoints.cli.support import container as _container
 from entrypoints.cli.sync_file import sync_command
-from entrypoints.config import exposure_problem
+from entrypoints.config import admin_exposure_warning, exposure_problem
 from entrypoints.container import Container, opened
-from entrypoints.http import app as http_app
-from entrypoints.http.status_page import admin_exposure_warning
 from entrypoints.logs import configure_logging
-from entrypoints.service import WorkerFailed, build_app, run_worker_alone
+from entrypoints.service import WorkerFailed, build_app, listen, run_worker_alone
 
 log = logging.getLogger("entrypoints.cli.main")
 T = TypeVar("T")
@@ -86,10 +83,7 @@ async def _serve(container: Container, host: str, port: int) -> None:
         stop.set()
 
     app = await build_app(container, on_worker_failed=give_up)
-    runner = http_app.runner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    runner = await listen(app, host, port)
     address = runner.addresses[0]
     click.echo(f"pardot-destination listening on http://{address[0]}:{address[1]}", err=True)
     loop = asyncio.get_running_loop()

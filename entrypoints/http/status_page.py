@@ -20,11 +20,10 @@ from importlib.resources import files
 
 from aiohttp import web
 
-from entrypoints.cli.fields import ACCOUNT_FIELDS_NOTE, FRESH_ENOUGH, check
-from entrypoints.cli.status import StatusSources, build_report
-from entrypoints.config import ServiceConfig, is_loopback
 from entrypoints.http.admin_key import admin_only, set_admin_key
 from entrypoints.http.app import METRICS, guarded
+from entrypoints.operator.fields import ACCOUNT_FIELDS_NOTE, FRESH_ENOUGH, check
+from entrypoints.operator.status import StatusSources, build_report
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +32,6 @@ ASSETS = {
     "uPlot.iife.min.js": "text/javascript",
     "uPlot.min.css": "text/css",
 }
-NO_ADMIN_KEY_WARNING = (
-    "DESTINATION_ADMIN_KEY is not set: /status and /metrics are open to anyone who can reach {host}"
-)
-
-
-def admin_exposure_warning(host: str, config: ServiceConfig) -> str | None:
-    """The one warning `serve` gives when it listens beyond loopback without an admin key."""
-    if _reveal(config) or is_loopback(host):
-        return None
-    return NO_ADMIN_KEY_WARNING.format(host=host or "every interface")
-
-
-def _reveal(config: ServiceConfig) -> str:
-    key = config.admin_key
-    return key.get_secret_value().strip() if key is not None else ""
 
 
 def add_status_routes(app: web.Application, sources: StatusSources, *, admin_key: str = "") -> None:
@@ -121,7 +105,7 @@ async def _figures(request: web.Request) -> web.Response:
     request.app[REFRESHER].poke()
     # The page reads only the stored field list; the refresher keeps it fresh.
     report = await build_report(replace(sources, repository=None))
-    return web.json_response(report, headers={"Cache-Control": "no-store"})
+    return web.json_response(report.as_dict(), headers={"Cache-Control": "no-store"})
 
 
 async def _page(request: web.Request) -> web.Response:

@@ -8,38 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import dataclass
 from importlib.resources import files
-from urllib.parse import urlsplit
 
 from aiohttp import web
+
+from entrypoints.config import TrackingConfig
 
 # Browsers reuse the script for five minutes, then revalidate with the ETag: a new campaign
 # id reaches visitors soon after a restart, and repeat views cost at most a 304.
 CACHE_CONTROL = "public, max-age=300"
 _PLACEHOLDER = "/*@pardot-config*/ {}"
-_DIGITS = re.compile(r"[0-9]+")
-
-
-@dataclass(frozen=True)
-class TrackingConfig:
-    """What the browser script needs. An empty or missing account id turns tracking off."""
-
-    account_id: str | None
-    campaign_id: str | None = None
-    # Scheme and host only: pi.pardot.com, a first-party tracker domain, or a local fake.
-    tracker_url: str = "https://pi.pardot.com"
-
-    def __post_init__(self) -> None:
-        for name in ("account_id", "campaign_id"):
-            value = getattr(self, name)
-            if value and not _DIGITS.fullmatch(value):
-                raise ValueError(f"{name} must be digits only")
-        url = urlsplit(self.tracker_url)
-        extra = url.path.strip("/") or url.query or url.fragment
-        if url.scheme not in {"http", "https"} or not url.netloc or extra:
-            raise ValueError("tracker_url must be a scheme and host, like https://pi.pardot.com")
 
 
 def build_script(config: TrackingConfig) -> str:

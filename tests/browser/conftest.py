@@ -17,7 +17,8 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
-from entrypoints.http.tracking import TrackingConfig, add_tracking_routes
+from entrypoints.config import TrackingConfig
+from entrypoints.http.tracking import add_tracking_routes
 
 HERE = Path(__file__).parent
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")

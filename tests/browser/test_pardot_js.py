@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from playwright.async_api import Page
 
-from entrypoints.http.tracking import TrackingConfig
+from entrypoints.config import TrackingConfig
 from tests.browser.conftest import ACCOUNT_ID, CAMPAIGN_ID, Tracker
 
 pytestmark = pytest.mark.browser

@@ -9,7 +9,8 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from entrypoints.http.tracking import TrackingConfig, _js_literal, add_tracking_routes, build_script
+from entrypoints.config import TrackingConfig
+from entrypoints.http.tracking import _js_literal, add_tracking_routes, build_script
 
 CONFIG = TrackingConfig("77777", "99", tracker_url="https://go.example.com/")
 
