@@ -95,7 +95,6 @@ class IndexOnlyPardot:
         self._ticks = itertools.count(1)
         self._base: datetime | None = None
         self._batch = BatchWrites()
-        self.asked: dict[str, int] = {"create": 0, "update": 0}
 
     # -- what the dry run asks besides the port ----------------------------------------------
 
@@ -164,11 +163,15 @@ class IndexOnlyPardot:
         raise NeedsPardot("a scan of the account")
 
     async def query_page(self, query: ProspectQuery) -> ProspectPage:
-        """Changes since a mark: only this run's own (changes made in Pardot are not seen)."""
-        if query.updated_after is None and query.created_after is None:
+        """Changes since a mark: only this run's own (changes made in Pardot are not seen).
+
+        A refresh of an index that never saw a change has no mark: every change of the run.
+        """
+        changes = query.updated_after or query.created_after or query.sort_by != "id"
+        if not changes:
             raise NeedsPardot("a scan of the account")
-        if query.created_after is not None:
-            rows = self._since(self._creates, query.created_after, created=True)
+        if query.created_after is not None or query.sort_by == "created_at":
+            rows = self._since(self._creates, query.created_after or "", created=True)
         else:
             rows = self._since(self._updates, query.updated_after or "", created=False)
         if query.updated_after is not None:
@@ -225,7 +228,6 @@ class IndexOnlyPardot:
             )
 
     async def _update(self, key: str, prospect: Prospect | None, fields: Fields) -> None:
-        self.asked["update"] += 1
         known: dict[str, FieldValue | None]
         if prospect is not None:
             known = {"email": prospect.email, **prospect.fields}
@@ -243,7 +245,6 @@ class IndexOnlyPardot:
             self._remember(await self._applied(prospect, fields), created=False)
 
     async def _new(self, email: str, fields: Fields) -> Prospect:
-        self.asked["create"] += 1
         prospect_id = PROVISIONAL_BASE + next(self._provisional)
         blank = Prospect(prospect_id, email.strip())
         prospect = await self._applied(blank, fields, created=True)

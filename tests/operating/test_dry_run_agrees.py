@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from entrypoints.cli import sync_file
-from tests.operating.conftest import Operator
+from tests.operating.conftest import Operator, identify
+from tests.operating.test_sync_file import _row
 
 EVENTS = 200
 LEAD_FID = "00Q5e00000LeAdAAA1"  # 18 characters: the form Pardot stores
@@ -161,3 +162,54 @@ async def test_every_dry_run_line_names_what_the_real_run_then_does(
     assert not disagree, "\n".join(disagree)
     kinds = {line[2] for line in lines}
     assert kinds == KINDS, kinds  # the draw reaches every outcome, and none is unknown
+
+
+async def test_a_dry_run_changes_nothing_in_the_store(v4: Operator) -> None:
+    """Links, unlinks, field stamps, creates and the index's refresh all stay in memory."""
+    known = v4.write(
+        "known.ndjson",
+        [identify(1, "ada", 0, email="ada@example.com", firstName="Ada"),
+         identify(2, "gus", 0, email="gus@example.com", firstName="Gus")],
+    )  # fmt: skip
+    assert (await v4.run("sync", str(known))).exit_code == 0
+    [gus] = v4.fake.prospects_by_email("gus@example.com")
+    del v4.fake.records[gus["id"]]  # deleted in Pardot: the store still links gus to it
+    assert (await v4.run("index", "rebuild", "--restart")).exit_code == 0
+    path = v4.write(
+        "later.ndjson",
+        [identify(3, "ada", 9, email="ada@example.com", lastName="Lovelace"),
+         identify(4, "gus", 9, email="gus@example.com", lastName="Grissom"),
+         identify(5, "cy", 9, email="cy@example.com", firstName="Cy")],
+    )  # fmt: skip
+    database = v4.tmp / "queue.db"
+    before, calls = _snapshot(database), v4.fake.total_calls
+    dry = await v4.run("sync", "--dry-run", str(path))
+    assert dry.exit_code == 0, dry.output
+    assert _snapshot(database) == before and v4.fake.total_calls == calls
+    kinds = [line.split("\t")[2] for line in dry.stdout.splitlines() if "\t" in line]
+    assert kinds == ["update", "create", "create"], dry.stdout  # gus's prospect is gone
+
+    again = await v4.run("sync", "--dry-run", str(path))
+    assert again.stdout == dry.stdout  # the first dry run left nothing behind for the second
+    real = await v4.run("sync", str(path))
+    assert real.exit_code == 0 and _row(real.stdout, "delivered") == 3, real.output
+    assert _snapshot(database) != before
+
+
+async def test_an_empty_account_indexed_whole_makes_every_new_person_a_create(
+    v4: Operator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (await v4.run("index", "rebuild")).exit_code == 0  # complete, and no change seen yet
+    path = v4.write(
+        "new.ndjson",
+        [identify(1, "ada", 0, email="ada@example.com", firstName="Ada"),
+         identify(2, "bob", 0, email="bob@example.com"),
+         identify(3, "ada", 5, email="ada@example.com", lastName="Lovelace")],
+    )  # fmt: skip
+    monkeypatch.setattr(sync_file, "BATCH", 2)  # the third event sees what the first created
+    calls = v4.fake.total_calls
+    dry = await v4.run("sync", "--dry-run", str(path))
+    assert v4.fake.total_calls == calls
+    lines = [line.split("\t") for line in dry.stdout.splitlines() if "\t" in line]
+    assert [line[2] for line in lines] == ["create", "create", "update"], dry.stdout
+    assert lines[2][3] == "update prospect new #1 (linked to user id): last_name"
