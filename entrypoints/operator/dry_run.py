@@ -130,7 +130,8 @@ class DryRun:
 
     def _delivered(self, outcome: Delivered, writes: BatchWrites) -> tuple[str, str]:
         key = outcome.prospect or "-"
-        shown = f"new #{self._ledger.new_prospect(key)}" if self._ledger.new_prospect(key) else key
+        number = self._ledger.new_prospect(key)  # a prospect the dry run would create
+        shown = key if number is None else f"new #{number}"
         found = _FOUND.match(outcome.reason)
         how = found.group(1) if found else outcome.reason
         names = sorted(outcome.fields)
