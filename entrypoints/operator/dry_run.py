@@ -23,13 +23,13 @@ from domain.errors import InvalidEvent
 from domain.events import IdentifyEvent, parse_event
 from domain.matching import Reject, Skip, plan
 from domain.ports import ProspectIndex
-from domain.sync import Delivered, Outcome, Rejected, RetryLater, Skipped, SyncService
+from domain.sync import UNCHANGED, Delivered, Outcome, Rejected, RetryLater, Skipped, SyncService
 from entrypoints.operator.backfill import Numbered, arrived
 
 KINDS = ("create", "update", "unchanged", "unknown", "skipped", "rejected")
 # "updated prospect 1234: linked to user id": the service's reason names how it found it.
 _FOUND = re.compile(r"^(?:updated|created) prospect \S+: (.*)$", re.DOTALL)
-_UNCHANGED_WHY = {"unchanged": "holds these values already"}
+_UNCHANGED_WHY = {UNCHANGED: "holds these values already"}
 
 
 class BatchWrites(Protocol):
@@ -144,7 +144,7 @@ class DryRun:
         changed = [n for n in names if changing is None or n in changing]
         if changed:
             return "update", f"update prospect {shown} ({how}): {', '.join(changed)}"
-        if found:
+        if found or not _explains(outcome.reason):
             return "unchanged", f"prospect {shown} ({how}): holds these values already"
         return "unchanged", f"prospect {shown}: {_UNCHANGED_WHY.get(how, how)}"
 
@@ -158,6 +158,14 @@ class DryRun:
         if getattr(decision, "email", None) and settings.api_version == 4:
             names.add("email")
         return ", ".join(sorted(names)) or "no fields"
+
+
+def _explains(reason: str) -> bool:
+    """Whether a delivery's reason says why nothing was written rather than how the prospect
+    was found (a v3 upsert's reason is how: "upsert by email …")."""
+    return (
+        reason in _UNCHANGED_WHY or reason.startswith("up to date") or reason == "nothing to write"
+    )
 
 
 def _message_id(value: Any) -> str:

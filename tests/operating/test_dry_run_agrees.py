@@ -213,3 +213,24 @@ async def test_an_empty_account_indexed_whole_makes_every_new_person_a_create(
     lines = [line.split("\t") for line in dry.stdout.splitlines() if "\t" in line]
     assert [line[2] for line in lines] == ["create", "create", "update"], dry.stdout
     assert lines[2][3] == "update prospect new #1 (linked to user id): last_name"
+
+
+async def test_a_v3_dry_run_from_a_complete_index_knows_which_upserts_create(v3: Operator) -> None:
+    v3.fake.seed_prospect(email="old@example.com", first_name="Old")
+    assert (await v3.run("index", "rebuild")).exit_code == 0
+    path = v3.write(
+        "v3.ndjson",
+        [identify(1, "a", 0, email="old@example.com", firstName="Old"),
+         identify(2, "b", 0, email="old@example.com", lastName="New"),
+         identify(3, "c", 0, email="new@example.com", firstName="N")],
+    )  # fmt: skip
+    dry = await v3.run("sync", "--dry-run", str(path))
+    lines = [line.split("\t") for line in dry.stdout.splitlines() if "\t" in line]
+    assert [line[2] for line in lines] == ["unchanged", "update", "create"], dry.stdout
+    assert lines[1][3] == (
+        "update prospect email:old@example.com (upsert by email old@example.com): last_name"
+    )
+    assert v3.fake.prospects_by_email("new@example.com") == []
+    real = await v3.run("sync", str(path))
+    assert _row(real.stdout, "unchanged") == 1 and _row(real.stdout, "delivered") == 2
+    assert len(v3.fake.prospects_by_email("new@example.com")) == 1
