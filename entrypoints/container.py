@@ -26,7 +26,10 @@ from aiohttp import web
 from dependency_injector import containers, providers
 from pydantic import SecretStr
 
+from adapters.memory.overlay_index import OverlayProspectIndex
+from adapters.memory.overlay_store import OverlayApiCallCounts, OverlayProspectStore
 from adapters.pardot.http_repository import PardotHttpRepository
+from adapters.pardot.index_only import IndexOnlyPardot
 from adapters.postgres.database import PostgresDatabase
 from adapters.postgres.history import PostgresDeliveryHistory
 from adapters.postgres.pardot_budget import PostgresApiCallCounts
@@ -70,6 +73,8 @@ from entrypoints.http.status_page import add_status_routes
 from entrypoints.http.tracking import add_tracking_routes
 from entrypoints.metering import MeteredRepository, MeteredTokens
 from entrypoints.metrics import Metrics
+from entrypoints.operator.dry_run import DryRun
+from entrypoints.operator.fields import account_fields
 from entrypoints.operator.status import StatusSources
 from entrypoints.readiness import Readiness
 from entrypoints.worker import DeliveryWorker, WorkerOptions
@@ -344,6 +349,37 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+async def _dry_repository(
+    config: ServiceConfig, history: DeliveryHistory, index: ProspectIndex, store: ProspectStore
+) -> IndexOnlyPardot:
+    """The dry run's Pardot: the index as last refreshed, the custom fields as last noted."""
+    version = config.fixed_api_version
+    if version is None:
+        raise ConfigurationError("a dry run needs PARDOT_API_VERSION 3 or 4")
+    noted = await account_fields(history, None, now=_utc_now(), max_age=timedelta.max)
+    return IndexOnlyPardot(
+        index,
+        store,
+        version=version,
+        custom_fields=None if noted is None else noted[1],
+        lookup_field=config.lookup_field_id,
+    )
+
+
+async def _dry_index_keeper(
+    config: ServiceConfig,
+    repository: PardotRepository,
+    index: ProspectIndex,
+    store: ProspectStore,
+    budget: DailyBudget,
+    destination: DestinationSettings,
+) -> IndexKeeper | None:
+    """A dry run cannot scan: it decides from the index only once the index is complete."""
+    if not (await index.state()).complete:
+        return None
+    return _index_keeper(config, repository, index, store, budget, destination)
+
+
 class Container(containers.DeclarativeContainer):
     config = providers.Dependency(instance_of=ServiceConfig)
     clock = providers.Object(_utc_now)
@@ -488,6 +524,51 @@ class Container(containers.DeclarativeContainer):
         ),
         service_status_sources,
         admin_key=providers.Callable(_reveal, config.provided.admin_key),
+    )
+
+    # The dry run: the same SyncService as `sync_service`, over a Pardot that answers from the
+    # prospect index (never a socket) and over a store, index and budget that keep their
+    # writes in memory, so `sync --dry-run` shares every rule with a real run and changes
+    # nothing. Only `sync --dry-run` asks for these.
+    dry_prospect_store = providers.Singleton(OverlayProspectStore, prospect_store)
+    dry_prospect_index = providers.Singleton(OverlayProspectIndex, prospect_index)
+    dry_budget = providers.Singleton(
+        DailyBudget,
+        providers.Singleton(OverlayApiCallCounts, api_calls),
+        limit=config.provided.daily_api_limit,
+        zone=config.provided.account_zone,
+        clock=clock,
+    )
+    dry_repository = providers.Singleton(
+        _dry_repository, config, history, dry_prospect_index, dry_prospect_store
+    )
+    dry_destination = providers.Singleton(_destination, config, dry_repository)
+    dry_index_keeper = providers.Singleton(
+        _dry_index_keeper,
+        config,
+        dry_repository,
+        dry_prospect_index,
+        dry_prospect_store,
+        dry_budget,
+        dry_destination,
+    )
+    dry_sync_service = providers.Singleton(
+        SyncService,
+        dry_repository,
+        dry_destination,
+        dry_prospect_store,
+        destination_keys=config.provided.destination_keys,
+        create_campaign_id=config.provided.create_campaign_id,
+        lookup_setting="PARDOT_LOOKUP_FIELD_ID",
+        index=dry_index_keeper,
+        change_detection=config.provided.change_detection,
+    )
+    dry_run = providers.Factory(
+        DryRun,
+        dry_sync_service,
+        dry_repository,
+        dry_prospect_index,
+        destination_keys=config.provided.destination_keys,
     )
 
     # `connect`, which runs before there is any configuration to read.

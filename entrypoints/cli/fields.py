@@ -15,9 +15,7 @@ from rich.table import Table
 
 from entrypoints.cli.support import console, run_with_container
 from entrypoints.container import Container
-from entrypoints.operator.fields import ACCOUNT_FIELDS_NOTE, FieldsReport, check
-
-__all__ = ["ACCOUNT_FIELDS_NOTE", "fields_group"]  # sync_file still reads the note from here
+from entrypoints.operator.fields import FieldsReport, check
 
 
 @click.group("fields")
