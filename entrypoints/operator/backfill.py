@@ -4,8 +4,8 @@ In: a batch of numbered events at a time (decoded JSON values, or why a line cou
 read) and the stores and sync service of the running configuration. Out: the tally of what
 became of them (delivered, unchanged, skipped, rejected, given up), the delivery history of
 each event, and for a file a checkpoint, so a run stopped by Pardot's daily limit resumes
-where it stopped. Events go through the same SyncService, Pardot repository and store as the running service,
-not through the queue, so a file run twice is delivered twice.
+where it stopped. Events go through the same SyncService, Pardot repository and store as the
+running service, not through the queue, so a file run twice is delivered twice.
 """
 
 from __future__ import annotations
