@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from adapters.shared.event_json import event_json
 from adapters.sqlite.database import MAX_BATCH, SQLiteDatabase, from_micros, to_micros
 from adapters.sqlite.ingest_writer import KeptWriter, WriterGone
 from adapters.sqlite.migrations import Step, migrate
@@ -153,16 +154,6 @@ MIGRATIONS: tuple[Step, ...] = (
 SCHEMA_COMPONENT = "queue"
 
 
-def _to_json(payload: Mapping[str, Any]) -> str:
-    """The stored form of an event: orjson (several times faster, and ingest's biggest cost
-    after HTTP itself), or the standard library for what orjson refuses (an integer past 64
-    bits, a lone surrogate), whose ASCII escapes keep even those storable."""
-    try:
-        return orjson.dumps(payload).decode()
-    except TypeError:
-        return json.dumps(dict(payload), separators=(",", ":"))
-
-
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -200,7 +191,7 @@ class SQLiteEventQueue:
         """
         # The real clock read directly: converting a datetime was a measurable share of a put.
         now = time.time_ns() // 1000 if self._clock is utc_now else to_micros(self._clock())
-        rows = [(scope, message_id_of(p), ordering_key_of(p), _to_json(p), now) for p in payloads]
+        rows = [(scope, message_id_of(p), ordering_key_of(p), event_json(p), now) for p in payloads]
         if not rows:
             return 0
         writer = self._writer.writer if self._writer is not None else None
