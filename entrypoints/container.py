@@ -13,11 +13,8 @@ Singleton keeps only a success, the next batch tries again once the operator fix
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import inspect
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,43 +27,26 @@ from adapters.memory.overlay_index import OverlayProspectIndex
 from adapters.memory.overlay_store import OverlayApiCallCounts, OverlayProspectStore
 from adapters.pardot.http_repository import PardotHttpRepository
 from adapters.pardot.index_only import IndexOnlyPardot
-from adapters.postgres.database import PostgresDatabase
-from adapters.postgres.history import PostgresDeliveryHistory
-from adapters.postgres.pardot_budget import PostgresApiCallCounts
-from adapters.postgres.pardot_slots import PostgresSlots
-from adapters.postgres.prospect_index import PostgresProspectIndex
-from adapters.postgres.prospect_store import PostgresProspectStore
-from adapters.postgres.queue import PostgresEventQueue
+from adapters.postgres.stores import PostgresStores
+from adapters.salesforce.credentials import NO_CREDENTIALS, SalesforceCredentials
+from adapters.salesforce.credentials import token_provider as salesforce_tokens
 from adapters.salesforce.sign_in import WebServerSignIn, first_pardot_call
 from adapters.salesforce.token_file import TokenStore
-from adapters.salesforce.token_providers import (
-    CONNECT_COMMAND,
-    JwtBearerProvider,
-    RefreshTokenProvider,
-    StaticTokenProvider,
-)
-from adapters.sqlite.database import SQLiteDatabase
-from adapters.sqlite.history import SQLiteDeliveryHistory
-from adapters.sqlite.pardot_budget import SQLiteApiCallCounts
-from adapters.sqlite.pardot_slots import SQLiteStoreSlots
-from adapters.sqlite.prospect_index import SQLiteProspectIndex
-from adapters.sqlite.prospect_store import SQLiteProspectStore
+from adapters.shared.stores import Stores
 from adapters.sqlite.queue import SQLiteEventQueue
+from adapters.sqlite.stores import SQLiteStores, slots_beside
 from domain.budget import DailyBudget
-from domain.errors import ConfigurationError, InvalidSettings
-from domain.index import IndexKeeper
+from domain.errors import ConfigurationError
 from domain.ports import (
-    ApiCallCounts,
     DeliveryHistory,
     EventQueue,
-    PardotRepository,
     PardotSlots,
     ProspectIndex,
     ProspectStore,
     TokenProvider,
 )
-from domain.settings import DestinationSettings
 from domain.sync import SyncService
+from entrypoints import assembly
 from entrypoints.config import ServiceConfig, TrackingConfig
 from entrypoints.http.app import create_app
 from entrypoints.http.status_page import add_status_routes
@@ -79,12 +59,8 @@ from entrypoints.operator.status import StatusSources
 from entrypoints.readiness import Readiness
 from entrypoints.worker import DeliveryWorker, WorkerOptions
 
-log = logging.getLogger(__name__)
+__all__ = ["AWAITED", "NO_CREDENTIALS", "Container", "opened", "token_provider"]
 
-NO_CREDENTIALS = (
-    f"no Salesforce credentials: run `{CONNECT_COMMAND}` or set SALESFORCE_REFRESH_TOKEN"
-)
-TOKEN_PROBE_SECONDS = 15.0
 # Asked for with `await` by every caller. Async mode makes each call awaitable even when a test
 # has overridden everything beneath with plain objects.
 AWAITED = (
@@ -100,130 +76,36 @@ AWAITED = (
     "status_sources",
     "service_status_sources",
 )
-SCAN_LOCK = "(prospect index scan)"  # a create-lock key no email can be: one scan at a time
 
 
 def token_provider(config: ServiceConfig) -> TokenProvider:
-    """The token provider the configuration asks for, or a ConfigurationError naming what to set.
-
-    In order: a static token; the JWT bearer flow when a username or key file is set; a
-    refresh token given explicitly; the refresh token `connect` stored in the token file.
-    Rotated refresh tokens are written to the token file, and a rejected refresh token is
-    replaced by the stored one when that is newer.
-    """
-    static = _reveal(config.static_access_token).strip()
-    if static:
-        return StaticTokenProvider(static)
-    login = config.salesforce_login_url.rstrip("/")
-    client_id = config.salesforce_client_id
-    if config.jwt_username or config.jwt_private_key_file:
-        if not (config.jwt_username and config.jwt_private_key_file):
-            missing = (
-                "SALESFORCE_JWT_USERNAME" if not config.jwt_username else "the private key file"
-            )
-            raise ConfigurationError(f"the JWT bearer flow needs {missing} as well")
-        if not client_id:
-            raise ConfigurationError(
-                "the JWT bearer flow needs SALESFORCE_CLIENT_ID (the connected app's consumer key)"
-            )
-        return JwtBearerProvider(
-            login_url=login,
-            consumer_key=client_id,
-            username=config.jwt_username,
-            private_key_file=config.jwt_private_key_file,
-        )
-
-    store = TokenStore(config.token_file)
-    token, instance_url = _reveal(config.salesforce_refresh_token).strip(), ""
-    if not token:
-        stored = store.load()
-        if stored is None:
-            raise ConfigurationError(NO_CREDENTIALS)
-        if client_id and client_id != stored.client_id:
-            raise ConfigurationError(
-                f"the token file {store.path} was written for another connected app than "
-                f"SALESFORCE_CLIENT_ID: run `{CONNECT_COMMAND}` again or fix SALESFORCE_CLIENT_ID"
-            )
-        if stored.login_url.rstrip("/") != login:
-            log.info("using the login URL stored with the refresh token: %s", stored.login_url)
-        token, client_id, login = stored.refresh_token, stored.client_id, stored.login_url
-        instance_url = stored.instance_url
-    if not client_id:
-        raise ConfigurationError(
-            "SALESFORCE_CLIENT_ID is not set (the connected app's consumer key)"
-        )
-    secret = _reveal(config.salesforce_client_secret).strip()
-    if not secret:
-        raise ConfigurationError(
-            "SALESFORCE_CLIENT_SECRET is not set (the connected app's consumer secret, needed "
-            "to use the refresh token)"
-        )
-    return RefreshTokenProvider.kept_in(
-        store,
-        login_url=login,
-        client_id=client_id,
-        client_secret=secret,
-        refresh_token=token,
-        instance_url=instance_url,
+    """The token provider the configuration asks for, or a ConfigurationError naming what to set
+    (adapters.salesforce.credentials tells which)."""
+    credentials = SalesforceCredentials(
+        login_url=config.salesforce_login_url,
+        client_id=config.salesforce_client_id,
+        client_secret=_reveal(config.salesforce_client_secret),
+        refresh_token=_reveal(config.salesforce_refresh_token),
+        static_access_token=_reveal(config.static_access_token),
+        jwt_username=config.jwt_username,
+        jwt_private_key_file=config.jwt_private_key_file,
+        token_file=config.token_file,
     )
-
-
-async def _destination(config: ServiceConfig, repository: PardotRepository) -> DestinationSettings:
-    """The six settings, once Pardot named the API version (asked once, under `auto`)."""
-    version = await repository.detect_version()
-    try:
-        settings = config.destination(version)
-    except InvalidSettings as exc:
-        # Only known once Pardot named the version.
-        raise ConfigurationError(f"API version {version} detected: {exc}") from None
-    for warning in config.startup_warnings(settings):
-        log.warning("%s", warning)
-    return settings
+    return salesforce_tokens(credentials)
 
 
 async def _pardot_slots(
-    config: ServiceConfig, database: Callable[[], Any], business_unit: str, limit: int
+    config: ServiceConfig, stores: Callable[[], Any], business_unit: str, limit: int
 ) -> AsyncIterator[PardotSlots]:
-    """`database` is the store's provider, asked only for PostgreSQL: the SQLite slots are
+    """`stores` is the store's provider, asked only for PostgreSQL: the SQLite slots are
     files beside the queue file, and need not wait for (nor fail with) the database."""
     if config.uses_postgres:
-        store = await _awaiting(database)()
-        yield PostgresSlots(store, business_unit, limit=limit)  # released with the database
-        return
-    slots = SQLiteStoreSlots(config.queue_path, business_unit, limit=limit)
-    try:
-        yield slots
-    finally:
-        slots.close()
-
-
-def _index_keeper(
-    config: ServiceConfig,
-    repository: PardotRepository,
-    index: ProspectIndex,
-    store: ProspectStore,
-    budget: DailyBudget,
-    destination: DestinationSettings,
-) -> IndexKeeper:
-    return IndexKeeper(
-        repository,
-        index,
-        lookup_field=destination.lookup_field,
-        budget=budget,
-        refresh_seconds=config.index_refresh_seconds,
-        parallel=config.max_concurrency,
-        scan_lock=lambda: store.create_lock(SCAN_LOCK),
-    )
-
-
-def _waiting(queue: EventQueue) -> Callable[[], Awaitable[int]]:
-    """Events waiting for delivery: the backlog a scan of the account would serve."""
-
-    async def waiting() -> int:
-        counts = await queue.counts()
-        return sum(counts.get(state, 0) for state in ("pending", "retry", "leased"))
-
-    return waiting
+        opened: Stores = await assembly.awaiting(stores)()
+        slots = opened.pardot_slots(business_unit, limit=limit)
+    else:
+        slots = slots_beside(config.queue_path, business_unit, limit=limit)
+    async with slots as held:
+        yield held
 
 
 async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
@@ -231,29 +113,17 @@ async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-# The store: a SQLite file (one machine) or a PostgreSQL database (many nodes), chosen by
-# DESTINATION_QUEUE_URL; every store port below is served by the matching adapter.
-Store = SQLiteDatabase | PostgresDatabase
-
-
-async def _database(config: ServiceConfig) -> AsyncIterator[Store]:
-    database: Store
+async def _stores(config: ServiceConfig) -> AsyncIterator[Stores]:
+    """The store, open while the container is: a SQLite file (one machine) or a PostgreSQL
+    database (many nodes), chosen by DESTINATION_QUEUE_URL; a damaged file or an unreachable
+    server stops start-up, naming it (StoreUnusable)."""
+    opening: contextlib.AbstractAsyncContextManager[Stores]
     if config.uses_postgres:
-        # Creates or migrates the schema; an unreachable server stops start-up (StoreUnusable).
-        database = await PostgresDatabase(config.queue_url, pool_size=config.queue_pool_size).open()
+        opening = PostgresStores.opened(config.queue_url, pool_size=config.queue_pool_size)
     else:
-        database = SQLiteDatabase(config.queue_path)
-    try:
-        await database.check()  # a damaged file stops start-up, naming it (StoreUnusable)
-        yield database
-    finally:
-        await database.close()
-
-
-def _queue(database: Store, *, max_pending: int) -> EventQueue:
-    if isinstance(database, PostgresDatabase):
-        return PostgresEventQueue(database, max_pending=max_pending)
-    return SQLiteEventQueue(database, max_pending=max_pending)
+        opening = SQLiteStores.opened(config.queue_path)
+    async with opening as stores:
+        yield stores
 
 
 @contextlib.asynccontextmanager
@@ -269,32 +139,6 @@ async def _ingest_writer(queue: EventQueue) -> AsyncIterator[None]:
         await queue.stop_writer()
 
 
-def _prospect_store(database: Store) -> ProspectStore:
-    if isinstance(database, PostgresDatabase):
-        return PostgresProspectStore(database)
-    return SQLiteProspectStore(database)
-
-
-def _prospect_index(database: Store) -> ProspectIndex:
-    if isinstance(database, PostgresDatabase):
-        return PostgresProspectIndex(database)
-    return SQLiteProspectIndex(database)
-
-
-def _api_calls(database: Store) -> ApiCallCounts:
-    if isinstance(database, PostgresDatabase):
-        return PostgresApiCallCounts(database)
-    return SQLiteApiCallCounts(database)
-
-
-def _history(
-    database: Store, *, retention: timedelta, clock: Callable[[], datetime]
-) -> DeliveryHistory:
-    if isinstance(database, PostgresDatabase):
-        return PostgresDeliveryHistory(database, retention=retention, clock=clock)
-    return SQLiteDeliveryHistory(database, retention=retention, clock=clock)
-
-
 def _with_tracking(app: web.Application, tracking: TrackingConfig) -> web.Application:
     add_tracking_routes(app, tracking)
     return app
@@ -303,38 +147,6 @@ def _with_tracking(app: web.Application, tracking: TrackingConfig) -> web.Applic
 def _with_status(app: web.Application, sources: StatusSources, admin_key: str) -> web.Application:
     add_status_routes(app, sources, admin_key=admin_key)
     return app
-
-
-def _awaiting(provider: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
-    """A provider as an async callable: the object is built (or refused) when first asked."""
-
-    async def get() -> Any:
-        value = provider()
-        return await value if inspect.isawaitable(value) else value
-
-    return get
-
-
-def _token_state(
-    tokens: Callable[[], MeteredTokens], *, probe: bool
-) -> Callable[[], Awaitable[dict[str, Any]]]:
-    """The token's state for `status`: the service reports what it saw; the command asks for
-    a token (Salesforce, not a Pardot call) since it has seen none."""
-
-    async def state() -> dict[str, Any]:
-        try:
-            metered: MeteredTokens = await _awaiting(tokens)()
-        except ConfigurationError as error:
-            return {"state": "not configured", "detail": str(error)}
-        if probe:
-            try:
-                await asyncio.wait_for(metered.token(), TOKEN_PROBE_SECONDS)
-            except Exception:  # its state says what went wrong
-                if metered.status.state != "refused":
-                    metered.status.state, metered.status.detail = "refused", "no answer in time"
-        return metered.status.as_dict()
-
-    return state
 
 
 def _reveal(secret: SecretStr | None) -> str:
@@ -366,20 +178,6 @@ async def _dry_repository(
     )
 
 
-async def _dry_index_keeper(
-    config: ServiceConfig,
-    repository: PardotRepository,
-    index: ProspectIndex,
-    store: ProspectStore,
-    budget: DailyBudget,
-    destination: DestinationSettings,
-) -> IndexKeeper | None:
-    """A dry run cannot scan: it decides from the index only once the index is complete."""
-    if not (await index.state()).complete:
-        return None
-    return _index_keeper(config, repository, index, store, budget, destination)
-
-
 class Container(containers.DeclarativeContainer):
     config = providers.Dependency(instance_of=ServiceConfig)
     clock = providers.Object(_utc_now)
@@ -387,20 +185,22 @@ class Container(containers.DeclarativeContainer):
     readiness = providers.Singleton(Readiness)
 
     # Storage: the queue and what we know about the account share one store (SQLite file or
-    # PostgreSQL database, by DESTINATION_QUEUE_URL).
-    database = providers.Resource(_database, config)
-    queue = providers.Singleton(_queue, database, max_pending=config.provided.max_pending)
+    # PostgreSQL database, by DESTINATION_QUEUE_URL). Each port is the chosen backend's,
+    # asked of it once (a Singleton around the call).
+    stores = providers.Resource(_stores, config)
+    database = stores.provided.database
+    queue = providers.Singleton(stores.provided.queue.call(max_pending=config.provided.max_pending))
     # Entered by the service only (build_app): CLI commands store in their own process.
     ingest_writer = providers.Factory(_ingest_writer, queue)
-    prospect_store = providers.Singleton(_prospect_store, database)
+    prospect_store = providers.Singleton(stores.provided.prospect_store.call())
     history = providers.Singleton(
-        _history,
-        database,
-        retention=providers.Factory(timedelta, days=config.provided.retention_days),
-        clock=clock,
+        stores.provided.history.call(
+            retention=providers.Factory(timedelta, days=config.provided.retention_days),
+            clock=clock,
+        )
     )
-    prospect_index = providers.Singleton(_prospect_index, database)
-    api_calls = providers.Singleton(_api_calls, database)
+    prospect_index = providers.Singleton(stores.provided.prospect_index.call())
+    api_calls = providers.Singleton(stores.provided.api_calls.call())
     budget = providers.Singleton(
         DailyBudget,
         api_calls,
@@ -416,7 +216,7 @@ class Container(containers.DeclarativeContainer):
     pardot_slots = providers.Resource(
         _pardot_slots,
         config,
-        database.provider,
+        stores.provider,
         config.provided.business_unit_id,
         config.provided.max_concurrency,
     )
@@ -438,9 +238,15 @@ class Container(containers.DeclarativeContainer):
         ),
         metrics,
     )
-    destination = providers.Singleton(_destination, config, repository)
+    destination = providers.Singleton(assembly.destination_settings, config, repository)
     index_keeper = providers.Singleton(
-        _index_keeper, config, repository, prospect_index, prospect_store, budget, destination
+        assembly.index_keeper,
+        config,
+        repository,
+        prospect_index,
+        prospect_store,
+        budget,
+        destination,
     )
     sync_service = providers.Singleton(
         SyncService,
@@ -452,7 +258,7 @@ class Container(containers.DeclarativeContainer):
         lookup_setting="PARDOT_LOOKUP_FIELD_ID",
         index=index_keeper,
         change_detection=config.provided.change_detection,
-        waiting=providers.Callable(_waiting, queue),
+        waiting=providers.Callable(assembly.backlog, queue),
     )
 
     # Delivery.
@@ -490,10 +296,10 @@ class Container(containers.DeclarativeContainer):
         StatusSources,
         queue,
         history,
-        token_state=providers.Callable(_token_state, metered_tokens.provider, probe=True),
+        token_state=providers.Callable(assembly.token_state, metered_tokens.provider, probe=True),
         budget=budget,
         index=prospect_index,
-        repository=providers.Callable(_awaiting, repository.provider),
+        repository=providers.Callable(assembly.awaiting, repository.provider),
         clock=clock,
     )
     service_status_sources = providers.Factory(
@@ -501,10 +307,10 @@ class Container(containers.DeclarativeContainer):
         queue,
         history,
         readiness=readiness,
-        token_state=providers.Callable(_token_state, metered_tokens.provider, probe=False),
+        token_state=providers.Callable(assembly.token_state, metered_tokens.provider, probe=False),
         budget=budget,
         index=prospect_index,
-        repository=providers.Callable(_awaiting, repository.provider),
+        repository=providers.Callable(assembly.awaiting, repository.provider),
         clock=clock,
     )
     app = providers.Factory(
@@ -542,9 +348,9 @@ class Container(containers.DeclarativeContainer):
     dry_repository = providers.Singleton(
         _dry_repository, config, history, dry_prospect_index, dry_prospect_store
     )
-    dry_destination = providers.Singleton(_destination, config, dry_repository)
+    dry_destination = providers.Singleton(assembly.destination_settings, config, dry_repository)
     dry_index_keeper = providers.Singleton(
-        _dry_index_keeper,
+        assembly.complete_index_keeper,
         config,
         dry_repository,
         dry_prospect_index,

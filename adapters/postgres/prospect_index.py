@@ -11,7 +11,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from adapters.postgres.database import PostgresDatabase
-from adapters.sqlite.prospect_index import _prospect, _row
+from adapters.shared.index_rows import index_row, prospect_from_row
 from domain.ports import IndexState
 from domain.prospect import Prospect
 
@@ -46,7 +46,7 @@ class PostgresProspectIndex:
         if not rows:
             return
         # By id, last one wins within a call; sorted so nodes lock rows in one order.
-        given = sorted({p.id: _row(p, v) for p, v in rows}.values())
+        given = sorted({p.id: index_row(p, v) for p, v in rows}.values())
         async with self._db.connection() as conn:
             await conn.execute(
                 "INSERT INTO prospect_index (id, email, fid, lookup, data)"
@@ -101,7 +101,7 @@ class PostgresProspectIndex:
                 " ORDER BY id",
                 (values,),
             )
-            return [_prospect(*row) for row in await cursor.fetchall()]
+            return [prospect_from_row(*row) for row in await cursor.fetchall()]
 
     async def close(self) -> None:
         """The database belongs to whoever opened it."""

@@ -34,7 +34,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from adapters.postgres.database import PostgresDatabase
-from adapters.sqlite.queue import _to_json
+from adapters.shared.event_json import event_json
 from domain.ports import (
     SETTLED,
     STATES,
@@ -104,7 +104,7 @@ class PostgresEventQueue:
     async def put(self, payloads: Sequence[Mapping[str, Any]], *, scope: str = "") -> int:
         if not payloads:
             return 0
-        rows = [(message_id_of(p), ordering_key_of(p), _to_json(p)) for p in payloads]
+        rows = [(message_id_of(p), ordering_key_of(p), event_json(p)) for p in payloads]
         async with self._db.connection() as conn:
             if self._max_pending is not None:
                 waiting = await _waiting(conn)

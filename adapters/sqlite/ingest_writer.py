@@ -8,9 +8,9 @@ on the same commit (ingest ran at about 0.4 of a bare aiohttp handler under `wrk
 writer has an interpreter of its own: it commits while the loop reads the next requests.
 
 The child is `python -m adapters.sqlite.ingest_writer_process` (the rules of a put are
-`queue_sqlite.Inserts`, the same in both). It reads one line per put on stdin, stores
-whatever has arrived in one transaction, and answers each line in order on stdout once it
-is durable. An answer lost because either side died means the sender saw no
+`adapters.sqlite.queue_inserts.Inserts`, the same in both). It reads one line per put on
+stdin, stores whatever has arrived in one transaction, and answers each line in order on
+stdout once it is durable. An answer lost because either side died means the sender saw no
 acknowledgement and retries; the messageId makes that retry a duplicate, not a second event.
 
 If the child cannot start, the queue stores every put in this process, as before. If it dies,

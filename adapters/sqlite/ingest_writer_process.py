@@ -5,7 +5,7 @@
 one stdout line, in order, once its transaction has committed: `["ok", new]`,
 `["full", message]` or `["error", message]`. Whatever arrived while the last commit was
 being flushed goes into the next one (group commit), with the same rules as puts stored in
-the service's own process (`queue_sqlite.Inserts`).
+the service's own process (`adapters.sqlite.queue_inserts.Inserts`).
 
 Plain blocking code with no event loop and no threads: the process does nothing else.
 It ignores SIGINT and SIGTERM, which a terminal or a process manager sends to the whole
@@ -26,7 +26,8 @@ import orjson
 
 from adapters.sqlite.database import MAX_BATCH, Job, begin_immediate, connect, run_group
 from adapters.sqlite.migrations import schema_version
-from adapters.sqlite.queue import MIGRATIONS, SCHEMA_COMPONENT, Inserts
+from adapters.sqlite.queue_inserts import Inserts
+from adapters.sqlite.queue_schema import MIGRATIONS, SCHEMA_COMPONENT
 from domain.ports import QueueFull
 
 READ_BYTES = 1 << 20

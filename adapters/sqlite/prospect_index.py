@@ -14,10 +14,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from adapters.shared.index_rows import index_row, prospect_from_row
 from adapters.sqlite.database import SQLiteDatabase
 from adapters.sqlite.migrations import Step, migrate
 from domain.ports import IndexState
-from domain.prospect import FieldValue, Prospect
+from domain.prospect import Prospect
 
 SCHEMA_COMPONENT = "prospect_index"
 _V1 = (
@@ -57,7 +58,7 @@ class SQLiteProspectIndex:
 
     async def put(self, rows: Sequence[tuple[Prospect, str | None]]) -> None:
         if rows:
-            await self._db.write(partial(_put, [_row(p, v) for p, v in rows]))
+            await self._db.write(partial(_put, [index_row(p, v) for p, v in rows]))
 
     async def drop(self, ids: Sequence[int]) -> None:
         if ids:
@@ -90,33 +91,6 @@ class SQLiteProspectIndex:
     async def close(self) -> None:
         if self._owned:
             await self._db.close()
-
-
-def _row(prospect: Prospect, lookup: str | None) -> tuple[int, str, str | None, str | None, str]:
-    data = {
-        "email": prospect.email,
-        "fields": {k: list(v) if isinstance(v, tuple) else v for k, v in prospect.fields.items()},
-        "updated": list(prospect.updated),
-        "created_at": prospect.created_at,
-    }
-    email = (prospect.email or "").strip().lower()
-    return (prospect.id, email, prospect.fid, lookup, json.dumps(data, separators=(",", ":")))
-
-
-def _prospect(prospect_id: int, fid: str | None, data: str) -> Prospect:
-    raw: dict[str, Any] = json.loads(data)
-    fields: dict[str, FieldValue] = {
-        k: tuple(v) if isinstance(v, list) else str(v) for k, v in raw["fields"].items()
-    }
-    updated = raw.get("updated") or ["", 0]
-    return Prospect(
-        prospect_id,
-        raw.get("email"),
-        fid,
-        (str(updated[0]), int(updated[1])),
-        fields,
-        str(raw.get("created_at") or ""),
-    )
 
 
 def _state(conn: sqlite3.Connection) -> IndexState:
@@ -161,7 +135,7 @@ def _select_in(column: str, values: list[Any], conn: sqlite3.Connection) -> list
             f"SELECT id, fid, data FROM prospect_index WHERE {column} IN ({marks}) ORDER BY id",  # noqa: S608
             chunk,
         )
-        found.extend(_prospect(*row) for row in rows)
+        found.extend(prospect_from_row(*row) for row in rows)
     return found
 
 

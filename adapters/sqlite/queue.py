@@ -10,6 +10,9 @@ Leases are short and kept alive by the worker's heartbeat (`renew`), so a dead w
 events come back within seconds. Every lease has an id, stored on its events; `renew` and a
 settlement that names its lease only touch events still held under it, so a worker that
 stalled past its lease cannot settle (or keep) what another worker took over.
+
+Beside it: the schema (`queue_schema`), how puts become rows (`queue_inserts`, shared with the
+ingest writer process) and the leasing and settling statements (`queue_leases`).
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import orjson
-
+from adapters.shared.event_json import event_json
 from adapters.sqlite.database import MAX_BATCH, SQLiteDatabase, from_micros, to_micros
 from adapters.sqlite.ingest_writer import KeptWriter, WriterGone
-from adapters.sqlite.migrations import Step, migrate
+from adapters.sqlite.migrations import migrate
+from adapters.sqlite.queue_inserts import Inserts
+from adapters.sqlite.queue_leases import apply_settlements, lease_due, renew_lease
+from adapters.sqlite.queue_schema import MIGRATIONS, SCHEMA_COMPONENT
 from domain.ports import (
     SETTLED,
     STATES,
@@ -40,127 +45,9 @@ from domain.ports import (
     ordering_key_of,
 )
 
-__all__ = ["QueueFull", "SQLiteEventQueue"]
+__all__ = ["MIGRATIONS", "SCHEMA_COMPONENT", "Inserts", "QueueFull", "SQLiteEventQueue"]
 
-# Spelled out in each query: SQLite uses a partial index only when a query repeats its WHERE.
-_OPEN = "state IN ('pending', 'retry', 'leased')"
 _PAUSE_KEY = "paused_until"
-
-# The schema's history: each entry brings a file from the previous version to the next.
-# Never edit a released step; append one (sqlite_migrations explains the mechanism).
-_INDEXES = (
-    # Leasing walks open events oldest first, then fetches each chosen person's others.
-    f"CREATE INDEX IF NOT EXISTS events_open ON events(id, due_at, ordering_key) WHERE {_OPEN}",
-    f"CREATE INDEX IF NOT EXISTS events_open_by_key ON events(ordering_key, id) WHERE {_OPEN}",
-    "CREATE INDEX IF NOT EXISTS events_by_state ON events(state, id)",
-)
-_V1_FIRST_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so a stale settle hits nothing
-        message_id TEXT UNIQUE,
-        ordering_key TEXT,
-        payload TEXT NOT NULL,
-        state TEXT NOT NULL DEFAULT 'pending',
-        attempts INTEGER NOT NULL DEFAULT 0,
-        received_at INTEGER NOT NULL,
-        due_at INTEGER NOT NULL,
-        reason TEXT,
-        settled_at INTEGER
-    )""",
-    *_INDEXES,
-    "CREATE TABLE IF NOT EXISTS queue_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-)
-
-
-def _v2_dedupe_scope(conn: sqlite3.Connection) -> None:
-    """messageId is unique per sender (write key), no longer across senders.
-
-    SQLite cannot drop a column's UNIQUE, so the table is rebuilt (SQLite's documented
-    12-step way). Events stored before have no known sender: they share the scope ''.
-    """
-    (sequence,) = conn.execute(
-        "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
-    ).fetchone()
-    conn.execute(
-        """CREATE TABLE events_v2 (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a stale settle hits nothing
-            dedupe_scope TEXT NOT NULL DEFAULT '',  -- who sent it; see webhook.py
-            message_id TEXT,
-            ordering_key TEXT,
-            payload TEXT NOT NULL,
-            state TEXT NOT NULL DEFAULT 'pending',
-            attempts INTEGER NOT NULL DEFAULT 0,
-            received_at INTEGER NOT NULL,
-            due_at INTEGER NOT NULL,
-            reason TEXT,
-            settled_at INTEGER,
-            UNIQUE (dedupe_scope, message_id)
-        )"""
-    )
-    columns = (
-        "id, message_id, ordering_key, payload, state, attempts, received_at, due_at,"
-        " reason, settled_at"
-    )
-    conn.execute(f"INSERT INTO events_v2 ({columns}) SELECT {columns} FROM events")  # noqa: S608
-    conn.execute("DROP TABLE events")
-    conn.execute("ALTER TABLE events_v2 RENAME TO events")
-    # Keep AUTOINCREMENT's promise across the rebuild: ids of purged rows stay unused.
-    conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'events'", (sequence,))
-    for statement in _INDEXES:
-        conn.execute(statement)
-
-
-def _v3_state_counts(conn: sqlite3.Connection) -> None:
-    """Counts per state kept by triggers, so /metrics and the backlog limit read a few rows
-    instead of counting the table; every process writing the file keeps them right."""
-    conn.execute(
-        "CREATE TABLE event_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID"
-    )
-    conn.execute(
-        "INSERT INTO event_counts (state, n) SELECT state, count(*) FROM events GROUP BY state"
-    )
-    add = (
-        "INSERT INTO event_counts (state, n) VALUES (NEW.state, 1)"
-        " ON CONFLICT (state) DO UPDATE SET n = n + 1;"
-    )
-    remove = "UPDATE event_counts SET n = n - 1 WHERE state = OLD.state;"
-    conn.execute(f"CREATE TRIGGER events_counted_in AFTER INSERT ON events BEGIN {add} END")
-    conn.execute(f"CREATE TRIGGER events_counted_out AFTER DELETE ON events BEGIN {remove} END")
-    conn.execute(
-        "CREATE TRIGGER events_counted_move AFTER UPDATE OF state ON events"
-        f" WHEN OLD.state IS NOT NEW.state BEGIN {remove} {add} END"
-    )
-
-
-# Which lease holds a leased event: renewals and settlements name it (see the docstring).
-_V4_LEASE_IDS = ("ALTER TABLE events ADD COLUMN lease_id TEXT",)
-
-# Ingest adds to the pending count once per INSERT statement (`_insert_rows`): a trigger
-# firing per row was about a sixth of an insert's time (32 rows, measured here). The row
-# for 'pending' must exist for that UPDATE, whatever the table held before.
-_V5_COUNT_INSERTS_PER_STATEMENT = (
-    "DROP TRIGGER events_counted_in",
-    "INSERT INTO event_counts (state, n) VALUES ('pending', 0) ON CONFLICT (state) DO NOTHING",
-)
-
-MIGRATIONS: tuple[Step, ...] = (
-    _V1_FIRST_SCHEMA,
-    _v2_dedupe_scope,
-    _v3_state_counts,
-    _V4_LEASE_IDS,
-    _V5_COUNT_INSERTS_PER_STATEMENT,
-)
-SCHEMA_COMPONENT = "queue"
-
-
-def _to_json(payload: Mapping[str, Any]) -> str:
-    """The stored form of an event: orjson (several times faster, and ingest's biggest cost
-    after HTTP itself), or the standard library for what orjson refuses (an integer past 64
-    bits, a lone surrogate), whose ASCII escapes keep even those storable."""
-    try:
-        return orjson.dumps(payload).decode()
-    except TypeError:
-        return json.dumps(dict(payload), separators=(",", ":"))
 
 
 def utc_now() -> datetime:
@@ -200,7 +87,7 @@ class SQLiteEventQueue:
         """
         # The real clock read directly: converting a datetime was a measurable share of a put.
         now = time.time_ns() // 1000 if self._clock is utc_now else to_micros(self._clock())
-        rows = [(scope, message_id_of(p), ordering_key_of(p), _to_json(p), now) for p in payloads]
+        rows = [(scope, message_id_of(p), ordering_key_of(p), event_json(p), now) for p in payloads]
         if not rows:
             return 0
         writer = self._writer.writer if self._writer is not None else None
@@ -235,11 +122,11 @@ class SQLiteEventQueue:
     async def lease(self, limit: int, lease_seconds: float) -> list[QueuedEvent]:
         now = to_micros(self._clock())
         until = now + round(lease_seconds * 1_000_000)
-        return await self._db.write(partial(_lease, now, until, limit, uuid.uuid4().hex))
+        return await self._db.write(partial(lease_due, now, until, limit, uuid.uuid4().hex))
 
     async def renew(self, lease: str, lease_seconds: float) -> int:
         until = to_micros(self._clock()) + round(lease_seconds * 1_000_000)
-        return await self._db.write(partial(_renew, lease, until))
+        return await self._db.write(partial(renew_lease, lease, until))
 
     async def settle(self, settlements: Mapping[int, Settlement]) -> set[int]:
         now = to_micros(self._clock())
@@ -250,7 +137,7 @@ class SQLiteEventQueue:
             retry = s.state == "retry"
             due = to_micros(s.not_before) if retry and s.not_before else now
             rows.append((s.state, s.reason, due, None if retry else now, event_id, s.lease))
-        return await self._db.write(partial(_update, rows)) if rows else set()
+        return await self._db.write(partial(apply_settlements, rows)) if rows else set()
 
     async def pause_until(self, when: datetime | None) -> None:
         await self._db.write(partial(_set_pause, when))
@@ -314,142 +201,6 @@ class SQLiteEventQueue:
             (now,),
         ).rowcount
         return revived
-
-
-_Row = tuple[str, str | None, str | None, str, int]  # scope, messageId, person, payload, now
-
-
-class Inserts:
-    """The combine of `put` (`SQLiteDatabase.write_combined`): the rows of every put in one
-    INSERT; per put, how many were new, or QueueFull. The ingest writer process
-    (`adapters.sqlite.ingest_writer_process`) stores its puts with the same rules.
-
-    Alone, a put's rowcount is its answer. Together, the statement itself refuses all
-    when the backlog is at its limit; unless every row turned out new, the count cannot
-    be shared out among the puts, so `_Undecided` makes each run again alone (a duplicate
-    is rare: a sender's retry of a request whose answer it lost).
-    """
-
-    def __init__(self, max_pending: int | None) -> None:
-        self.max_pending = max_pending
-
-    def __call__(self, conn: sqlite3.Connection, puts: list[list[_Row]]) -> list[Any]:
-        if len(puts) == 1:
-            (rows,) = puts
-            try:
-                self._check_room(conn)
-            except QueueFull as full:
-                return [full]
-            return [_insert_rows(conn, rows, limit=None)]
-        admitted = [row for rows in puts for row in rows]
-        if _insert_rows(conn, admitted, limit=self.max_pending) != len(admitted):
-            raise _Undecided
-        return [len(rows) for rows in puts]
-
-    def _check_room(self, conn: sqlite3.Connection) -> None:
-        """Refuse new events while the backlog is at its limit (counted in event_counts)."""
-        if self.max_pending is None:
-            return
-        (count,) = conn.execute(_OPEN_COUNT).fetchone()
-        if count >= self.max_pending:
-            raise QueueFull(f"{count} events await delivery (limit {self.max_pending})")
-
-
-_OPEN_COUNT = (
-    "SELECT coalesce(sum(n), 0) FROM event_counts WHERE state IN ('pending', 'retry', 'leased')"
-)
-# The rows come as one JSON array: one statement whatever their number. With a limit, the
-# statement stores nothing while the backlog is at it.
-_INSERT = (
-    "INSERT INTO events (dedupe_scope, message_id, ordering_key, payload, received_at, due_at)"  # noqa: S608
-    # json_extract rather than ->>, which needs SQLite 3.38
-    " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-    " json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
-    " json_extract(value, '$[4]'), json_extract(value, '$[4]')"
-    f" FROM json_each(?1) WHERE ?2 IS NULL OR ({_OPEN_COUNT}) < ?2"
-    " ON CONFLICT (dedupe_scope, message_id) DO NOTHING"
-)
-
-
-def _insert_rows(conn: sqlite3.Connection, rows: list[_Row], *, limit: int | None) -> int:
-    """Store the new rows of `rows`; returns how many were new. The insert trigger went in
-    schema step 5: one count update per statement, not one per row."""
-    added: int = conn.execute(_INSERT, (orjson.dumps(rows).decode(), limit)).rowcount
-    if added:
-        conn.execute("UPDATE event_counts SET n = n + ? WHERE state = 'pending'", (added,))
-    return added
-
-
-class _Undecided(Exception):
-    """Puts stored together whose rows were not all new: each must run alone to know."""
-
-
-def _update(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> set[int]:
-    """The ids whose settlement applied (one statement each: rowcount per row, and no
-    RETURNING, which needs SQLite 3.35)."""
-    return {
-        row[4]
-        for row in rows
-        if conn.execute(
-            "UPDATE events SET state = ?, reason = ?, due_at = ?, settled_at = ?, lease_id = NULL"
-            " WHERE id = ? AND (?6 IS NULL OR (state = 'leased' AND lease_id = ?6))",
-            row,
-        ).rowcount
-    }
-
-
-def _renew(lease: str, until: int, conn: sqlite3.Connection) -> int:
-    renewed: int = conn.execute(
-        "UPDATE events SET due_at = ? WHERE lease_id = ? AND state = 'leased'", (until, lease)
-    ).rowcount
-    return renewed
-
-
-def _lease(
-    now: int, until: int, limit: int, lease: str, conn: sqlite3.Connection
-) -> list[QueuedEvent]:
-    busy = {
-        key
-        for (key,) in conn.execute(
-            "SELECT DISTINCT ordering_key FROM events WHERE state = 'leased' AND due_at > ?",
-            (now,),
-        )
-    }
-    chosen: list[int] = []
-    due = conn.execute(
-        # Without statistics the planner prefers events_by_state and sorts the whole backlog.
-        "SELECT id, ordering_key FROM events INDEXED BY events_open"
-        " WHERE state IN ('pending', 'retry', 'leased') AND due_at <= ? ORDER BY id",
-        (now,),
-    )
-    for event_id, key in due:
-        if len(chosen) >= limit:
-            break
-        if key is None:
-            chosen.append(event_id)
-        elif key not in busy:
-            busy.add(key)  # taken whole now, so later rows of this person are skipped
-            chosen.extend(
-                i
-                for (i,) in conn.execute(
-                    "SELECT id FROM events WHERE ordering_key = ? AND due_at <= ?"
-                    " AND state IN ('pending', 'retry', 'leased') ORDER BY id LIMIT ?",
-                    (key, now, limit - len(chosen)),
-                )
-            )
-    due.close()
-    leased = conn.execute(
-        "UPDATE events SET state = 'leased', attempts = attempts + 1, due_at = ?, lease_id = ?"
-        " WHERE id IN (SELECT value FROM json_each(?))"
-        " RETURNING id, payload, attempts, received_at",
-        (until, lease, json.dumps(chosen)),
-    ).fetchall()
-    return [
-        QueuedEvent(
-            id=i, payload=json.loads(p), attempts=a, received_at=from_micros(r), lease=lease
-        )
-        for i, p, a, r in sorted(leased)
-    ]
 
 
 def _set_pause(when: datetime | None, conn: sqlite3.Connection) -> None:

@@ -1,0 +1,59 @@
+"""The PostgreSQL backend's store ports, in one database that several nodes share.
+
+In: the database URL and pool size (`PostgresStores.opened`) or an open PostgresDatabase.
+Out: `PostgresStores`, which builds the queue, prospect store, prospect index, API call counts,
+delivery history and Pardot slots over that one connection pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+
+from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.history import PostgresDeliveryHistory
+from adapters.postgres.pardot_budget import PostgresApiCallCounts
+from adapters.postgres.pardot_slots import PostgresSlots
+from adapters.postgres.prospect_index import PostgresProspectIndex
+from adapters.postgres.prospect_store import PostgresProspectStore
+from adapters.postgres.queue import PostgresEventQueue
+
+
+class PostgresStores:
+    """Every store port over one open PostgreSQL database (see adapters.shared.stores.Stores)."""
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self.database = database
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def opened(cls, url: str, *, pool_size: int) -> AsyncIterator[PostgresStores]:
+        """Creates or migrates the schema; an unreachable server raises StoreUnusable."""
+        database = await PostgresDatabase(url, pool_size=pool_size).open()
+        try:
+            await database.check()
+            yield cls(database)
+        finally:
+            await database.close()
+
+    def queue(self, *, max_pending: int | None) -> PostgresEventQueue:
+        return PostgresEventQueue(self.database, max_pending=max_pending)
+
+    def prospect_store(self) -> PostgresProspectStore:
+        return PostgresProspectStore(self.database)
+
+    def prospect_index(self) -> PostgresProspectIndex:
+        return PostgresProspectIndex(self.database)
+
+    def api_calls(self) -> PostgresApiCallCounts:
+        return PostgresApiCallCounts(self.database)
+
+    def history(
+        self, *, retention: timedelta, clock: Callable[[], datetime]
+    ) -> PostgresDeliveryHistory:
+        return PostgresDeliveryHistory(self.database, retention=retention, clock=clock)
+
+    @contextlib.asynccontextmanager
+    async def pardot_slots(self, business_unit: str, *, limit: int) -> AsyncIterator[PostgresSlots]:
+        yield PostgresSlots(self.database, business_unit, limit=limit)  # released with the database

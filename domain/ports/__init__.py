@@ -1,0 +1,64 @@
+"""The ports: what the domain needs from the outside world, as small async Protocols.
+
+One module per port family (`pardot`, `queue`, `history`, `store`); every public name is
+re-exported here, so `from domain.ports import X` names a port without knowing its module.
+"""
+
+from domain.ports.history import DeliveryHistory, HistoryEntry
+from domain.ports.pardot import (
+    BATCH_LIMIT,
+    QUERY_LIMIT,
+    PardotRepository,
+    PardotSlots,
+    ProspectPage,
+    ProspectQuery,
+    ProspectWrite,
+    TokenProvider,
+)
+from domain.ports.queue import (
+    PURGEABLE,
+    SETTLED,
+    STATES,
+    EventQueue,
+    QueuedEvent,
+    QueueFull,
+    SettledState,
+    Settlement,
+    message_id_of,
+    ordering_key_of,
+)
+from domain.ports.store import (
+    ApiCallCounts,
+    FieldStamp,
+    IndexState,
+    ProspectIndex,
+    ProspectStore,
+)
+
+__all__ = [
+    "BATCH_LIMIT",
+    "PURGEABLE",
+    "QUERY_LIMIT",
+    "SETTLED",
+    "STATES",
+    "ApiCallCounts",
+    "DeliveryHistory",
+    "EventQueue",
+    "FieldStamp",
+    "HistoryEntry",
+    "IndexState",
+    "PardotRepository",
+    "PardotSlots",
+    "ProspectIndex",
+    "ProspectPage",
+    "ProspectQuery",
+    "ProspectStore",
+    "ProspectWrite",
+    "QueueFull",
+    "QueuedEvent",
+    "SettledState",
+    "Settlement",
+    "TokenProvider",
+    "message_id_of",
+    "ordering_key_of",
+]

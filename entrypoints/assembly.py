@@ -1,0 +1,120 @@
+"""The pieces the composition root builds with more than a constructor call.
+
+In: the configuration and other providers' objects. Out: the destination settings once Pardot
+named the API version (`destination_settings`), the index keeper with its scan lock
+(`index_keeper`), the backlog a scan would serve (`backlog`), a provider as an async callable
+(`awaiting`) and the token's state for `status` (`token_state`). No adapter is named here:
+only `entrypoints.container` chooses adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from domain.budget import DailyBudget
+from domain.errors import ConfigurationError, InvalidSettings
+from domain.index import IndexKeeper
+from domain.ports import EventQueue, PardotRepository, ProspectIndex, ProspectStore
+from domain.settings import DestinationSettings
+from entrypoints.config import ServiceConfig
+from entrypoints.metering import MeteredTokens
+
+log = logging.getLogger(__name__)
+
+TOKEN_PROBE_SECONDS = 15.0
+SCAN_LOCK = "(prospect index scan)"  # a create-lock key no email can be: one scan at a time
+
+
+async def destination_settings(
+    config: ServiceConfig, repository: PardotRepository
+) -> DestinationSettings:
+    """The six settings, once Pardot named the API version (asked once, under `auto`)."""
+    version = await repository.detect_version()
+    try:
+        settings = config.destination(version)
+    except InvalidSettings as exc:
+        # Only known once Pardot named the version.
+        raise ConfigurationError(f"API version {version} detected: {exc}") from None
+    for warning in config.startup_warnings(settings):
+        log.warning("%s", warning)
+    return settings
+
+
+def index_keeper(
+    config: ServiceConfig,
+    repository: PardotRepository,
+    index: ProspectIndex,
+    store: ProspectStore,
+    budget: DailyBudget,
+    destination: DestinationSettings,
+) -> IndexKeeper:
+    return IndexKeeper(
+        repository,
+        index,
+        lookup_field=destination.lookup_field,
+        budget=budget,
+        refresh_seconds=config.index_refresh_seconds,
+        parallel=config.max_concurrency,
+        scan_lock=lambda: store.create_lock(SCAN_LOCK),
+    )
+
+
+async def complete_index_keeper(
+    config: ServiceConfig,
+    repository: PardotRepository,
+    index: ProspectIndex,
+    store: ProspectStore,
+    budget: DailyBudget,
+    destination: DestinationSettings,
+) -> IndexKeeper | None:
+    """The dry run's keeper: a dry run cannot scan, so it decides from the index only once the
+    index is complete."""
+    if not (await index.state()).complete:
+        return None
+    return index_keeper(config, repository, index, store, budget, destination)
+
+
+def backlog(queue: EventQueue) -> Callable[[], Awaitable[int]]:
+    """Events waiting for delivery: the backlog a scan of the account would serve."""
+
+    async def waiting() -> int:
+        counts = await queue.counts()
+        return sum(counts.get(state, 0) for state in ("pending", "retry", "leased"))
+
+    return waiting
+
+
+def awaiting(provider: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    """A provider as an async callable: the object is built (or refused) when first asked."""
+
+    async def get() -> Any:
+        value = provider()
+        return await value if inspect.isawaitable(value) else value
+
+    return get
+
+
+def token_state(
+    tokens: Callable[[], MeteredTokens], *, probe: bool
+) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """The token's state for `status`: the service reports what it saw; the command asks for
+    a token (Salesforce, not a Pardot call) since it has seen none."""
+
+    async def state() -> dict[str, Any]:
+        try:
+            metered: MeteredTokens = await awaiting(tokens)()
+        except ConfigurationError as error:
+            return {"state": "not configured", "detail": str(error)}
+        if probe:
+            try:
+                await asyncio.wait_for(metered.token(), TOKEN_PROBE_SECONDS)
+            except Exception:  # its state says what went wrong
+                if metered.status.state != "refused":
+                    metered.status.state, metered.status.detail = "refused", "no answer in time"
+        return metered.status.as_dict()
+
+    return state
