@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -51,7 +52,7 @@ def field_type(name: str) -> str:
 @st.composite
 def batches(draw: st.DrawFn) -> list[IdentifyEvent]:
     """Events with some messageIds repeated (a redelivery) and some missing."""
-    payloads = draw(st.lists(events(), min_size=1, max_size=8))
+    payloads = [dict(p) for p in draw(st.lists(events(), min_size=1, max_size=8))]
     first = payloads[0]["messageId"]
     for payload in payloads[1:]:
         if draw(st.booleans()):
@@ -308,3 +309,23 @@ def test_stamped_ties_go_to_the_later_arrival() -> None:
     earlier, later = Stamped("a", BASE, 0), Stamped("b", BASE, 1)
     assert later.newer_than(earlier) and not earlier.newer_than(later)
     assert earlier.newer_than(FieldStamp("c", BASE))  # an equal time rewrites the stamp
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "read_back"),
+    [
+        ("is_starred", "true", "1"),
+        ("is_starred", " Yes ", "1"),
+        ("is_do_not_email", "false", ""),
+        ("is_reviewed", "0", ""),
+        ("score", "007", "7"),
+        ("born", "2020-08-30T05:49:48Z", "2020-08-30"),
+        ("tags", (" a ", "", "b"), ("a", "b")),
+        ("tags", ("a", " "), "a"),
+        ("first_name", "  Ann ", "Ann"),
+    ],
+)
+def test_values_compare_in_the_form_pardot_reads_them_back(
+    name: str, value: FieldValue, read_back: FieldValue
+) -> None:
+    assert normal(name, value, field_type) == read_back
