@@ -1,0 +1,77 @@
+"""What the stages of one `sync` call share, and what resolving a group yields.
+
+In: the service's ports and state, fixed for the call once the setup is checked. Out:
+`Context` (the ports, the index when decisions come from it, the lookup field's form) passed
+to every stage that talks to a port; `Target` or `NeedsCreate`, the answers of `resolve`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from domain.index import IndexKeeper
+from domain.ports import PardotRepository, ProspectStore
+from domain.prospect import CustomField, Prospect, stored_form
+from domain.sync.grouping import Group
+
+
+@dataclass(frozen=True)
+class LookupValues:
+    """Lookup values in the form Pardot stores them for the field's type."""
+
+    field: str | None  # the setting's lookup field, if the account matches on one
+    definition: CustomField | None  # the account's definition of it, as `prepare` found it
+
+    def stored(self, value: str) -> str:
+        kind = self.definition.type if self.definition is not None else "Text"
+        return stored_form(value, kind)
+
+    def text_of(self, prospect: Prospect) -> str | None:
+        text = prospect.field_text(self.field) if self.field is not None else None
+        return None if text is None else self.stored(text)
+
+    def holds(self, prospect: Prospect, value: str) -> bool:
+        return self.text_of(prospect) == value
+
+
+@dataclass(frozen=True)
+class Context:
+    """How one call of `sync` decides: from the index, or by reading Pardot one by one."""
+
+    repository: PardotRepository
+    store: ProspectStore
+    lookup: LookupValues
+    # Called with the message when a created prospect did not keep its lookup value.
+    note_broken: Callable[[str], None]
+    index: IndexKeeper | None = None
+    locked: bool = False  # phase two: the create locks of the emails are held
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a group's events go: a prospect key, and how it was found."""
+
+    key: str
+    reason: str
+    prospect_id: int | None = None
+    created: bool = False
+    # Links that led here; dropped if Pardot says the prospect does not exist.
+    via_links: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NeedsCreate:
+    """The index says no prospect fits: create one, once the index is fresh and locked."""
+
+    group: Group
+    email: str
+    why: str
+    expect: str | None = None
+
+
+def updated(prospect_id: int, why: str, *, via_links: tuple[str, ...] = ()) -> Target:
+    """Where events go when they update an existing prospect, and the reason they say so."""
+    return Target(
+        str(prospect_id), f"updated prospect {prospect_id}: {why}", prospect_id, via_links=via_links
+    )

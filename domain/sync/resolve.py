@@ -1,0 +1,201 @@
+"""Resolve: one group in, the prospect its events go to out (rules 1-4 of the README).
+
+In: a group and the call's `Context`. Out: a `Target` (a prospect key and why), an outcome
+(rejected, or retry when Pardot or the budget says so), or `NeedsCreate` when the index says
+no prospect fits; without the index the create happens here, under the email's create lock.
+Links come first, then the index (whole account) or Pardot (by id, fid or email).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+from domain.errors import ConfigurationError, PardotError
+from domain.index import BudgetShort
+from domain.matching import MatchByLookup, MatchPerson, UpsertByEmail, UpsertByFid, UpsertById
+from domain.prospect import Prospect
+from domain.sync.context import Context, NeedsCreate, Target, updated
+from domain.sync.grouping import Group
+from domain.sync.learn import created
+from domain.sync.outcomes import Outcome, Rejected, RetryLater, outcome_of
+
+Resolution = Target | Outcome | NeedsCreate
+
+
+async def resolve_safely(group: Group, context: Context) -> Resolution:
+    """`resolve`, with Pardot's errors and a short budget as the group's outcome."""
+    try:
+        return await resolve(group, context)
+    except ConfigurationError:
+        raise
+    except BudgetShort as short:
+        return RetryLater(f"retry: {short}", delay=short.seconds_to_reset)
+    except PardotError as error:
+        return outcome_of(error)
+
+
+async def resolve(group: Group, context: Context) -> Resolution:
+    write = group.write
+    if isinstance(write, UpsertByEmail):
+        return Target(f"email:{write.email.lower()}", write.reason)
+    if isinstance(write, UpsertById):
+        return updated(write.prospect_id, write.reason)
+    if isinstance(write, UpsertByFid):
+        return await _by_fid(write, context)
+    email = group.email.value if group.email is not None else None
+    assert email is None or isinstance(email, str)
+    if isinstance(write, MatchByLookup):
+        return await _by_lookup(group, write, email, context)
+    return await _by_person(group, write, email, context)
+
+
+async def _by_fid(write: UpsertByFid, context: Context) -> Target | Outcome:
+    identity = f"fid:{write.fid}"
+    known = (await context.store.links([identity])).get(identity)
+    if known is not None:
+        return updated(int(known), write.reason, via_links=(identity,))
+    if context.index is not None:
+        prospect = await context.index.index.by_fid(write.fid)
+        if prospect is None:
+            # Absent from the index: only a fresh look may say so.
+            await context.index.refresh(needed=True)
+            prospect = await context.index.index.by_fid(write.fid)
+    else:
+        prospect = await context.repository.read_by_fid(write.fid)
+    if prospect is None:
+        return Rejected(f"rejected: no prospect has fid {write.fid}")
+    await context.store.link({identity: str(prospect.id)})
+    return updated(prospect.id, write.reason)
+
+
+async def _by_lookup(
+    group: Group, write: MatchByLookup, email: str | None, context: Context
+) -> Resolution:
+    """Rules 1 and 2: the one prospect holding V; else adopt one with E and no value.
+
+    From the index, the prospects holding V are all of them; without it, those linked to
+    V and those with email E (Pardot cannot search custom fields).
+    """
+    lookup = context.lookup
+    value = lookup.stored(write.value)
+    identity = f"lookup:{write.lookup_field}={value}"
+    described = f"{write.lookup_field}={write.value}"
+    async with _lock(email, context):
+        holders: dict[int, Prospect] = {}
+        if context.index is not None:
+            holders.update({p.id: p for p in await context.index.index.holding(value)})
+            candidates = await _with_email(email, context)
+        else:
+            linked = (await context.store.links([identity])).get(identity)
+            if linked is not None:
+                # A marketer may have changed the value in Pardot since: check, never trust.
+                prospect = await context.repository.read_by_id(int(linked))
+                if prospect is not None and lookup.holds(prospect, value):
+                    holders[prospect.id] = prospect
+                else:
+                    await context.store.unlink([identity])
+            candidates = await context.repository.read_by_email(email) if email else []
+        holders.update({p.id: p for p in candidates if lookup.holds(p, value)})
+        if len(holders) > 1:
+            ids = ", ".join(str(i) for i in sorted(holders))
+            return Rejected(
+                f"rejected: {len(holders)} prospects have {described} (ids {ids}); "
+                "wrote nothing rather than guess"
+            )
+        if holders:
+            [prospect] = holders.values()
+            return updated(prospect.id, described)
+        if email is None:
+            return Rejected(
+                f"rejected: no prospect has {described} and there is no email to find or "
+                "create one by (Pardot v4 cannot search custom fields)"
+            )
+        empty = [p for p in candidates if lookup.text_of(p) is None]
+        if empty:
+            adopted = latest(empty)
+            return updated(
+                adopted.id,
+                f"adopted for {described}, the latest with email {email} and no "
+                f"{write.lookup_field}",
+            )
+        need = NeedsCreate(group, email, f"no prospect has {described}", expect=value)
+        return need if context.index is not None else await _create(need, context)
+
+
+async def _by_person(
+    group: Group, write: MatchPerson, email: str | None, context: Context
+) -> Resolution:
+    """Rules 3 and 4: the person's own prospect; else one found by email; else a new one."""
+    person = person_identity(group)
+    if person is not None:
+        linked = (await context.store.links([person])).get(person)
+        if linked is not None:
+            kind = person.split(":", 1)[0]
+            return updated(int(linked), f"linked to {kind} id", via_links=(person,))
+    if email is None:
+        return Rejected(write.missing_email)
+    async with _lock(email, context):
+        candidates = await _with_email(email, context)
+        if write.lookup_field is None:
+            if candidates:
+                return updated(latest(candidates).id, f"the latest with email {email}")
+            need = NeedsCreate(group, email, f"no prospect has email {email}")
+            return need if context.index is not None else await _create(need, context)
+        free = [p for p in candidates if context.lookup.text_of(p) is None]
+        if free:
+            return updated(
+                latest(free).id,
+                f"the latest with email {email} and no {write.lookup_field}",
+            )
+        if len(candidates) == 1:
+            [only] = candidates
+            return updated(only.id, f"the only one with email {email}")
+        if candidates:
+            ids = ", ".join(str(p.id) for p in sorted(candidates, key=lambda p: p.id))
+            return Rejected(
+                f"rejected: {len(candidates)} prospects have email {email}, each with its "
+                f"own {write.lookup_field} (ids {ids}); wrote nothing rather than guess"
+            )
+        need = NeedsCreate(group, email, f"no prospect has email {email}")
+        return need if context.index is not None else await _create(need, context)
+
+
+async def _with_email(email: str | None, context: Context) -> list[Prospect]:
+    if email is None:
+        return []
+    if context.index is not None:
+        found = await context.index.index.by_emails([email])
+        return found.get(email.strip().lower(), [])
+    return await context.repository.read_by_email(email)
+
+
+async def _create(need: NeedsCreate, context: Context) -> Target:
+    """One create, read straight from Pardot's answer (without the index: see create.py)."""
+    group = need.group
+    fields = {name: stamped.value for name, stamped in group.stamps.items()}
+    made = await context.repository.create(need.email, {**group.write.create_fields, **fields})
+    return await created(context, need, made)
+
+
+def _lock(email: str | None, context: Context) -> contextlib.AbstractAsyncContextManager[None]:
+    """Reading Pardot, finding or creating holds the email's lock; from the index, finding
+    only reads the store, and creates take the locks in `create.create_batches`."""
+    if email is None or context.index is not None:
+        return contextlib.nullcontext()
+    return context.store.create_lock(email)
+
+
+def person_identity(group: Group) -> str | None:
+    """userId first; an anonymousId only for events that carry no userId."""
+    write = group.write
+    if write.user_id is not None:
+        return f"user:{write.user_id}"
+    if write.anonymous_id is not None:
+        return f"anonymous:{write.anonymous_id}"
+    return None
+
+
+def latest(prospects: Sequence[Prospect]) -> Prospect:
+    """The most recently updated prospect (Pardot's updated_at), the higher id on a tie."""
+    return max(prospects, key=lambda p: (p.updated, p.id))

@@ -1,0 +1,130 @@
+"""Write: the groups resolved to each prospect in, batch writes and their outcomes out.
+
+In: per target prospect its groups, and what the index holds for it. `prepare_write` reads
+the store's stamps, merges and compares (pure stages) and either settles the groups at once
+(up to date, unchanged) or yields a `Pending` row; `write_chunk` sends up to 50 rows in one
+call, learns what was written and settles every group. Groups whose prospect the index named
+but Pardot no longer has (error 3) come back to be resolved again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from domain.errors import ConfigurationError, PardotError
+from domain.matching import UpsertById
+from domain.ports import FieldStamp, ProspectWrite
+from domain.prospect import Prospect
+from domain.sync.compare import Changes, FieldType, Unchanged, UpToDate, compare
+from domain.sync.context import Context, Target
+from domain.sync.grouping import Group, Stamped, settle
+from domain.sync.learn import as_written, remember
+from domain.sync.merge import merge
+from domain.sync.outcomes import UNCHANGED, Delivered, Outcome, outcome_of
+
+
+@dataclass
+class Pending:
+    target: Target
+    groups: list[Group]
+    row: ProspectWrite
+    stamps: dict[str, FieldStamp]
+    indexed: Prospect | None = None  # what the index holds for the prospect, if anything
+    # What the row writes, each field with the event it came from (for the outcomes).
+    written: dict[str, Stamped] = field(default_factory=dict)
+
+
+async def indexed(targets: list[Target], context: Context) -> dict[str, Prospect | None]:
+    """What the index holds for each target (v3: by email), for change detection."""
+    if context.index is None or not targets:
+        return {}
+    index = context.index.index
+    ids = [int(t.key) for t in targets if t.key.isdigit()]
+    emails = [t.key.removeprefix("email:") for t in targets if t.key.startswith("email:")]
+    found: dict[str, Prospect | None] = {t.key: None for t in targets}
+    found.update({str(i): p for i, p in (await index.by_ids(ids)).items()})
+    for email, prospects in (await index.by_emails(emails)).items():
+        found[f"email:{email}"] = prospects[0]
+    return found
+
+
+async def prepare_write(
+    target: Target,
+    groups: list[Group],
+    outcomes: list[Outcome | None],
+    context: Context,
+    indexed: Prospect | None,
+    detect: FieldType | None,
+) -> Pending | None:
+    """Merge every group aimed at one prospect and keep only what is newer than stored.
+
+    With `detect` (change detection on the index), values Pardot already holds are not
+    written again: when none is left the events are delivered as "unchanged" without a call.
+    """
+    known = await context.store.stamps(target.key)
+    merged = merge(groups, by_email=target.key.startswith("email:"))
+    decision = compare(target.key, groups, merged, known, indexed, detect)
+    if isinstance(decision, UpToDate):
+        for group in groups:
+            done = Delivered(decision.reason, target.prospect_id, prospect=target.key)
+            settle(outcomes, group, done)
+        return None
+    if isinstance(decision, Unchanged):
+        assert indexed is not None
+        await remember(context, target.key, decision.stamps, groups)
+        for group in groups:
+            unchanged = Delivered(UNCHANGED, target.prospect_id or indexed.id, prospect=target.key)
+            settle(outcomes, group, unchanged)
+        return None
+    assert isinstance(decision, Changes)
+    return Pending(target, groups, decision.row, decision.stamps, indexed, decision.written)
+
+
+async def write_chunk(
+    chunk: list[Pending], outcomes: list[Outcome | None], context: Context
+) -> list[Group]:
+    """One batch call; returns the groups whose prospect Pardot no longer has (error 3)
+    when the index named it, so they can be resolved again."""
+    try:
+        errors = await context.repository.write_batch([item.row for item in chunk])
+    except ConfigurationError:
+        raise
+    except PardotError as error:
+        for item in chunk:
+            for group in item.groups:
+                settle(outcomes, group, outcome_of(error))
+        return []
+    gone: list[Group] = []
+    written: list[Prospect] = []
+    await asyncio.gather(
+        *(
+            remember(context, item.target.key, item.stamps, item.groups)
+            for item, row_error in zip(chunk, errors, strict=True)
+            if row_error is None
+        )
+    )
+    for item, row_error in zip(chunk, errors, strict=True):
+        if row_error is None:
+            target = item.target
+            outcome: Outcome = Delivered(target.reason, target.prospect_id, prospect=target.key)
+            if item.indexed is not None:
+                assert context.index is not None
+                written.append(as_written(item.indexed, item.row.fields, context.index.field_type))
+            for group in item.groups:
+                settle(outcomes, group, outcome, item.written)
+            continue
+        if item.target.via_links:
+            # The person's prospect is gone (deleted or merged in Pardot): find it anew.
+            await context.store.unlink(list(item.target.via_links))
+        explicit = all(isinstance(g.write, UpsertById) for g in item.groups)
+        if context.index is not None and row_error.code == 3 and not explicit:
+            await context.index.index.drop([int(item.target.key)])
+            gone.extend(item.groups)
+            continue
+        outcome = outcome_of(row_error)
+        for group in item.groups:
+            settle(outcomes, group, outcome)
+    if written and context.index is not None:
+        await context.index.put(written)
+    return gone
