@@ -32,7 +32,7 @@ from adapters.salesforce.credentials import NO_CREDENTIALS, SalesforceCredential
 from adapters.salesforce.credentials import token_provider as salesforce_tokens
 from adapters.salesforce.sign_in import WebServerSignIn, first_pardot_call
 from adapters.salesforce.token_file import TokenStore
-from adapters.shared.stores import Stores
+from adapters.shared.stores import ClosingSlots, Stores
 from adapters.sqlite.queue import SQLiteEventQueue
 from adapters.sqlite.stores import SQLiteStores, slots_beside
 from domain.budget import DailyBudget
@@ -99,13 +99,16 @@ async def _pardot_slots(
 ) -> AsyncIterator[PardotSlots]:
     """`stores` is the store's provider, asked only for PostgreSQL: the SQLite slots are
     files beside the queue file, and need not wait for (nor fail with) the database."""
+    slots: ClosingSlots
     if config.uses_postgres:
         opened: Stores = await assembly.awaiting(stores)()
         slots = opened.pardot_slots(business_unit, limit=limit)
     else:
         slots = slots_beside(config.queue_path, business_unit, limit=limit)
-    async with slots as held:
-        yield held
+    try:
+        yield slots
+    finally:
+        slots.close()
 
 
 async def _http_client() -> AsyncIterator[httpx.AsyncClient]:

@@ -54,6 +54,7 @@ class PostgresStores:
     ) -> PostgresDeliveryHistory:
         return PostgresDeliveryHistory(self.database, retention=retention, clock=clock)
 
-    @contextlib.asynccontextmanager
-    async def pardot_slots(self, business_unit: str, *, limit: int) -> AsyncIterator[PostgresSlots]:
-        yield PostgresSlots(self.database, business_unit, limit=limit)  # released with the database
+    def pardot_slots(self, business_unit: str, *, limit: int) -> PostgresSlots:
+        return PostgresSlots(
+            self.database, business_unit, limit=limit
+        )  # released with the database

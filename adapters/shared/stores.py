@@ -8,7 +8,6 @@ once and asks it for each port instead of choosing an adapter per port.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -20,6 +19,12 @@ from domain.ports import (
     ProspectIndex,
     ProspectStore,
 )
+
+
+class ClosingSlots(PardotSlots, Protocol):
+    """Pardot slots that hold something of the backend's (lock files) until closed."""
+
+    def close(self) -> None: ...
 
 
 class Stores(Protocol):
@@ -37,8 +42,9 @@ class Stores(Protocol):
         self, *, retention: timedelta, clock: Callable[[], datetime]
     ) -> DeliveryHistory: ...  # fmt: skip
 
-    def pardot_slots(
-        self, business_unit: str, *, limit: int
-    ) -> AbstractAsyncContextManager[PardotSlots]:
-        """Pardot's requests in flight per business unit, shared by every process on the store."""
+    def pardot_slots(self, business_unit: str, *, limit: int) -> ClosingSlots:
+        """Pardot's requests in flight per business unit, shared by every process on the store;
+        the caller closes them. A plain object, not an async context manager: the container's
+        resource holds it across `yield`, and nested async generators left to the loop's
+        shutdown (a start-up that failed half-way) are finalised in no fixed order."""
         ...

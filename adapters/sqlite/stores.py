@@ -56,19 +56,10 @@ class SQLiteStores:
     ) -> SQLiteDeliveryHistory:
         return SQLiteDeliveryHistory(self.database, retention=retention, clock=clock)
 
-    def pardot_slots(
-        self, business_unit: str, *, limit: int
-    ) -> contextlib.AbstractAsyncContextManager[SQLiteStoreSlots]:
+    def pardot_slots(self, business_unit: str, *, limit: int) -> SQLiteStoreSlots:
         return slots_beside(self.database.path, business_unit, limit=limit)
 
 
-@contextlib.asynccontextmanager
-async def slots_beside(
-    path: str | Path, business_unit: str, *, limit: int
-) -> AsyncIterator[SQLiteStoreSlots]:
+def slots_beside(path: str | Path, business_unit: str, *, limit: int) -> SQLiteStoreSlots:
     """The Pardot slots in files beside the store's file: they need no open database."""
-    slots = SQLiteStoreSlots(path, business_unit, limit=limit)
-    try:
-        yield slots
-    finally:
-        slots.close()
+    return SQLiteStoreSlots(path, business_unit, limit=limit)

@@ -1,4 +1,4 @@
-"""Resolve: one group in, the prospect its events go to out (rules 1-4 of the README).
+"""Resolve: one group in, the prospect its events go to out (rules 1-4, docs/matching.md).
 
 In: a group and the call's `Context`. Out: a `Target` (a prospect key and why), an outcome
 (rejected, or retry when Pardot or the budget says so), or `NeedsCreate` when the index says

@@ -1,7 +1,7 @@
 """The sync use case: events in, Pardot writes out, one outcome per event back.
 
 Decisions are made **per prospect**. Each event is first resolved to the Pardot prospect it
-concerns (rules 1-4 of the README's matching table); every event that lands on one prospect,
+concerns (rules 1-4 of docs/matching.md); every event that lands on one prospect,
 whichever identity it came by, is then merged field by field, the later event time winning,
 and compared with what the store remembers having written (value and event time per field,
 the email included). So an older event never puts back a value a newer one replaced, within
