@@ -3,6 +3,7 @@ its figures, its chart (a screenshot whose chart area is not blank), its updates
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 from collections.abc import AsyncIterator
@@ -26,6 +27,8 @@ WRITE_KEY = "browser-write-key"
 ADMIN_KEY = "browser-admin-key"
 # Set to a path to keep the screenshot (the README's picture is made this way).
 KEEP_SCREENSHOT = os.environ.get("STATUS_PAGE_SCREENSHOT")
+# As long as the pages' own default timeout: the page refreshes every second.
+FIGURES_SECONDS = 15.0
 
 
 def _identify(n: int, user: str, **traits: object) -> dict[str, object]:
@@ -81,6 +84,23 @@ async def _open(browser: Browser, url: str, **viewport: int) -> Page:
     return page
 
 
+async def _wait_for_figures(page: Page, **expected: str) -> None:
+    """Until the figures named by element id all show their expected text in one refresh.
+
+    A report reads the queue before the history, so one refresh can show a delivery's rate
+    while its events still count as waiting: wait for the whole state, not one figure of it.
+    """
+    # One evaluate reads them all: the page redraws them together, between two of our reads.
+    read = "ids => Object.fromEntries(ids.map(i => [i, document.getElementById(i).textContent]))"
+    deadline = asyncio.get_running_loop().time() + FIGURES_SECONDS
+    while (seen := await page.evaluate(read, list(expected))) != expected:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(
+                f"the status page never showed {expected} in {FIGURES_SECONDS:g} s; last {seen}"
+            )
+        await asyncio.sleep(0.1)
+
+
 def _chart_is_drawn(png: bytes) -> int:
     """How many pixels of the chart carry the delivered series' green (#1b7f3b)."""
     data = Image.open(io.BytesIO(png)).convert("RGB").tobytes()
@@ -99,7 +119,7 @@ async def test_the_page_shows_the_figures_and_a_drawn_chart_and_updates(
     await _send(server.url, _identify(1, "ada", plan="pro"), _identify(2, "bob"))
     page = await _open(browser, server.url)
     try:
-        await page.wait_for_function("document.getElementById('rate').textContent === '0.2'")
+        await _wait_for_figures(page, rate="0.2", depth="0")
         assert await page.text_content("#depth") == "0"
         assert await page.text_content("#token") == "ok"
         assert await page.text_content("#dead") == "0"
