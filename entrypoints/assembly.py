@@ -3,8 +3,9 @@
 In: the configuration and other providers' objects. Out: the destination settings once Pardot
 named the API version (`destination_settings`), the index keeper with its scan lock
 (`index_keeper`), the backlog a scan would serve (`backlog`), a provider as an async callable
-(`awaiting`) and the token's state for `status` (`token_state`). No adapter is named here:
-only `entrypoints.container` chooses adapters.
+(`awaiting`), the token's state for `status` (`token_state`), secrets revealed where they are
+handed on (`reveal`) and the clock. No adapter is named here: only `entrypoints.container`
+chooses adapters.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import SecretStr
 
 from domain.budget import DailyBudget
 from domain.errors import ConfigurationError, InvalidSettings
@@ -118,3 +122,15 @@ def token_state(
         return metered.status.as_dict()
 
     return state
+
+
+def reveal(secret: SecretStr | None) -> str:
+    return secret.get_secret_value() if secret is not None else ""
+
+
+def reveal_all(secrets: tuple[SecretStr, ...]) -> tuple[str, ...]:
+    return tuple(secret.get_secret_value() for secret in secrets)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
 from aiohttp import web
 from dependency_injector import containers, providers
-from pydantic import SecretStr
 
 from adapters.memory.overlay_index import OverlayProspectIndex
 from adapters.memory.overlay_store import OverlayApiCallCounts, OverlayProspectStore
@@ -84,9 +83,9 @@ def token_provider(config: ServiceConfig) -> TokenProvider:
     credentials = SalesforceCredentials(
         login_url=config.salesforce_login_url,
         client_id=config.salesforce_client_id,
-        client_secret=_reveal(config.salesforce_client_secret),
-        refresh_token=_reveal(config.salesforce_refresh_token),
-        static_access_token=_reveal(config.static_access_token),
+        client_secret=assembly.reveal(config.salesforce_client_secret),
+        refresh_token=assembly.reveal(config.salesforce_refresh_token),
+        static_access_token=assembly.reveal(config.static_access_token),
         jwt_username=config.jwt_username,
         jwt_private_key_file=config.jwt_private_key_file,
         token_file=config.token_file,
@@ -152,18 +151,6 @@ def _with_status(app: web.Application, sources: StatusSources, admin_key: str) -
     return app
 
 
-def _reveal(secret: SecretStr | None) -> str:
-    return secret.get_secret_value() if secret is not None else ""
-
-
-def _reveal_all(secrets: tuple[SecretStr, ...]) -> tuple[str, ...]:
-    return tuple(secret.get_secret_value() for secret in secrets)
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 async def _dry_repository(
     config: ServiceConfig, history: DeliveryHistory, index: ProspectIndex, store: ProspectStore
 ) -> IndexOnlyPardot:
@@ -171,7 +158,7 @@ async def _dry_repository(
     version = config.fixed_api_version
     if version is None:
         raise ConfigurationError("a dry run needs PARDOT_API_VERSION 3 or 4")
-    noted = await account_fields(history, None, now=_utc_now(), max_age=timedelta.max)
+    noted = await account_fields(history, None, now=assembly.utc_now(), max_age=timedelta.max)
     return IndexOnlyPardot(
         index,
         store,
@@ -183,7 +170,7 @@ async def _dry_repository(
 
 class Container(containers.DeclarativeContainer):
     config = providers.Dependency(instance_of=ServiceConfig)
-    clock = providers.Object(_utc_now)
+    clock = providers.Object(assembly.utc_now)
     metrics = providers.Singleton(Metrics)
     readiness = providers.Singleton(Readiness)
 
@@ -323,8 +310,8 @@ class Container(containers.DeclarativeContainer):
             providers.Factory(
                 create_app,
                 queue,
-                write_keys=providers.Callable(_reveal_all, config.provided.write_keys),
-                shared_secret=providers.Callable(_reveal, config.provided.shared_secret),
+                write_keys=providers.Callable(assembly.reveal_all, config.provided.write_keys),
+                shared_secret=providers.Callable(assembly.reveal, config.provided.shared_secret),
                 webhook_batching=config.provided.webhook_batching,
                 metrics=metrics,
                 readiness=readiness,
@@ -332,7 +319,7 @@ class Container(containers.DeclarativeContainer):
             tracking,
         ),
         service_status_sources,
-        admin_key=providers.Callable(_reveal, config.provided.admin_key),
+        admin_key=providers.Callable(assembly.reveal, config.provided.admin_key),
     )
 
     # The dry run: the same SyncService as `sync_service`, over a Pardot that answers from the
