@@ -1,0 +1,37 @@
+"""`fake-pardot` and `demo`: Pardot on this machine, to try a pipeline with no account.
+
+The fakes live in `contracts/` and are imported only when one of these commands runs, so no
+other command pays for loading them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from entrypoints.cli.support import console
+
+
+@click.command("fake-pardot")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option(
+    "--api-version", "version", default="4", show_default=True, type=click.Choice(["3", "4"])
+)
+@click.option("--custom-field", "custom_fields", multiple=True, help="a custom field id (repeat)")
+def fake_pardot(host: str, port: int, version: str, custom_fields: tuple[str, ...]) -> None:
+    """Run the fake Pardot (and Salesforce login) to try a pipeline offline."""
+    from contracts.fake_pardot import serve_forever
+
+    serve_forever(host, port, version=int(version), custom_fields=list(custom_fields))
+
+
+@click.command()
+@click.option("--seconds", default=60.0, show_default=True, help="give up waiting after this")
+def demo(seconds: float) -> None:
+    """Start the fake Pardot and the real service, send the seed's examples, show prospects."""
+    from entrypoints.cli.demo import run_demo
+
+    sys.exit(asyncio.run(run_demo(console, wait_seconds=seconds)))
