@@ -22,6 +22,8 @@ STANDARD_FIELDS = frozenset(
     "employees industry years_in_business comments notes score is_do_not_email "
     "is_do_not_call is_reviewed is_starred campaign_id".split()
 )
+# Standard fields Pardot reads back as 1 or null (PARDOT_API.md).
+BOOLEAN_FIELDS = frozenset({"is_do_not_email", "is_do_not_call", "is_reviewed", "is_starred"})
 READ_ONLY_FIELDS = frozenset(
     "id grade opted_out created_at updated_at last_activity_at salesforce_fid "
     "crm_lead_fid crm_contact_fid crm_owner_fid crm_account_fid".split()
@@ -218,3 +220,8 @@ def _number_form(text: str) -> str:
     if number.is_integer() and abs(number) < 2**53:
         return str(int(number))
     return repr(number)
+
+
+def boolean_read_back(text: str) -> str:
+    """A boolean field's value as Pardot reads it back: "1", or "" for null."""
+    return "1" if text.strip().lower() in {"1", "true", "yes", "on"} else ""

@@ -29,11 +29,13 @@ from domain.ports import (
     ProspectWrite,
 )
 from domain.prospect import (
+    BOOLEAN_FIELDS,
     STANDARD_FIELDS,
     CustomField,
     Fields,
     FieldValue,
     Prospect,
+    boolean_read_back,
     normalise_email,
     stored_form,
 )
@@ -41,8 +43,7 @@ from domain.prospect import (
 # Far above any id Pardot hands out, so a provisional id can never name a real prospect.
 PROVISIONAL_BASE = 9 * 10**15
 _TIME = "%Y-%m-%d %H:%M:%S"
-# Pardot reads these back as 1 or nothing (PARDOT_API.md); the password never.
-_BOOLEAN_FIELDS = frozenset({"is_do_not_email", "is_do_not_call", "is_reviewed", "is_starred"})
+# Pardot never reads the password back.
 _UNREAD_FIELDS = frozenset({"password"})
 
 
@@ -292,8 +293,8 @@ class IndexOnlyPardot:
             return items or None
         if not value.strip():
             return None
-        if name in _BOOLEAN_FIELDS:
-            return "1" if value.strip().lower() in {"1", "true", "yes", "on"} else None
+        if name in BOOLEAN_FIELDS:
+            return boolean_read_back(value) or None
         if name in STANDARD_FIELDS:
             return value
         return stored_form(value, (self._fields or {}).get(name, "Text"))

@@ -14,12 +14,16 @@ from dataclasses import dataclass
 
 from domain.matching import UpsertByEmail
 from domain.ports import FieldStamp, ProspectWrite
-from domain.prospect import Fields, FieldValue, Prospect, stored_form
+from domain.prospect import (
+    BOOLEAN_FIELDS,
+    Fields,
+    FieldValue,
+    Prospect,
+    boolean_read_back,
+    stored_form,
+)
 from domain.sync.grouping import Group, Stamped
 from domain.sync.merge import Merged
-
-# Standard fields Pardot reads back as 1 or null (PARDOT_API.md).
-BOOLEAN_FIELDS = frozenset({"is_do_not_email", "is_do_not_call", "is_reviewed", "is_starred"})
 
 FieldType = Callable[[str], str]  # a field's type (Text, Number, Date...) by its name
 
@@ -110,5 +114,5 @@ def normal(name: str, value: FieldValue | None, field_type: FieldType) -> FieldV
         value = items[0]
     text = (value or "").strip()
     if name in BOOLEAN_FIELDS:
-        return "1" if text.lower() in {"1", "true", "yes", "on"} else ""
+        return boolean_read_back(text)
     return stored_form(text, field_type(name)) if text else ""

@@ -14,11 +14,10 @@ from hypothesis import strategies as st
 from domain.events import IdentifyEvent, parse_event
 from domain.matching import DEFAULT_DESTINATION_KEYS, MatchPerson, UpsertByEmail, Write, plan
 from domain.ports import FieldStamp
-from domain.prospect import FieldValue, Prospect
+from domain.prospect import BOOLEAN_FIELDS, FieldValue, Prospect
 from domain.settings import DestinationSettings
 from domain.sync import Skipped
 from domain.sync.compare import (
-    BOOLEAN_FIELDS,
     Changes,
     Unchanged,
     UpToDate,
