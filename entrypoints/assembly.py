@@ -2,7 +2,8 @@
 
 In: the configuration and other providers' objects. Out: the destination settings once Pardot
 named the API version (`destination_settings`), the index keeper with its scan lock
-(`index_keeper`), the backlog a scan would serve (`backlog`), a provider as an async callable
+(`index_keeper`, and `when_complete` for a dry run that cannot scan), the sync service of a
+run (`sync_service`), the backlog a scan would serve (`backlog`), a provider as an async callable
 (`awaiting`), the token's state for `status` (`token_state`), secrets revealed where they are
 handed on (`reveal`) and the clock. No adapter is named here: only `entrypoints.container`
 chooses adapters.
@@ -24,6 +25,7 @@ from domain.errors import ConfigurationError, InvalidSettings
 from domain.index import IndexKeeper
 from domain.ports import EventQueue, PardotRepository, ProspectIndex, ProspectStore
 from domain.settings import DestinationSettings
+from domain.sync import SyncService
 from entrypoints.config import ServiceConfig
 from entrypoints.metering import MeteredTokens
 
@@ -67,19 +69,32 @@ def index_keeper(
     )
 
 
-async def complete_index_keeper(
+async def when_complete(index: ProspectIndex, keeper: IndexKeeper) -> IndexKeeper | None:
+    """`keeper` while `index` holds the whole account, else None (decide without the index)."""
+    return keeper if (await index.state()).complete else None
+
+
+def sync_service(
     config: ServiceConfig,
     repository: PardotRepository,
-    index: ProspectIndex,
-    store: ProspectStore,
-    budget: DailyBudget,
     destination: DestinationSettings,
-) -> IndexKeeper | None:
-    """The dry run's keeper: a dry run cannot scan, so it decides from the index only once the
-    index is complete."""
-    if not (await index.state()).complete:
-        return None
-    return index_keeper(config, repository, index, store, budget, destination)
+    store: ProspectStore,
+    index: IndexKeeper | None,
+    *,
+    waiting: Callable[[], Awaitable[int]] | None = None,
+) -> SyncService:
+    """The sync service the configuration asks for: the real run's and the dry run's."""
+    return SyncService(
+        repository,
+        destination,
+        store,
+        destination_keys=config.destination_keys,
+        create_campaign_id=config.create_campaign_id,
+        lookup_setting="PARDOT_LOOKUP_FIELD_ID",
+        index=index,
+        change_detection=config.change_detection,
+        waiting=waiting,
+    )
 
 
 def backlog(queue: EventQueue) -> Callable[[], Awaitable[int]]:

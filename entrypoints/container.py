@@ -44,7 +44,6 @@ from domain.ports import (
     ProspectStore,
     TokenProvider,
 )
-from domain.sync import SyncService
 from entrypoints import assembly
 from entrypoints.config import ServiceConfig, TrackingConfig
 from entrypoints.http.app import create_app
@@ -239,15 +238,12 @@ class Container(containers.DeclarativeContainer):
         destination,
     )
     sync_service = providers.Singleton(
-        SyncService,
+        assembly.sync_service,
+        config,
         repository,
         destination,
         prospect_store,
-        destination_keys=config.provided.destination_keys,
-        create_campaign_id=config.provided.create_campaign_id,
-        lookup_setting="PARDOT_LOOKUP_FIELD_ID",
-        index=index_keeper,
-        change_detection=config.provided.change_detection,
+        index_keeper,
         waiting=providers.Callable(assembly.backlog, queue),
     )
 
@@ -339,25 +335,27 @@ class Container(containers.DeclarativeContainer):
         _dry_repository, config, history, dry_prospect_index, dry_prospect_store
     )
     dry_destination = providers.Singleton(assembly.destination_settings, config, dry_repository)
+    # A dry run cannot scan: it decides from the index only once the index is complete.
     dry_index_keeper = providers.Singleton(
-        assembly.complete_index_keeper,
-        config,
-        dry_repository,
+        assembly.when_complete,
         dry_prospect_index,
-        dry_prospect_store,
-        dry_budget,
-        dry_destination,
+        providers.Singleton(
+            assembly.index_keeper,
+            config,
+            dry_repository,
+            dry_prospect_index,
+            dry_prospect_store,
+            dry_budget,
+            dry_destination,
+        ),
     )
     dry_sync_service = providers.Singleton(
-        SyncService,
+        assembly.sync_service,
+        config,
         dry_repository,
         dry_destination,
         dry_prospect_store,
-        destination_keys=config.provided.destination_keys,
-        create_campaign_id=config.provided.create_campaign_id,
-        lookup_setting="PARDOT_LOOKUP_FIELD_ID",
-        index=dry_index_keeper,
-        change_detection=config.provided.change_detection,
+        dry_index_keeper,
     )
     dry_run = providers.Factory(
         DryRun,
