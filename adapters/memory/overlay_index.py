@@ -8,6 +8,7 @@ stays in this object: a dry run sees its own changes, the shared index never doe
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from domain.ports import IndexState, ProspectIndex
 from domain.prospect import Prospect
@@ -30,6 +31,9 @@ class OverlayProspectIndex:
 
     async def state(self) -> IndexState:
         return self._state if self._state is not None else await self._index.state()
+
+    async def clock(self) -> datetime:
+        return await self._index.clock()
 
     async def save_state(self, state: IndexState) -> None:
         self._state = state

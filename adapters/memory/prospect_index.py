@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from domain.ports import IndexState
 from domain.prospect import Prospect
 
 
 class InMemoryProspectIndex:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._rows: dict[int, tuple[Prospect, str | None]] = {}
         self._state = IndexState()
 
     async def state(self) -> IndexState:
         return self._state
+
+    async def clock(self) -> datetime:
+        return self._clock()
 
     async def save_state(self, state: IndexState) -> None:
         self._state = state

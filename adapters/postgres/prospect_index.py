@@ -3,15 +3,15 @@ prospect, searched by email in lower case, fid and lookup value; the rest as JSO
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from adapters.postgres.database import PostgresDatabase
 from adapters.shared.index_rows import index_row, prospect_from_row
+from adapters.shared.index_state import state_from_json, state_to_json
 from domain.ports import IndexState
 from domain.prospect import Prospect
 
@@ -30,16 +30,23 @@ class PostgresProspectIndex:
             row = await cursor.fetchone()
         if row is None:
             return IndexState()
-        raw = json.loads(row[0])
-        raw["ranges"] = tuple(tuple(r) for r in raw.get("ranges", ()))
-        return IndexState(**raw)
+        return state_from_json(row[0])
+
+    async def clock(self) -> datetime:
+        """The server's clock: the one every node's event arrivals were stamped with."""
+        async with self._db.connection() as conn:
+            cursor = await conn.execute("SELECT clock_timestamp()")
+            row = await cursor.fetchone()
+        assert row is not None
+        moment: datetime = row[0]
+        return moment
 
     async def save_state(self, state: IndexState) -> None:
         async with self._db.connection() as conn:
             await conn.execute(
                 "INSERT INTO prospect_index_state (name, value) VALUES ('state', %s)"
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (json.dumps(asdict(state)),),
+                (state_to_json(state),),
             )
 
     async def put(self, rows: Sequence[tuple[Prospect, str | None]]) -> None:

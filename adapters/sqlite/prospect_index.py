@@ -6,15 +6,15 @@ value) and the rest (the email as Pardot spells it, field values, times) as JSON
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import asdict
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from adapters.shared.index_rows import index_row, prospect_from_row
+from adapters.shared.index_state import state_from_json, state_to_json
 from adapters.sqlite.database import SQLiteDatabase
 from adapters.sqlite.migrations import Step, migrate
 from domain.ports import IndexState
@@ -53,8 +53,12 @@ class SQLiteProspectIndex:
     async def state(self) -> IndexState:
         return await self._db.read(_state)
 
+    async def clock(self) -> datetime:
+        # Every process on the file runs on this machine: the host's clock is the shared one.
+        return datetime.now(UTC)
+
     async def save_state(self, state: IndexState) -> None:
-        await self._db.write(partial(_save_state, json.dumps(asdict(state))))
+        await self._db.write(partial(_save_state, state_to_json(state)))
 
     async def put(self, rows: Sequence[tuple[Prospect, str | None]]) -> None:
         if rows:
@@ -97,9 +101,7 @@ def _state(conn: sqlite3.Connection) -> IndexState:
     row = conn.execute("SELECT value FROM prospect_index_state WHERE name = 'state'").fetchone()
     if row is None:
         return IndexState()
-    raw = json.loads(row[0])
-    raw["ranges"] = tuple(tuple(r) for r in raw.get("ranges", ()))
-    return IndexState(**raw)
+    return state_from_json(row[0])
 
 
 def _save_state(value: str, conn: sqlite3.Connection) -> None:

@@ -69,6 +69,14 @@ class IndexState:
     `ranges` are the id ranges a scan still has to pull, each as (last id pulled, end
     exclusive); `high_water` is the latest `updated_at` Pardot returned (account zone), the
     bound of the next refresh; `created_high_water` the same for `created_at`.
+
+    The **watermark** is `high_water` with `watermark_began`: the moment, on the store's clock
+    (`ProspectIndex.clock`), the refresh that established it began (held back by the index
+    lag). The index reflects every change Pardot had answered for before that moment, so a
+    decision about events that all arrived before it may be made from the index.
+    `recent_refreshes` are the start times of the latest refreshes (store clock, newest last).
+    `lookup_field` and `lookup_type` name the field (and its type) the rows' lookup values
+    were computed for.
     """
 
     complete: bool = False
@@ -76,6 +84,10 @@ class IndexState:
     high_water: str | None = None
     created_high_water: str | None = None
     total: int | None = None  # the account's size when the scan began
+    watermark_began: datetime | None = None
+    recent_refreshes: tuple[datetime, ...] = ()
+    lookup_field: str | None = None
+    lookup_type: str | None = None
 
 
 class ProspectIndex(Protocol):
@@ -87,6 +99,11 @@ class ProspectIndex(Protocol):
     """
 
     async def state(self) -> IndexState: ...
+
+    async def clock(self) -> datetime:
+        """Now on the store's clock (PostgreSQL's; the host's for a file every process on
+        one machine shares): the one clock event arrivals and refresh starts are read from."""
+        ...
 
     async def save_state(self, state: IndexState) -> None: ...
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +93,24 @@ async def test_the_state_is_kept_and_a_clear_forgets_everything(index: Any) -> N
     state = IndexState(
         complete=False, ranges=((1000, 2000), (2000, 3001)), high_water="2026-01-01 10:00:00",
         created_high_water="2026-01-01 09:00:00", total=1200,
+        watermark_began=datetime(2026, 1, 1, 15, 0, 0, 123456, tzinfo=UTC),
+        recent_refreshes=(datetime(2026, 1, 1, 14, 59, tzinfo=UTC),
+                          datetime(2026, 1, 1, 15, 0, 0, 123456, tzinfo=UTC)),
+        lookup_field="org_id", lookup_type="Number",
     )  # fmt: skip
     await index.save_state(state)
     await index.put([(prospect(1, "a@x.io"), None)])
     assert await index.state() == state
     await index.clear()
     assert await index.state() == IndexState() and await index.count() == 0
+
+
+async def test_the_store_clock_is_aware_and_moves_on(index: Any) -> None:
+    first = await index.clock()
+    await asyncio.sleep(0.01)
+    second = await index.clock()
+    assert first.tzinfo is not None and second > first
+    assert abs((first - datetime.now(UTC)).total_seconds()) < 60
 
 
 async def test_calls_are_counted_per_day(counts: Any) -> None:
