@@ -59,6 +59,7 @@ class IndexKeeper:
         self._generation = 0  # refreshes finished; callers that asked earlier share one
         self._size: int | None = None
         self._read_one_by_one = 0
+        self.refreshes = 0  # refreshes this keeper completed (the metric counts them)
 
     @property
     def index(self) -> ProspectIndex:
@@ -184,6 +185,7 @@ class IndexKeeper:
             await self.index.save_state(replace(state, high_water=mark))
             self._refreshed_at = now
             self._generation += 1
+            self.refreshes += 1
             return True
 
     async def learn_created(self) -> list[Prospect]:
