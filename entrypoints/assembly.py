@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_PROBE_SECONDS = 15.0
 SCAN_LOCK = "(prospect index scan)"  # a create-lock key no email can be: one scan at a time
+REFRESH_LOCK = "(prospect index refresh)"  # one refresh in flight for every process
 
 
 async def destination_settings(
@@ -66,6 +67,8 @@ def index_keeper(
         refresh_seconds=config.index_refresh_seconds,
         parallel=config.max_concurrency,
         scan_lock=lambda: store.create_lock(SCAN_LOCK),
+        refresh_lock=lambda: store.create_lock(REFRESH_LOCK),
+        lag_seconds=config.index_lag_seconds,
     )
 
 

@@ -126,6 +126,7 @@ class ServiceConfig(BaseSettings):
     configuration_retry_seconds: float = _env("DESTINATION_CONFIG_RETRY_SECONDS", 30.0, gt=0)
     retention_days: float = _env("DESTINATION_RETENTION_DAYS", 7.0, gt=0)
     index_refresh_seconds: float = _env("DESTINATION_INDEX_REFRESH_SECONDS", 60.0, gt=0)
+    index_lag_seconds: float = _env("DESTINATION_INDEX_LAG_SECONDS", 0.0, ge=0)
     change_detection: bool = _env("DESTINATION_CHANGE_DETECTION", True)
 
     @field_validator("write_keys", "destination_keys", mode="before")

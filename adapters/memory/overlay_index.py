@@ -81,6 +81,21 @@ class OverlayProspectIndex:
         real = await self._index.holding(value) if not self._cleared else []
         return self._merged(real, self._mine(self._by_lookup.get(value, ())))
 
+    async def rows_after(self, prospect_id: int, limit: int) -> list[Prospect]:
+        while True:
+            real = [] if self._cleared else await self._index.rows_after(prospect_id, limit)
+            # Past a full page of real rows lie more: answer only up to its last id.
+            end = real[-1].id if len(real) == limit else None
+            rows = {p.id: p for p in real if p.id not in self._hidden}
+            rows.update(
+                (i, self._rows[i][0])
+                for i in self._rows
+                if i > prospect_id and (end is None or i <= end)
+            )
+            if rows or end is None:
+                return [rows[i] for i in sorted(rows)][:limit]
+            prospect_id = end  # every real row of that page is replaced or dropped here
+
     async def count(self) -> int:
         if self._cleared:
             return len(self._rows)

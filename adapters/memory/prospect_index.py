@@ -35,6 +35,10 @@ class InMemoryProspectIndex:
     async def by_ids(self, ids: Sequence[int]) -> dict[int, Prospect]:
         return {i: self._rows[i][0] for i in ids if i in self._rows}
 
+    async def rows_after(self, prospect_id: int, limit: int) -> list[Prospect]:
+        ids = sorted(i for i in self._rows if i > prospect_id)[:limit]
+        return [self._rows[i][0] for i in ids]
+
     async def by_emails(self, emails: Sequence[str]) -> dict[str, list[Prospect]]:
         wanted = {e.strip().lower() for e in emails}
         found: dict[str, list[Prospect]] = {}

@@ -171,6 +171,8 @@ class PardotHttpRepository(PardotCalls):
                 form[name] = value
         if query.fields:
             form["fields"] = ",".join(query.fields)
+        if query.deleted:
+            form["deleted"] = "true"
         body = await self._call(self.api_version, "query", form, expect="result")
         result = body.get("result") or {}
         total = result.get("total_results")

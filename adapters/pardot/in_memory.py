@@ -67,6 +67,7 @@ class InMemoryPardot:
         }
         self._yields = yields
         self._records: dict[int, _Record] = {}
+        self._recycle_bin: dict[int, _Record] = {}  # deleted: only `deleted=true` queries
         self._ids = itertools.count(1001)
         self._clock = itertools.count(1)
         self.calls: dict[str, int] = {}
@@ -96,8 +97,10 @@ class InMemoryPardot:
         self._apply(self._records[prospect_id], fields)
 
     def delete(self, prospect_id: int) -> None:
-        """Test helper: a marketer deleted the prospect in Pardot."""
-        del self._records[prospect_id]
+        """Test helper: a marketer deleted the prospect in Pardot (deleting moves updated_at)."""
+        record = self._records.pop(prospect_id)
+        record.updated = next(self._clock)
+        self._recycle_bin[prospect_id] = record
 
     async def read_by_email(self, email: str) -> list[Prospect]:
         await self._count_async("read")
@@ -140,7 +143,7 @@ class InMemoryPardot:
 
     async def query_page(self, query: ProspectQuery) -> ProspectPage:
         await self._count_async("query")
-        rows = list(self._records.values())
+        rows = list((self._recycle_bin if query.deleted else self._records).values())
         if query.id_greater_than is not None:
             rows = [r for r in rows if r.id > query.id_greater_than]
         if query.id_less_than is not None:

@@ -167,7 +167,10 @@ class IndexOnlyPardot:
         """Changes since a mark: only this run's own (changes made in Pardot are not seen).
 
         A refresh of an index that never saw a change has no mark: every change of the run.
+        A dry run deletes nothing: its recycle bin is empty.
         """
+        if query.deleted:
+            return ProspectPage([], 0)
         changes = query.updated_after or query.created_after or query.sort_by != "id"
         if not changes:
             raise NeedsPardot("a scan of the account")
@@ -341,7 +344,7 @@ class IndexOnlyPardot:
         than every change Pardot had shown, as they would in Pardot."""
         if self._base is None:
             state = await self._index.state()
-            marks = [m for m in (state.high_water, state.created_high_water) if m]
             now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-            self._base = datetime.strptime(max(marks), _TIME) if marks else now
+            mark = state.high_water
+            self._base = datetime.strptime(mark, _TIME) if mark else now
         return (self._base + timedelta(seconds=next(self._ticks))).strftime(_TIME)

@@ -98,6 +98,14 @@ class PostgresProspectIndex:
 
         await self._db.transact(clear)
 
+    async def rows_after(self, prospect_id: int, limit: int) -> list[Prospect]:
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT id, fid, data FROM prospect_index WHERE id > %s ORDER BY id LIMIT %s",
+                (prospect_id, limit),
+            )
+            return [prospect_from_row(*row) for row in await cursor.fetchall()]
+
     async def _select(self, column: str, kind: str, values: list[Any]) -> list[Prospect]:
         assert column in {"id", "email", "fid", "lookup"} and kind in {"bigint", "text"}
         if not values:

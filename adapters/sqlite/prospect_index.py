@@ -86,6 +86,9 @@ class SQLiteProspectIndex:
     async def holding(self, value: str) -> list[Prospect]:
         return await self._db.read(partial(_select_in, "lookup", [value]))
 
+    async def rows_after(self, prospect_id: int, limit: int) -> list[Prospect]:
+        return await self._db.read(partial(_rows_after, prospect_id, limit))
+
     async def count(self) -> int:
         return await self._db.read(_count)
 
@@ -139,6 +142,14 @@ def _select_in(column: str, values: list[Any], conn: sqlite3.Connection) -> list
         )
         found.extend(prospect_from_row(*row) for row in rows)
     return found
+
+
+def _rows_after(prospect_id: int, limit: int, conn: sqlite3.Connection) -> list[Prospect]:
+    rows = conn.execute(
+        "SELECT id, fid, data FROM prospect_index WHERE id > ? ORDER BY id LIMIT ?",
+        (prospect_id, limit),
+    )
+    return [prospect_from_row(*row) for row in rows]
 
 
 def _count(conn: sqlite3.Connection) -> int:

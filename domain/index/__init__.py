@@ -6,7 +6,7 @@ that index the way Pardot recommends for bulk pulls (`id_greater_than` high-wate
 rows a call, parallel id ranges within the in-flight limit, resumable: `scan`), keeps it fresh
 with `updated_after` queries bounded by the latest `updated_at` Pardot returned (never our own
 clock: Pardot's times are in the account's zone), and learns the ids of prospects created by
-batches (which return none) from `created_after` queries (`refresh`). Every call goes through
+batches (which return none) from the refresh begun after them (`refresh`). Every call goes through
 one budgeted, counted `feed`; the `keeper` decides when to pull.
 """
 

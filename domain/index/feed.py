@@ -60,6 +60,14 @@ class IndexFeed:
             return None
         return stored_form(text, self._types.get(self._lookup, "Text"))
 
+    @property
+    def lookup_column(self) -> tuple[str | None, str | None]:
+        """The lookup field and its type the rows' lookup values are computed for now (the
+        type is known once `fields_to_pull` asked the account)."""
+        if self._lookup is None:
+            return (None, None)
+        return (self._lookup, self._types.get(self._lookup, "Text"))
+
     def field_type(self, name: str) -> str:
         """A custom field's type (Text, Number, Date...), as the account lists it."""
         return self._types.get(name, "Text")

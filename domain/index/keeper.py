@@ -3,7 +3,9 @@
 In: a PardotRepository, the ProspectIndex, the lookup field, the daily budget and how often
 to refresh. Out: `IndexKeeper`, which tells whether decisions may use the index (`ready`,
 `before_batch`), scans the account when that is cheaper than reading one by one (`rebuild`,
-`scan_worth_it`), refreshes it (`refresh`) and learns what batches created (`learn_created`).
+`scan_worth_it`), and keeps it fresh: `fresh_for` tells whether the refresh behind the
+watermark began after given events arrived (store clock), `refresh_for` makes it so (one refresh
+shared by every process on the store), `refresh` is the periodic one.
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 from domain.budget import DailyBudget, Priority
 from domain.index import refresh as refreshing
 from domain.index.feed import BudgetShort, IndexFeed
 from domain.index.scan import Progress, RangeScan, ScanReport
-from domain.ports import QUERY_LIMIT, PardotRepository, ProspectIndex, ProspectQuery
+from domain.ports import QUERY_LIMIT, IndexState, PardotRepository, ProspectIndex, ProspectQuery
 from domain.prospect import Prospect
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ SCAN_ROWS_PER_CALL = QUERY_LIMIT
 # Besides its pages a scan asks for the custom fields, sizes the account, finds its lowest and
 # highest id and latest change, and ends with a refresh.
 SCAN_OVERHEAD_CALLS = 5
+RELABEL_PAGE = 1000  # index rows per store read when the lookup column is recomputed
+RECENT_REFRESHES = 60  # start times kept, enough to count a minute's refreshes
 
 
 class IndexKeeper:
@@ -47,16 +51,17 @@ class IndexKeeper:
         refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
         parallel: int = DEFAULT_PARALLEL,
         scan_lock: Callable[[], AbstractAsyncContextManager[None]] | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        refresh_lock: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+        lag_seconds: float = 0.0,
     ) -> None:
         self._feed = IndexFeed(repository, index, lookup_field=lookup_field, budget=budget)
         self._refresh_seconds = refresh_seconds
         self._parallel = max(1, parallel)
         self._scan_lock = scan_lock or contextlib.nullcontext
-        self._monotonic = monotonic
-        self._refreshing = asyncio.Lock()
-        self._refreshed_at: float | None = None
-        self._generation = 0  # refreshes finished; callers that asked earlier share one
+        # Every process sharing the store refreshes under one lock, so one refresh serves all.
+        self._refresh_lock = refresh_lock or contextlib.nullcontext
+        self._lag = timedelta(seconds=lag_seconds)
+        self._refreshing = asyncio.Lock()  # this process's callers queue here first
         self._size: int | None = None
         self._read_one_by_one = 0
         self.refreshes = 0  # refreshes this keeper completed (the metric counts them)
@@ -73,7 +78,43 @@ class IndexKeeper:
     # -- what the sync service asks ---------------------------------------------------------
 
     async def ready(self) -> bool:
-        return (await self.index.state()).complete
+        """Whether decisions may use the index: complete, and its lookup column computed for
+        the lookup field (and type) set now, recomputed first when the setting changed."""
+        state = await self.index.state()
+        if not state.complete:
+            return False
+        try:
+            await self._lookup_column(state)
+        except BudgetShort:
+            return False
+        return True
+
+    async def _lookup_column(self, state: IndexState) -> None:
+        if self._feed.lookup_column == (None, None) and state.lookup_field is None:
+            return
+        await self._feed.fields_to_pull()  # the field's type: one call per process
+        wanted = self._feed.lookup_column
+        if (state.lookup_field, state.lookup_type) == wanted:
+            return
+        async with self._scan_lock():
+            state = await self.index.state()
+            if (state.lookup_field, state.lookup_type) == wanted:
+                return  # another process recomputed it meanwhile
+            # Every row holds every custom field's value: the column is computed again from
+            # them, no call to Pardot.
+            cursor, rows = 0, 0
+            while page := await self.index.rows_after(cursor, RELABEL_PAGE):
+                await self._feed.put(page)
+                cursor, rows = page[-1].id, rows + len(page)
+            state = await self.index.state()
+            await self.index.save_state(
+                replace(state, lookup_field=wanted[0], lookup_type=wanted[1])
+            )
+            log.warning(
+                "prospect index: lookup values of %d prospects recomputed for %s (%s); they "
+                "were for %s (%s)",
+                rows, wanted[0], wanted[1], state.lookup_field, state.lookup_type,
+            )  # fmt: skip
 
     def lookup_value(self, prospect: Prospect) -> str | None:
         """The prospect's lookup value as Pardot stores it, as the index keeps it."""
@@ -122,7 +163,7 @@ class IndexKeeper:
         if not await self.ready():
             return False
         with contextlib.suppress(BudgetShort):
-            await self.refresh(needed=False)
+            await self.refresh()
         return True
 
     # -- filling ----------------------------------------------------------------------------
@@ -155,42 +196,80 @@ class IndexKeeper:
             await self.index.save_state(replace(state, complete=True, ranges=()))
             # What changed while the scan ran, from the mark taken before it began.
             with contextlib.suppress(BudgetShort):
-                await self.refresh(needed=False, force=True)
+                await self.refresh(force=True)
             return ScanReport(True, pulled, self.calls - calls_before)
 
     # -- keeping fresh ----------------------------------------------------------------------
 
-    async def refresh(self, *, needed: bool, force: bool = False) -> bool:
-        """Pull what changed in Pardot since the last change seen; False if not due.
+    async def fresh_for(self, arrived: datetime | None) -> bool:
+        """Whether decisions about events that all arrived by `arrived` (the store's clock) may
+        come from the index: the refresh behind the watermark began after that."""
+        state = await self.index.state()
+        began = state.watermark_began
+        return state.complete and began is not None and arrived is not None and began > arrived
 
-        `needed` refreshes come before a decision that depends on absence and run every
-        time (concurrent callers share one); the others run every `refresh_seconds` and never
-        use the last 10% of the day. Raises BudgetShort when the budget does not allow it.
+    async def refresh_for(self, arrived: datetime | None) -> None:
+        """Make the index fresh for events that arrived by `arrived` (None: now).
+
+        Concurrent callers, and every process sharing the store, share one refresh in flight:
+        whoever finds the watermark already past `arrived` once it may refresh does nothing.
+        Raises BudgetShort when the budget does not allow the refresh.
         """
-        asked = self._generation
+        if arrived is None:
+            arrived = await self.index.clock()
+        if await self.fresh_for(arrived) or not await self.ready():
+            return
         async with self._refreshing:
-            if needed and self._generation > asked:
-                return True  # a refresh that began after we asked has just finished
-            now = self._monotonic()
-            due = self._refreshed_at is None or now - self._refreshed_at >= self._refresh_seconds
-            if not (needed or force or due):
-                return False
-            state = await self.index.state()
-            if not state.complete:
-                return False
-            await self._feed.fields_to_pull()
-            priority: Priority = "read" if needed else "scan"
-            mark = await refreshing.pull_changes(self._feed, state.high_water, priority)
-            state = await self.index.state()
-            await self.index.save_state(replace(state, high_water=mark))
-            self._refreshed_at = now
-            self._generation += 1
-            self.refreshes += 1
-            return True
+            if await self.fresh_for(arrived):
+                return
+            async with self._refresh_lock():
+                if await self.fresh_for(arrived):
+                    return
+                # Pardot's queries may show a write `lag` late: begin only once that has passed.
+                wait = (arrived + self._lag - await self.index.clock()).total_seconds()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await self._pull("read")
 
-    async def learn_created(self) -> list[Prospect]:
-        """The prospects created since the last one seen (batch creates return no ids)."""
-        return await refreshing.learn_created(self._feed)
+    async def refresh(self, *, force: bool = False) -> bool:
+        """The periodic refresh, for what no event asks about (status, explain): runs when the
+        watermark is `refresh_seconds` old, shared by every process, never using the last 10%
+        of the day. False when not due. Raises BudgetShort when the budget does not allow it."""
+        async with self._refreshing:
+            if not (force or await self._due()):
+                return False
+            async with self._refresh_lock():
+                if not (force or await self._due()):
+                    return False
+                return await self._pull("scan")
+
+    async def _due(self) -> bool:
+        state = await self.index.state()
+        if not state.complete:
+            return False
+        if state.watermark_began is None:
+            return True
+        age = await self.index.clock() - state.watermark_began - self._lag
+        return age.total_seconds() >= self._refresh_seconds
+
+    async def _pull(self, priority: Priority) -> bool:
+        """One refresh; the caller holds the refresh locks. The watermark's start is read on the
+        store's clock before the first query, and held back by the lag."""
+        state = await self.index.state()
+        if not state.complete:
+            return False
+        await self._feed.fields_to_pull()
+        began = await self.index.clock()
+        lag = self._lag.total_seconds()
+        mark = await refreshing.pull_changes(self._feed, state.high_water, priority, lag=lag)
+        state = await self.index.state()
+        recent = (*state.recent_refreshes, began)[-RECENT_REFRESHES:]
+        await self.index.save_state(
+            replace(state, high_water=mark, watermark_began=began - self._lag,
+                    recent_refreshes=recent)
+        )  # fmt: skip
+        self.refreshes += 1
+        return True
 
     async def put(self, prospects: Sequence[Prospect]) -> None:
         await self._feed.put(prospects)

@@ -1,9 +1,11 @@
 """Keeping the index fresh by Pardot's own times, never our clock (they are in the account's
-zone), and learning the ids of prospects that batches created (batches return none).
+zone): every prospect changed since the last change seen, and every one deleted or merged
+away since then (the recycle bin, which a plain `updated_after` query never shows).
 
-In: an IndexFeed and the latest `updated_at` or `created_at` Pardot returned. Out: the
-prospects changed or created since then, stored in the index, and the new high-water mark.
-Bounds overlap the last second, since Pardot's times have whole seconds.
+In: an IndexFeed, the latest `updated_at` Pardot returned and the index lag. Out: the changed
+prospects stored in the index, the deleted ones dropped from it, and the new high-water mark.
+Bounds overlap the last second (Pardot's times have whole seconds) plus the lag; more than a
+page within one second is paged by id.
 """
 
 from __future__ import annotations
@@ -13,85 +15,72 @@ from datetime import datetime, timedelta
 
 from domain.budget import Priority
 from domain.index.feed import IndexFeed
-from domain.ports import QUERY_LIMIT, ProspectQuery
-from domain.prospect import Prospect
+from domain.ports import QUERY_LIMIT, ProspectPage, ProspectQuery
 
 _TIME = "%Y-%m-%d %H:%M:%S"
+_DELETED_FIELDS = ("updated_at",)
 
 
-def earlier(pardot_time: str, seconds: int = 1) -> str:
+def earlier(pardot_time: str, seconds: float = 1) -> str:
     """A Pardot time moved back: bounds overlap the last second (times have whole seconds)."""
     moment = datetime.strptime(pardot_time, _TIME) - timedelta(seconds=seconds)
     return moment.strftime(_TIME)
 
 
-async def pull_changes(feed: IndexFeed, mark: str | None, priority: Priority) -> str | None:
-    """Every prospect updated since `mark` into the index; returns the new mark."""
-    bound = earlier(mark) if mark else None
+async def pull_changes(
+    feed: IndexFeed, mark: str | None, priority: Priority, *, lag: float = 0
+) -> str | None:
+    """Every prospect updated since `mark` into the index, then every prospect deleted since
+    then out of it; returns the new mark (from live rows only: a deletion's time says nothing
+    of changes a query answered just before it missed)."""
+    bound = earlier(mark, 1 + lag) if mark else None
+    new_mark = await _pull(feed, bound, mark, priority, deleted=False)
+    if bound is not None:  # a first refresh follows a scan, which saw no deleted prospect
+        await _pull(feed, bound, None, priority, deleted=True)
+    return new_mark
+
+
+async def _pull(
+    feed: IndexFeed, bound: str | None, mark: str | None, priority: Priority, *, deleted: bool
+) -> str | None:
     while True:
-        await feed.spend(priority)
-        page = await feed.query(
-            ProspectQuery(
-                updated_after=bound,
-                sort_by="updated_at",
-                fields=feed.fields or (),
-            )
-        )
-        await feed.put(page.prospects)
+        query = ProspectQuery(updated_after=bound, sort_by="updated_at")
+        page = await _page(feed, priority, deleted, query)
         if page.prospects:
             mark = max(mark or "", page.prospects[-1].updated_at) or mark
-        if len(page.prospects) < QUERY_LIMIT or mark is None:
+        if len(page.prospects) < QUERY_LIMIT or not page.prospects:
             return mark
-        following = earlier(mark)
+        last = page.prospects[-1].updated_at
+        following = earlier(last)
         if bound is not None and following <= bound:
             # A whole page within one second: page that second by id, then move on.
-            await _pull_second(feed, bound, mark, priority)
-            following = mark
+            await _pull_second(feed, bound, last, priority, deleted)
+            following = last
         bound = following
 
 
-async def _pull_second(feed: IndexFeed, bound: str, second: str, priority: Priority) -> None:
+async def _pull_second(
+    feed: IndexFeed, bound: str, second: str, priority: Priority, deleted: bool
+) -> None:
     cursor = 0
-    after = earlier(second, 0)
-    before = (datetime.strptime(after, _TIME) + timedelta(seconds=1)).strftime(_TIME)
+    before = (datetime.strptime(second, _TIME) + timedelta(seconds=1)).strftime(_TIME)
     while True:
-        await feed.spend(priority)
-        page = await feed.query(
-            ProspectQuery(
-                id_greater_than=cursor,
-                updated_after=bound,
-                updated_before=before,
-                fields=feed.fields or (),
-            )
-        )
-        await feed.put(page.prospects)
+        query = ProspectQuery(id_greater_than=cursor, updated_after=bound, updated_before=before)
+        page = await _page(feed, priority, deleted, query)
         if len(page.prospects) < QUERY_LIMIT:
             return
         cursor = page.prospects[-1].id
 
 
-async def learn_created(feed: IndexFeed) -> list[Prospect]:
-    """The prospects created since the last one seen (batch creates return no ids)."""
-    state = await feed.index.state()
-    mark = state.created_high_water
-    bound = earlier(mark) if mark else None
-    learned: list[Prospect] = []
-    while True:
-        await feed.spend("read")
-        fields = await feed.fields_to_pull()
-        page = await feed.query(
-            ProspectQuery(created_after=bound, sort_by="created_at", fields=fields)
-        )
+async def _page(
+    feed: IndexFeed, priority: Priority, deleted: bool, query: ProspectQuery
+) -> ProspectPage:
+    """One page of live rows into the index, or of deleted rows out of it."""
+    await feed.spend(priority)
+    fields = _DELETED_FIELDS if deleted else (feed.fields or ())
+    page = await feed.query(replace(query, fields=fields, deleted=deleted))
+    if deleted:
+        await feed.index.drop([p.id for p in page.prospects])
+    else:
         await feed.put(page.prospects)
-        learned.extend(page.prospects)
-        if page.prospects:
-            mark = max(mark or "", page.prospects[-1].created_at) or mark
-        if len(page.prospects) < QUERY_LIMIT or mark is None:
-            break
-        following = earlier(mark)
-        if bound is not None and following <= bound:
-            break  # more than a page created within one second: the refresh finds them
-        bound = following
-    state = await feed.index.state()
-    await feed.index.save_state(replace(state, created_high_water=mark))
-    return learned
+    return page

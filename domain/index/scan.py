@@ -55,8 +55,11 @@ class RangeScan:
         self.size = total
         # Changes after this mark are pulled by the refresh that completes the scan.
         mark = latest.prospects[0].updated_at if latest.prospects else None
+        field, kind = feed.lookup_column
         if not (low.prospects and top.prospects):
-            state = IndexState(ranges=(), high_water=None, total=0)
+            state = IndexState(
+                ranges=(), high_water=None, total=0, lookup_field=field, lookup_type=kind
+            )
         else:
             lowest, highest = low.prospects[0].id, top.prospects[0].id
             count = self._parallel * RANGES_PER_WORKER
@@ -64,7 +67,13 @@ class RangeScan:
             bounds = [*range(lowest, highest + 1, step), highest + 1]
             # (last id pulled, end exclusive): a range starts just below its first id.
             ranges = tuple((start - 1, end) for start, end in itertools.pairwise(bounds))
-            state = IndexState(ranges=ranges, high_water=mark, created_high_water=mark, total=total)
+            state = IndexState(
+                ranges=ranges,
+                high_water=mark,
+                total=total,
+                lookup_field=field,
+                lookup_type=kind,
+            )
         await feed.index.save_state(state)
         return state
 

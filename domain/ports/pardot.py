@@ -53,6 +53,7 @@ class ProspectQuery:
     fields: tuple[str, ...] = ()
     output: Literal["simple", "full", "bulk", "mobile"] = "simple"
     limit: int = QUERY_LIMIT
+    deleted: bool = False  # the recycle bin (deleted or merged away) instead of live prospects
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ class IndexState:
 
     `ranges` are the id ranges a scan still has to pull, each as (last id pulled, end
     exclusive); `high_water` is the latest `updated_at` Pardot returned (account zone), the
-    bound of the next refresh; `created_high_water` the same for `created_at`.
+    bound of the next refresh.
 
     The **watermark** is `high_water` with `watermark_began`: the moment, on the store's clock
     (`ProspectIndex.clock`), the refresh that established it began (held back by the index
@@ -82,7 +82,6 @@ class IndexState:
     complete: bool = False
     ranges: tuple[tuple[int, int], ...] = ()
     high_water: str | None = None
-    created_high_water: str | None = None
     total: int | None = None  # the account's size when the scan began
     watermark_began: datetime | None = None
     recent_refreshes: tuple[datetime, ...] = ()
@@ -125,6 +124,10 @@ class ProspectIndex(Protocol):
 
     async def holding(self, value: str) -> list[Prospect]:
         """Every prospect whose lookup value is `value`."""
+        ...
+
+    async def rows_after(self, prospect_id: int, limit: int) -> list[Prospect]:
+        """Up to `limit` prospects with ids above `prospect_id`, by id (a walk of the index)."""
         ...
 
     async def count(self) -> int: ...

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from domain.matching import UpsertByEmail
-from domain.ports import FieldStamp, ProspectWrite
+from domain.ports import BATCH_LIMIT, FieldStamp, ProspectWrite
 from domain.prospect import (
     BOOLEAN_FIELDS,
     Fields,
@@ -26,6 +26,8 @@ from domain.sync.grouping import Group, Stamped
 from domain.sync.merge import Merged
 
 FieldType = Callable[[str], str]  # a field's type (Text, Number, Date...) by its name
+# What a refresh costs at the least: a page of changes and a page of the recycle bin.
+REFRESH_CALLS = 2
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,13 @@ def compare(
     if by_email and groups[0].email is not None:
         fresh.setdefault("email", groups[0].email)  # the row's key: v3 upserts by it
     return Changes(row, stamps, fresh)
+
+
+def refresh_pays(writes: int, unchanged: int) -> bool:
+    """Whether refreshing a stale index costs fewer calls than writing the `unchanged` rows
+    (values the stale index says Pardot holds) along with the `writes` made anyway."""
+    extra = -(-(writes + unchanged) // BATCH_LIMIT) - -(-writes // BATCH_LIMIT)
+    return extra > REFRESH_CALLS
 
 
 def holds_value(prospect: Prospect, name: str, value: FieldValue, field_type: FieldType) -> bool:

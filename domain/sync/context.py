@@ -1,14 +1,16 @@
 """What the stages of one `sync` call share, and what resolving a group yields.
 
 In: the service's ports and state, fixed for the call once the setup is checked. Out:
-`Context` (the ports, the index when decisions come from it, the lookup field's form) passed
-to every stage that talks to a port; `Target` or `NeedsCreate`, the answers of `resolve`.
+`Context` (the ports, the index when decisions come from it and whether it is fresh for the
+call's events, the lookup field's form) passed to every stage that talks to a port; `Target`,
+`NeedsCreate` or `Stale`, the answers of `resolve`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from domain.index import IndexKeeper
 from domain.ports import PardotRepository, ProspectStore
@@ -46,6 +48,11 @@ class Context:
     note_broken: Callable[[str], None]
     index: IndexKeeper | None = None
     locked: bool = False  # phase two: the create locks of the emails are held
+    # The latest arrival among the call's events, on the store's clock (None: unknown, so
+    # only a refresh begun now will do). Decisions that depend on what Pardot holds come
+    # from the index only while it is `fresh`: its watermark began after that arrival.
+    arrived: datetime | None = None
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,14 @@ class Target:
     created: bool = False
     # Links that led here; dropped if Pardot says the prospect does not exist.
     via_links: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A decision that depends on what Pardot holds, asked of an index older than the events:
+    refresh, then resolve again."""
+
+    why: str
 
 
 @dataclass(frozen=True)

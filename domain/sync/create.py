@@ -1,83 +1,78 @@
-"""Create batches: the groups the index found no prospect for in, their new prospects out.
+"""Create batches: the groups a fresh index found no prospect for in, their new prospects out.
 
-In: the `NeedsCreate` answers of `resolve` (decisions from the index). Out: per need a
-`Target` (created, or found after all) or an outcome. The create locks of every email are
-held (sorted, so two processes cannot deadlock), the index is refreshed (a form may have
-created one meanwhile) and each group resolved again; only then are the rest created, 50 a
-call and one email per round, and the new ids learned from a `created_after` query.
+In: the `NeedsCreate` answers of `resolve`, with the create locks of their emails held and the
+index fresh (`fresh.resolve_fresh`). Out: per need a `Target` (created, or found after all) or
+an outcome. Creates go 50 a call, one email per round (a second group of that email then finds
+what the first created); the new ids are learned from the next refresh of the index, begun
+after the creates were answered. Until then a `creating:<email>` mark in the store tells any
+process that takes the email's lock that the index may not hold that prospect yet.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from dataclasses import replace
 
 from domain.errors import ConfigurationError, OutcomeUnknown, PardotError
 from domain.index import BudgetShort, IndexKeeper
 from domain.ports import BATCH_LIMIT, ProspectWrite
 from domain.prospect import Prospect
-from domain.sync.context import Context, NeedsCreate, Target
+from domain.sync.context import Context, NeedsCreate, Stale, Target
 from domain.sync.grouping import Group, Stamped
 from domain.sync.learn import created
 from domain.sync.outcomes import Outcome, Rejected, RetryLater, outcome_of
-from domain.sync.resolve import resolve_safely
+from domain.sync.resolve import Resolution, resolve_safely
+
+CREATING = "creating:"
+
+
+def creating(email: str) -> str:
+    """The store's mark of a create of `email` whose prospect may not be in the index yet."""
+    return CREATING + email.strip().lower()
 
 
 async def create_batches(needs: list[NeedsCreate], context: Context) -> list[Target | Outcome]:
     """Create what the index says is missing; the i-th answer belongs to the i-th need."""
     keeper = context.index
-    assert keeper is not None
+    assert keeper is not None and context.locked
     results: list[Target | Outcome | None] = [None] * len(needs)
-    emails = sorted({need.email.strip().lower() for need in needs})
-    async with contextlib.AsyncExitStack() as held:
-        for email in emails:
-            await held.enter_async_context(context.store.create_lock(email))
-        locked = replace(context, locked=True)
-        try:
-            await keeper.refresh(needed=True)
-        except BudgetShort as short:
-            return [RetryLater(f"retry: {short}", delay=short.seconds_to_reset)] * len(needs)
-        except ConfigurationError:
-            raise
-        except PardotError as error:
-            return [outcome_of(error)] * len(needs)
-        remaining = list(range(len(needs)))
-        while remaining:
-            again = await asyncio.gather(
-                *(resolve_safely(needs[i].group, locked) for i in remaining)
-            )
-            # One email per round: a second event for it finds what the first created.
-            creating: dict[str, tuple[int, NeedsCreate]] = {}
-            later: list[int] = []
-            for position, result in zip(remaining, again, strict=True):
-                if isinstance(result, NeedsCreate):
-                    key = result.email.strip().lower()
-                    if key in creating:
-                        later.append(position)
-                    else:
-                        creating[key] = (position, result)
+    pending: list[tuple[int, Resolution]] = list(enumerate(needs))
+    while pending:
+        # One email per round: a second event for it finds what the first created.
+        creating_now: dict[str, tuple[int, NeedsCreate]] = {}
+        later: list[int] = []
+        for position, result in pending:
+            if isinstance(result, NeedsCreate):
+                key = result.email.strip().lower()
+                if key in creating_now:
+                    later.append(position)
                 else:
-                    results[position] = result
-            if not creating:
-                break
-            made = await _create_rows([need for _, need in creating.values()], keeper, context)
-            for (position, _), outcome in zip(creating.values(), made, strict=True):
-                results[position] = outcome
-            remaining = later
+                    creating_now[key] = (position, result)
+            elif isinstance(result, Stale):
+                raise AssertionError("the index is fresh while creating")
+            else:
+                results[position] = result
+        if not creating_now:
+            break
+        made = await _create_rows([need for _, need in creating_now.values()], keeper, context)
+        for (position, _), outcome in zip(creating_now.values(), made, strict=True):
+            results[position] = outcome
+        again = await asyncio.gather(*(resolve_safely(needs[i].group, context) for i in later))
+        pending = list(zip(later, again, strict=True))
     return [r if r is not None else Rejected("rejected: not processed") for r in results]
 
 
 async def _create_rows(
     needs: list[NeedsCreate], keeper: IndexKeeper, context: Context
 ) -> list[Target | Outcome]:
-    """batchCreate, then learn the new ids from a `created_after` query.
+    """batchCreate, then learn the new ids from a refresh begun after the answers.
 
-    A batch whose answer was lost may have created its rows: the query says which exist,
+    A batch whose answer was lost may have created its rows: the refresh says which exist,
     so nothing is created twice; the others come back later and are looked for again.
     """
-    before = await keeper.index.by_emails([need.email for need in needs])
+    emails = [need.email.strip().lower() for need in needs]
+    before = await keeper.index.by_emails(emails)
     seen = {p.id for found in before.values() for p in found}
+    await context.store.link({creating(email): "pending" for email in emails})
     rows = [
         ProspectWrite(
             "email",
@@ -93,12 +88,13 @@ async def _create_rows(
         *(context.repository.write_batch([rows[i] for i in chunk]) for chunk in chunks),
         return_exceptions=True,
     )
+    answered = await keeper.index.clock()
     failed: dict[int, Outcome] = {}
     for chunk, answer in zip(chunks, answers, strict=True):
         if isinstance(answer, ConfigurationError):
             raise answer
         if isinstance(answer, OutcomeUnknown):
-            continue  # maybe created: the query below tells
+            continue  # maybe created: the refresh below tells
         if isinstance(answer, PardotError):
             failed.update({i: outcome_of(answer) for i in chunk})
         elif isinstance(answer, BaseException):
@@ -110,20 +106,26 @@ async def _create_rows(
     learned: dict[str, Prospect] = {}
     if len(failed) < len(needs):
         try:
-            for prospect in await keeper.learn_created():
-                key = (prospect.email or "").strip().lower()
-                if prospect.id not in seen and (
-                    key not in learned or prospect.id > learned[key].id
-                ):
-                    learned[key] = prospect
-        except BudgetShort as short:
-            return [
-                failed.get(i) or RetryLater(f"retry: {short}", delay=short.seconds_to_reset)
-                for i in range(len(needs))
-            ]
+            await keeper.refresh_for(answered)
+        except ConfigurationError:
+            raise
+        except (BudgetShort, PardotError) as error:
+            later = (
+                RetryLater(f"retry: {error}", delay=error.seconds_to_reset)
+                if isinstance(error, BudgetShort)
+                else outcome_of(error)
+            )
+            return [failed.get(i) or later for i in range(len(needs))]
+        for email, found in (await keeper.index.by_emails(emails)).items():
+            new = [p for p in found if p.id not in seen]
+            if new:
+                learned[email] = max(new, key=lambda p: p.id)
+    # Learned, or certainly not created: the index holds the truth about these emails again.
+    done = [email for i, email in enumerate(emails) if email in learned or i in failed]
+    await context.store.unlink([creating(email) for email in done])
 
     async def result(i: int, need: NeedsCreate) -> Target | Outcome:
-        prospect = learned.get(need.email.strip().lower())
+        prospect = learned.get(emails[i])
         if i in failed:
             return failed[i]
         if prospect is None:

@@ -1,8 +1,10 @@
 """Resolve: one group in, the prospect its events go to out (rules 1-4, docs/matching.md).
 
 In: a group and the call's `Context`. Out: a `Target` (a prospect key and why), an outcome
-(rejected, or retry when Pardot or the budget says so), or `NeedsCreate` when the index says
-no prospect fits; without the index the create happens here, under the email's create lock.
+(rejected, or retry when Pardot or the budget says so), `NeedsCreate` when the index says
+no prospect fits (without the index the create happens here, under the email's create lock),
+or `Stale` when the decision depends on what Pardot holds and the index is older than the
+events (only our own links and an explicit id are trusted from a stale index).
 Links come first, then the index (whole account) or Pardot (by id, fid or email).
 """
 
@@ -15,12 +17,13 @@ from domain.errors import ConfigurationError, PardotError
 from domain.index import BudgetShort
 from domain.matching import MatchByLookup, MatchPerson, UpsertByEmail, UpsertByFid, UpsertById
 from domain.prospect import Prospect
-from domain.sync.context import Context, NeedsCreate, Target, updated
+from domain.sync.context import Context, NeedsCreate, Stale, Target, updated
 from domain.sync.grouping import Group
 from domain.sync.learn import created
 from domain.sync.outcomes import Outcome, Rejected, RetryLater, outcome_of
 
-Resolution = Target | Outcome | NeedsCreate
+Resolution = Target | Outcome | NeedsCreate | Stale
+STALE = Stale("the index is older than the events")
 
 
 async def resolve_safely(group: Group, context: Context) -> Resolution:
@@ -50,21 +53,19 @@ async def resolve(group: Group, context: Context) -> Resolution:
     return await _by_person(group, write, email, context)
 
 
-async def _by_fid(write: UpsertByFid, context: Context) -> Target | Outcome:
+async def _by_fid(write: UpsertByFid, context: Context) -> Target | Outcome | Stale:
     identity = f"fid:{write.fid}"
     known = (await context.store.links([identity])).get(identity)
     if known is not None:
         return updated(int(known), write.reason, via_links=(identity,))
     if context.index is not None:
         prospect = await context.index.index.by_fid(write.fid)
-        if prospect is None:
-            # Absent from the index: only a fresh look may say so.
-            await context.index.refresh(needed=True)
-            prospect = await context.index.index.by_fid(write.fid)
     else:
         prospect = await context.repository.read_by_fid(write.fid)
     if prospect is None:
-        return Rejected(f"rejected: no prospect has fid {write.fid}")
+        return _pardot_holds(context, Rejected(f"rejected: no prospect has fid {write.fid}"))
+    if _stale(context):
+        return STALE  # the fid may have moved to another prospect since
     await context.store.link({identity: str(prospect.id)})
     return updated(prospect.id, write.reason)
 
@@ -99,25 +100,35 @@ async def _by_lookup(
         holders.update({p.id: p for p in candidates if lookup.holds(p, value)})
         if len(holders) > 1:
             ids = ", ".join(str(i) for i in sorted(holders))
-            return Rejected(
-                f"rejected: {len(holders)} prospects have {described} (ids {ids}); "
-                "wrote nothing rather than guess"
+            return _pardot_holds(
+                context,
+                Rejected(
+                    f"rejected: {len(holders)} prospects have {described} (ids {ids}); "
+                    "wrote nothing rather than guess"
+                ),
             )
         if holders:
             [prospect] = holders.values()
-            return updated(prospect.id, described)
+            # A marketer may have moved V to another prospect since the index last looked.
+            return _pardot_holds(context, updated(prospect.id, described))
         if email is None:
-            return Rejected(
-                f"rejected: no prospect has {described} and there is no email to find or "
-                "create one by (Pardot v4 cannot search custom fields)"
+            return _pardot_holds(
+                context,
+                Rejected(
+                    f"rejected: no prospect has {described} and there is no email to find or "
+                    "create one by (Pardot v4 cannot search custom fields)"
+                ),
             )
         empty = [p for p in candidates if lookup.text_of(p) is None]
         if empty:
             adopted = latest(empty)
-            return updated(
-                adopted.id,
-                f"adopted for {described}, the latest with email {email} and no "
-                f"{write.lookup_field}",
+            return _pardot_holds(
+                context,
+                updated(
+                    adopted.id,
+                    f"adopted for {described}, the latest with email {email} and no "
+                    f"{write.lookup_field}",
+                ),
             )
         need = NeedsCreate(group, email, f"no prospect has {described}", expect=value)
         return need if context.index is not None else await _create(need, context)
@@ -139,26 +150,43 @@ async def _by_person(
         candidates = await _with_email(email, context)
         if write.lookup_field is None:
             if candidates:
-                return updated(latest(candidates).id, f"the latest with email {email}")
+                found = updated(latest(candidates).id, f"the latest with email {email}")
+                return _pardot_holds(context, found)
             need = NeedsCreate(group, email, f"no prospect has email {email}")
             return need if context.index is not None else await _create(need, context)
         free = [p for p in candidates if context.lookup.text_of(p) is None]
         if free:
-            return updated(
-                latest(free).id,
-                f"the latest with email {email} and no {write.lookup_field}",
+            return _pardot_holds(
+                context,
+                updated(
+                    latest(free).id,
+                    f"the latest with email {email} and no {write.lookup_field}",
+                ),
             )
         if len(candidates) == 1:
             [only] = candidates
-            return updated(only.id, f"the only one with email {email}")
+            return _pardot_holds(context, updated(only.id, f"the only one with email {email}"))
         if candidates:
             ids = ", ".join(str(p.id) for p in sorted(candidates, key=lambda p: p.id))
-            return Rejected(
-                f"rejected: {len(candidates)} prospects have email {email}, each with its "
-                f"own {write.lookup_field} (ids {ids}); wrote nothing rather than guess"
+            return _pardot_holds(
+                context,
+                Rejected(
+                    f"rejected: {len(candidates)} prospects have email {email}, each with its "
+                    f"own {write.lookup_field} (ids {ids}); wrote nothing rather than guess"
+                ),
             )
         need = NeedsCreate(group, email, f"no prospect has email {email}")
         return need if context.index is not None else await _create(need, context)
+
+
+def _pardot_holds(context: Context, decision: Target | Outcome) -> Target | Outcome | Stale:
+    """A decision about what Pardot holds (which prospects have E, hold V or none): made from
+    the index only while it is fresh for the call's events; Pardot read now needs nothing."""
+    return STALE if _stale(context) else decision
+
+
+def _stale(context: Context) -> bool:
+    return context.index is not None and not context.fresh
 
 
 async def _with_email(email: str | None, context: Context) -> list[Prospect]:

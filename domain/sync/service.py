@@ -7,8 +7,12 @@ and compared with what the store remembers having written (value and event time 
 the email included). So an older event never puts back a value a newer one replaced, within
 a batch or across batches and processes.
 
+Decisions about what Pardot holds come from the index only while it is fresh for the events
+(its watermark's refresh began after they all arrived); else one refresh comes first, or the
+values ride in writes made anyway when that is cheaper (`fresh`, `compare.refresh_pays`).
+
 `SyncService` only orchestrates the stages, each in its own module: grouping (plan and
-group), resolve (and create), merge, compare, write, learn.
+group), fresh (resolve, refresh, create), merge, compare, write, learn.
 """
 
 from __future__ import annotations
@@ -18,24 +22,35 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from domain.errors import ConfigurationError, PardotError
 from domain.events import IdentifyEvent
-from domain.index import IndexKeeper
+from domain.index import BudgetShort, IndexKeeper
 from domain.lookup_field import check_lookup_field
 from domain.matching import DEFAULT_DESTINATION_KEYS
 from domain.ports import BATCH_LIMIT, PardotRepository, ProspectStore
 from domain.prospect import CustomField
 from domain.settings import DestinationSettings
-from domain.sync.context import Context, LookupValues, NeedsCreate, Target
-from domain.sync.create import create_batches, written_by_create
+from domain.sync.compare import Changes, Unchanged, refresh_pays
+from domain.sync.context import Context, LookupValues, NeedsCreate, Stale, Target
+from domain.sync.create import written_by_create
+from domain.sync.fresh import resolve_fresh
 from domain.sync.grouping import Group, group_events, settle
 from domain.sync.learn import learn_upserted
 from domain.sync.outcomes import Delivered, Outcome, Rejected
-from domain.sync.resolve import Resolution, resolve_safely
-from domain.sync.write import indexed, prepare_write, write_chunk
+from domain.sync.write import decide, indexed, prepare_write, ride, write_chunk
 
 log = logging.getLogger(__name__)
+
+
+def latest_arrival(events: Sequence[IdentifyEvent]) -> datetime | None:
+    """The latest `receivedAt` among `events`; None when one has none (it arrives now)."""
+    arrivals = [event.received_at for event in events]
+    if not arrivals or any(moment is None for moment in arrivals):
+        return None
+    return max(moment for moment in arrivals if moment is not None)
+
 
 LOOKUP_SETTING = "prospect_lookup_field_id"
 
@@ -108,7 +123,7 @@ class SyncService:
         outcomes = grouping.outcomes
         if grouping.groups:
             await self.prepare()
-            context = await self._context(len(grouping.groups))
+            context = await self._context(len(grouping.groups), events)
             await self._deliver(grouping.groups, outcomes, context)
         return [o if o is not None else Rejected("rejected: not processed") for o in outcomes]
 
@@ -116,8 +131,9 @@ class SyncService:
         if self._lookup is not None:
             self._lookup_broken = (message, self._lookup)
 
-    async def _context(self, groups: int) -> Context:
-        """Decide from the index when it is complete (scanning first when that pays)."""
+    async def _context(self, groups: int, events: Sequence[IdentifyEvent]) -> Context:
+        """Decide from the index when it is complete (scanning first when that pays), and
+        know whether it is fresh for every event's arrival (`receivedAt` as stored)."""
         context = Context(
             self._repository,
             self._store,
@@ -130,7 +146,9 @@ class SyncService:
         try:
             waiting = groups + (await self._waiting() if self._waiting is not None else 0)
             if await keeper.before_batch(waiting):
-                return replace(context, index=keeper)
+                arrived = latest_arrival(events)
+                fresh = await keeper.fresh_for(arrived)
+                return replace(context, index=keeper, arrived=arrived, fresh=fresh)
         except ConfigurationError:
             raise
         except PardotError as error:
@@ -146,17 +164,8 @@ class SyncService:
         *,
         again: bool = False,
     ) -> None:
-        """Resolve, create, then merge, compare and write per prospect; learn what was new."""
-        results: list[Resolution] = list(
-            await asyncio.gather(*(resolve_safely(group, context) for group in groups))
-        )
-        needs = [i for i, result in enumerate(results) if isinstance(result, NeedsCreate)]
-        if needs:
-            created = await create_batches(
-                [r for r in results if isinstance(r, NeedsCreate)], context
-            )
-            for position, outcome in zip(needs, created, strict=True):
-                results[position] = outcome
+        """Resolve (fresh, creating), then merge, compare and write per prospect."""
+        results, context = await resolve_fresh(groups, context)
         by_target: dict[str, list[Group]] = defaultdict(list)
         targets: dict[str, Target] = {}
         for group, result in zip(groups, results, strict=True):
@@ -168,8 +177,8 @@ class SyncService:
                     continue
                 by_target[result.key].append(group)
                 targets.setdefault(result.key, result)
-            elif isinstance(result, NeedsCreate):
-                raise AssertionError("creates are settled above")
+            elif isinstance(result, NeedsCreate | Stale):
+                raise AssertionError("creates and refreshes are settled by resolve_fresh")
             else:
                 settle(outcomes, group, result)
         held = await indexed(list(targets.values()), context)
@@ -179,12 +188,27 @@ class SyncService:
             else None
         )
         # Concurrently, so the store's group commit carries many prospects per transaction.
-        prepared = await asyncio.gather(
-            *(
-                prepare_write(targets[key], members, outcomes, context, held.get(key), detect)
-                for key, members in by_target.items()
+        decisions = list(
+            await asyncio.gather(
+                *(
+                    decide(targets[key], members, context, held.get(key), detect)
+                    for key, members in by_target.items()
+                )
             )
         )
+        if context.index is not None and not context.fresh:
+            # "Pardot already holds it" needs an index fresh for these events: refresh, or
+            # write those values along with the rest when that costs fewer calls.
+            unchanged = sum(isinstance(d.verdict, Unchanged) for d in decisions)
+            if unchanged:
+                writes = sum(isinstance(d.verdict, Changes) for d in decisions)
+                if refresh_pays(writes, unchanged) and await self._refreshed(context):
+                    fresh = replace(context, fresh=True)
+                    waiting = [g for members in by_target.values() for g in members]
+                    await self._deliver(waiting, outcomes, fresh, again=again)
+                    return
+                decisions = [ride(d) if isinstance(d.verdict, Unchanged) else d for d in decisions]
+        prepared = await asyncio.gather(*(prepare_write(d, outcomes, context) for d in decisions))
         pending = [item for item in prepared if item is not None]
         chunks = [pending[i : i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
         lists = await asyncio.gather(*(write_chunk(c, outcomes, context) for c in chunks))
@@ -197,3 +221,16 @@ class SyncService:
             known = {key for key, value in held.items() if value is not None}
             if any(p.target.key not in known for p in pending):
                 await learn_upserted(context.index)
+
+    @staticmethod
+    async def _refreshed(context: Context) -> bool:
+        """Refresh for the call's events; False when it cannot be now (then write instead)."""
+        assert context.index is not None
+        try:
+            await context.index.refresh_for(context.arrived)
+        except ConfigurationError:
+            raise
+        except (BudgetShort, PardotError) as error:
+            log.warning("prospect index not refreshed, writing instead: %s", error)
+            return False
+        return True

@@ -1,8 +1,9 @@
 """Write: the groups resolved to each prospect in, batch writes and their outcomes out.
 
-In: per target prospect its groups, and what the index holds for it. `prepare_write` reads
-the store's stamps, merges and compares (pure stages) and either settles the groups at once
-(up to date, unchanged) or yields a `Pending` row; `write_chunk` sends up to 50 rows in one
+In: per target prospect its groups, and what the index holds for it. `decide` reads the
+store's stamps, merges and compares (pure stages); `ride` drops change detection from a
+decision; `prepare_write` either settles the groups at once (up to date, unchanged) or yields
+a `Pending` row; `write_chunk` sends up to 50 rows in one
 call, learns what was written and settles every group. Groups whose prospect the index named
 but Pardot no longer has (error 3) come back to be resolved again.
 """
@@ -10,7 +11,7 @@ but Pardot no longer has (error 3) come back to be resolved again.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from domain.errors import ConfigurationError, PardotError
 from domain.matching import UpsertById
@@ -20,7 +21,7 @@ from domain.sync.compare import Changes, FieldType, Unchanged, UpToDate, compare
 from domain.sync.context import Context, Target
 from domain.sync.grouping import Group, Stamped, settle
 from domain.sync.learn import as_written, remember
-from domain.sync.merge import merge
+from domain.sync.merge import Merged, merge
 from domain.sync.outcomes import UNCHANGED, Delivered, Outcome, outcome_of
 
 
@@ -49,36 +50,62 @@ async def indexed(targets: list[Target], context: Context) -> dict[str, Prospect
     return found
 
 
-async def prepare_write(
+@dataclass(frozen=True)
+class Decision:
+    """What to do for one prospect, with what it was decided from."""
+
+    target: Target
+    groups: list[Group]
+    merged: Merged
+    known: dict[str, FieldStamp]  # the store's stamps
+    indexed: Prospect | None  # what the index holds for the prospect, if anything
+    verdict: UpToDate | Unchanged | Changes
+
+
+async def decide(
     target: Target,
     groups: list[Group],
-    outcomes: list[Outcome | None],
     context: Context,
     indexed: Prospect | None,
     detect: FieldType | None,
-) -> Pending | None:
+) -> Decision:
     """Merge every group aimed at one prospect and keep only what is newer than stored.
 
     With `detect` (change detection on the index), values Pardot already holds are not
-    written again: when none is left the events are delivered as "unchanged" without a call.
+    written again: when none is left the verdict is `Unchanged`.
     """
     known = await context.store.stamps(target.key)
     merged = merge(groups, by_email=target.key.startswith("email:"))
-    decision = compare(target.key, groups, merged, known, indexed, detect)
-    if isinstance(decision, UpToDate):
+    verdict = compare(target.key, groups, merged, known, indexed, detect)
+    return Decision(target, groups, merged, known, indexed, verdict)
+
+
+def ride(decision: Decision) -> Decision:
+    """The decision without change detection: values a stale index says Pardot holds are
+    written anyway (they ride in batch calls made anyway, cheaper than a refresh)."""
+    d = decision
+    return replace(d, verdict=compare(d.target.key, d.groups, d.merged, d.known, None, None))
+
+
+async def prepare_write(
+    decision: Decision, outcomes: list[Outcome | None], context: Context
+) -> Pending | None:
+    """Settle what needs no call (up to date; unchanged, recording the stamps) or yield the
+    row to write."""
+    target, groups, verdict = decision.target, decision.groups, decision.verdict
+    if isinstance(verdict, UpToDate):
         for group in groups:
-            done = Delivered(decision.reason, target.prospect_id, prospect=target.key)
+            done = Delivered(verdict.reason, target.prospect_id, prospect=target.key)
             settle(outcomes, group, done)
         return None
-    if isinstance(decision, Unchanged):
-        assert indexed is not None
-        await remember(context, target.key, decision.stamps, groups)
+    if isinstance(verdict, Unchanged):
+        assert decision.indexed is not None
+        await remember(context, target.key, verdict.stamps, groups)
+        prospect_id = target.prospect_id or decision.indexed.id
         for group in groups:
-            unchanged = Delivered(UNCHANGED, target.prospect_id or indexed.id, prospect=target.key)
-            settle(outcomes, group, unchanged)
+            settle(outcomes, group, Delivered(UNCHANGED, prospect_id, prospect=target.key))
         return None
-    assert isinstance(decision, Changes)
-    return Pending(target, groups, decision.row, decision.stamps, indexed, decision.written)
+    return Pending(target, groups, verdict.row, verdict.stamps, decision.indexed, verdict.written)
 
 
 async def write_chunk(

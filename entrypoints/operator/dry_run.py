@@ -79,12 +79,14 @@ class DryRun:
         self._service = service
         self._ledger = ledger
         self._index = index
+        self._complete = False  # whether decisions come from a complete index, once started
         self._keys = tuple(destination_keys)
 
     async def start(self) -> AsOf:
         """As of when the run decides; then the setup is checked as the real run checks it."""
         state = await self._index.state()
         as_of = AsOf(state.complete, state.high_water, await self._index.count())
+        self._complete = state.complete
         await self._service.prepare()
         return as_of
 
@@ -144,6 +146,13 @@ class DryRun:
         changed = [n for n in names if changing is None or n in changing]
         if changed:
             return "update", f"update prospect {shown} ({how}): {', '.join(changed)}"
+        if names and outcome.reason != UNCHANGED and self._complete:
+            # Written though the index says Pardot holds them: a stale index rides them in a
+            # batch write rather than pay for a refresh (or change detection is off).
+            return "update", (
+                f"update prospect {shown} ({how}): {', '.join(names)} (rewritten; the index "
+                "says Pardot holds them)"
+            )
         if found or not _explains(outcome.reason):
             return "unchanged", f"prospect {shown} ({how}): holds these values already"
         return "unchanged", f"prospect {shown}: {_UNCHANGED_WHY.get(how, how)}"

@@ -1,14 +1,18 @@
 """Issue 11: decisions from the prospect index, through either repository (memory, HTTP+fake).
 
 Each test fails without the index: the scan, the refresh before a create, batch creates
-learned from `created_after`, change detection and the daily budget.
+learned from the refresh after them, change detection, the daily budget, and (issue 20)
+decisions from the index only as far as it is fresh for the events.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,10 +31,14 @@ LOOKUP = "org_id"
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+    """The store's clock: every reading moves on by a millisecond, so arrivals and refresh
+    starts are ordered as the test makes them; `now += timedelta(...)` lets time pass."""
 
-    def __call__(self) -> float:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=1)
         return self.now
 
 
@@ -44,7 +52,9 @@ class Setup:
     budget: DailyBudget
 
     async def send(self, *events: dict[str, Any]) -> list[Outcome]:
-        return await self.service.sync([parse_event(e) for e in events])
+        """Events arriving now, stamped as the queue stamps them."""
+        arrived = self.clock().isoformat()
+        return await self.service.sync([parse_event({"receivedAt": arrived, **e}) for e in events])
 
     def calls(self) -> int:
         if self.backend.fake is not None:
@@ -72,7 +82,9 @@ class Setup:
 
     def delete(self, prospect_id: int) -> None:
         if self.backend.fake is not None:
-            self.backend.fake.records[prospect_id].archived = True
+            record = self.backend.fake.records[prospect_id]
+            record.archived = True
+            record.updated_at = self.backend.fake._stamp()  # deleting is a change
         else:
             self.backend.repo.delete(prospect_id)  # type: ignore[attr-defined]
 
@@ -92,10 +104,10 @@ async def make(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
             budget = DailyBudget(counts, limit=options.pop("limit", 25_000))
             keeper = IndexKeeper(
                 backend.repo,
-                InMemoryProspectIndex(),
+                InMemoryProspectIndex(clock=clock),
                 lookup_field=LOOKUP if lookup else None,
                 budget=budget,
-                monotonic=clock,
+                refresh_seconds=60,
             )
             settings = make_settings(
                 api_version=version, **({"prospect_lookup_field_id": LOOKUP} if lookup else {})
@@ -189,7 +201,9 @@ async def test_known_people_cost_a_batch_write_and_no_read(make: Any) -> None:
         *(identify(f"m{n}", n, f"u{n}", email=f"p{n}@x.io", plan="new") for n in range(100))
     )
     assert all(isinstance(o, Delivered) for o in outcomes)
-    assert setup.calls() - before <= 2 + 1  # two batches of 50, maybe one refresh
+    # Two batches of 50, and a refresh first: "the latest with email E" needs an index fresh
+    # for these events (its changes page and its recycle-bin page).
+    assert setup.calls() - before <= 2 + 2
     assert {f["plan"] for _, _, f in setup.prospects()} == {"new"}
 
 
@@ -201,11 +215,14 @@ async def test_an_identical_event_is_unchanged_until_someone_edits_the_prospect(
     await setup.keeper.rebuild()
     [first] = await setup.send(identify("m1", 1, email="pat@x.io", plan="pro"))
     assert isinstance(first, Delivered) and first.reason != UNCHANGED
+    # Arrived before the refresh that followed the write began: decided without a call.
+    second = parse_event({**identify("m2", 2, email="pat@x.io", plan="pro"),
+                          "receivedAt": setup.clock().isoformat()})  # fmt: skip
+    await setup.keeper.refresh(force=True)
     before = setup.calls()
-    [second] = await setup.send(identify("m2", 2, email="pat@x.io", plan="pro"))
-    assert second == Delivered(UNCHANGED, pid) and setup.calls() == before
-    setup.edit(pid, plan="basic")  # a marketer's edit: the next refresh shows it
-    setup.clock.now += 61
+    assert await setup.service.sync([second]) == [Delivered(UNCHANGED, pid)]
+    assert setup.calls() == before
+    setup.edit(pid, plan="basic")  # a marketer's edit, before the next event arrives
     [third] = await setup.send(identify("m3", 3, email="pat@x.io", plan="pro"))
     assert isinstance(third, Delivered) and third.reason != UNCHANGED
     assert [f["plan"] for _, _, f in setup.prospects()] == ["pro"]
@@ -247,7 +264,7 @@ async def test_a_prospect_deleted_in_pardot_is_dropped_and_the_event_resolved_ag
     assert (new, email, fields["plan"]) == (outcome.prospect_id, "pat@x.io", "pro")
 
 
-async def test_new_people_are_created_in_batches_and_learned_from_created_after(
+async def test_new_people_are_created_in_batches_and_learned_from_the_next_refresh(
     make: Any,
 ) -> None:
     setup = await make(lookup=True)
@@ -258,8 +275,9 @@ async def test_new_people_are_created_in_batches_and_learned_from_created_after(
         *(identify(f"m{n}", n, f"u{n}", email=f"n{n}@x.io", org_id=f"o{n}") for n in range(120))
     )
     assert all(isinstance(o, Delivered) and "created" in o.reason for o in outcomes)
-    # One refresh, three batchCreates of <= 50, one created_after query of 120 rows.
-    assert setup.calls() - before <= 1 + 3 + 1
+    # A refresh before creating (changes and recycle bin), three batchCreates of <= 50, and
+    # the refresh after them that learns the 120 new ids (one page each).
+    assert setup.calls() - before <= 2 + 3 + 2
     assert len(setup.prospects()) == 120 and await setup.keeper.index.count() == 120
     again = await setup.send(
         *(
@@ -318,6 +336,7 @@ async def test_a_refresh_before_a_create_waits_for_tomorrow_when_only_writes_may
     setup = await make(limit=1000)
     setup.backend.seed("pat@x.io", plan="old")
     await setup.keeper.rebuild()
+    await setup.send(identify("m0", 0, "u2", email="pat@x.io"))  # u2 is linked to pat's
     await setup.counts.add(setup.budget.today(), 960)  # past the 95% reads may use
     new, known = await setup.send(
         identify("m1", 1, "u1", email="new@x.io"),
@@ -325,3 +344,134 @@ async def test_a_refresh_before_a_create_waits_for_tomorrow_when_only_writes_may
     )
     assert isinstance(new, RetryLater) and new.delay is not None and new.delay > 0
     assert isinstance(known, Delivered)
+
+
+# -- issue 20: decide from the index only as far as it is fresh ------------------------------
+
+
+@pytest.mark.parametrize("refreshed_since_the_edit", [True, False])
+async def test_a_marketers_edit_before_the_events_arrived_is_overwritten(
+    make: Any, refreshed_since_the_edit: bool
+) -> None:
+    """20 members synced; a marketer changes 3 in Pardot (in the same Pardot second as the
+    sync's own writes); the same 20 identify calls arrive again: Pardot ends holding all 20."""
+    setup = await make()
+    ids = [setup.backend.seed(f"m{n}@x.io", plan="none") for n in range(20)]
+    await setup.keeper.rebuild()
+    events = [identify(f"a{n}", n, f"u{n}", email=f"m{n}@x.io", plan="premium") for n in range(20)]
+    assert all(isinstance(o, Delivered) for o in await setup.send(*events))
+    for pid in ids[:3]:
+        setup.edit(pid, plan="basic")
+    if refreshed_since_the_edit:
+        await setup.keeper.refresh(force=True)
+    before = setup.calls()
+    again = [{**e, "messageId": f"b{n}"} for n, e in enumerate(events)]
+    outcomes = await setup.send(*again)
+    assert all(isinstance(o, Delivered) for o in outcomes)
+    assert {f["plan"] for _, _, f in setup.prospects()} == {"premium"}
+    # One batch write of the three; a refresh (two pages) first when the index was stale.
+    assert setup.calls() - before <= (1 if refreshed_since_the_edit else 2 + 1)
+
+
+async def test_a_stale_index_rides_values_in_a_write_made_anyway_rather_than_refresh(
+    make: Any,
+) -> None:
+    setup = await make()
+    ids = [setup.backend.seed(f"m{n}@x.io", plan="none") for n in range(3)]
+    await setup.keeper.rebuild()
+    await setup.send(
+        *(identify(f"a{n}", n, f"u{n}", email=f"m{n}@x.io", plan="x") for n in range(3))
+    )
+    setup.edit(ids[0], plan="basic")  # the stale index still says "x"
+    before = setup.calls()
+    outcomes = await setup.send(
+        identify("b0", 10, "u0", email="m0@x.io", plan="x"),
+        identify("b1", 11, "u1", email="m1@x.io", plan="x"),
+        identify("b2", 12, "u2", email="m2@x.io", plan="changed"),
+    )
+    assert all(isinstance(o, Delivered) and o.reason != UNCHANGED for o in outcomes)
+    assert setup.calls() - before == 1  # one batch of three rows, no refresh
+    assert [f["plan"] for _, _, f in setup.prospects()] == ["x", "x", "changed"]
+
+
+async def test_an_audience_sent_twice_costs_a_refresh_on_the_second_pass(make: Any) -> None:
+    setup = await make()
+    await setup.keeper.rebuild()
+    members = [identify(f"a{n}", n, f"u{n}", email=f"m{n}@x.io", plan="yes") for n in range(1000)]
+    for start in range(0, 1000, 500):  # as the worker leases them
+        await setup.send(*members[start : start + 500])
+    assert len(setup.prospects()) == 1000
+    before = setup.calls()
+    second = [{**e, "messageId": f"b{n}"} for n, e in enumerate(members)]
+    second.append(identify("new", 5, "new", email="new@x.io", plan="yes"))
+    outcomes = []
+    for start in range(0, 1001, 500):
+        outcomes += await setup.send(*second[start : start + 500])
+    assert sum(isinstance(o, Delivered) and o.reason == UNCHANGED for o in outcomes) == 1000
+    assert len(setup.prospects()) == 1001
+    assert setup.calls() - before <= 10
+
+
+async def test_processes_sharing_a_store_share_one_refresh(make: Any) -> None:
+    setup = await make()
+    await setup.keeper.rebuild()
+    shared = asyncio.Lock()  # the store's refresh lock, as every process sees it
+
+    @contextlib.asynccontextmanager
+    async def refresh_lock() -> AsyncIterator[None]:
+        async with shared:
+            yield
+
+    index = setup.keeper.index
+    keepers = [IndexKeeper(setup.backend.repo, index, refresh_lock=refresh_lock) for _ in range(3)]
+    arrived = setup.clock()
+    pid = setup.backend.seed("pat@x.io", plan="new")  # a form, before the events arrived
+    before = setup.calls()
+    await asyncio.gather(*(keeper.refresh_for(arrived) for keeper in keepers))
+    assert setup.calls() - before == 2  # one refresh: its changes page and recycle-bin page
+    assert all([await keeper.fresh_for(arrived) for keeper in keepers])
+    assert pid in await index.by_ids([pid])
+    assert not await keepers[0].fresh_for(setup.clock())  # a later arrival needs another
+
+
+async def test_more_than_a_page_created_in_one_pardot_second_is_all_learned() -> None:
+    async with AsyncExitStack() as stack:
+        backend = await open_backend(stack, "http", 4)
+        assert backend.fake is not None
+        backend.fake.distinct_seconds = False  # Pardot stamps a burst with one second
+        second = backend.fake.clock().replace(microsecond=0)
+        backend.fake.clock = lambda: second
+        keeper = IndexKeeper(backend.repo, InMemoryProspectIndex())
+        service = SyncService(backend.repo, make_settings(), InMemoryProspectStore(), index=keeper)
+        await keeper.rebuild()
+        events = [
+            parse_event(identify(f"m{n}", n, f"u{n}", email=f"n{n}@x.io")) for n in range(250)
+        ]
+        outcomes = await service.sync(events)
+        assert all(isinstance(o, Delivered) and "created" in o.reason for o in outcomes)
+        assert await keeper.index.count() == 250
+        assert len({o.prospect_id for o in outcomes if isinstance(o, Delivered)}) == 250
+
+
+async def test_a_changed_lookup_setting_recomputes_the_index_before_any_decision(
+    make: Any,
+) -> None:
+    """The index was filled for `org_id`; the setting then names `plan`: an event for plan=42
+    must not update the prospect whose org_id is 42."""
+    setup = await make(lookup=True)
+    org = setup.backend.seed("org@x.io", org_id="42", plan="basic")
+    mine = setup.backend.seed("plan@x.io", org_id="7", plan="42")
+    await setup.keeper.rebuild()
+    assert [p.id for p in await setup.keeper.index.holding("42")] == [org]
+    keeper = IndexKeeper(setup.backend.repo, setup.keeper.index, lookup_field="plan")
+    settings = make_settings(api_version=4, prospect_lookup_field_id="plan")
+    service = SyncService(setup.backend.repo, settings, InMemoryProspectStore(), index=keeper)
+    arrived = setup.clock().isoformat()
+    [outcome] = await service.sync(
+        [parse_event({**identify("m1", 1, email="plan@x.io", plan="42", first_name="P"),
+                      "receivedAt": arrived})]
+    )  # fmt: skip
+    assert isinstance(outcome, Delivered) and outcome.prospect_id == mine
+    assert [p.id for p in await setup.keeper.index.holding("42")] == [mine]
+    state = await setup.keeper.index.state()
+    assert (state.lookup_field, state.lookup_type) == ("plan", "Text")

@@ -92,7 +92,7 @@ async def test_a_put_replaces_by_id_and_a_drop_forgets(index: Any) -> None:
 async def test_the_state_is_kept_and_a_clear_forgets_everything(index: Any) -> None:
     state = IndexState(
         complete=False, ranges=((1000, 2000), (2000, 3001)), high_water="2026-01-01 10:00:00",
-        created_high_water="2026-01-01 09:00:00", total=1200,
+        total=1200,
         watermark_began=datetime(2026, 1, 1, 15, 0, 0, 123456, tzinfo=UTC),
         recent_refreshes=(datetime(2026, 1, 1, 14, 59, tzinfo=UTC),
                           datetime(2026, 1, 1, 15, 0, 0, 123456, tzinfo=UTC)),
