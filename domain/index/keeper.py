@@ -235,6 +235,8 @@ class IndexKeeper:
         """The periodic refresh, for what no event asks about (status, explain): runs when the
         watermark is `refresh_seconds` old, shared by every process, never using the last 10%
         of the day. False when not due. Raises BudgetShort when the budget does not allow it."""
+        if not (force or await self._due()):
+            return False  # the common case: no batch waits on the lock to learn it
         async with self._refreshing:
             if not (force or await self._due()):
                 return False
