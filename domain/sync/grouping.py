@@ -170,15 +170,17 @@ def person_waves(
     batch resolves as the same events in separate batches would: the lookup group that
     creates the user's prospect links it before the user's events without the value look.
 
-    An anonymousId is weak evidence (two visitors may share a device): there a new email
-    also starts a new wave, so each visitor's email is resolved on its own.
+    A new email starts a new wave too (events without email stay in the run): the earlier
+    email resolves first, as it would alone, and a later one then changes it in place through
+    the person's link, or, for an anonymousId (weak evidence: two visitors may share a
+    device), finds its own prospect.
     """
     wave_of: dict[int, int] = {}
     current: dict[str, tuple[int, str, str | None]] = {}  # person → wave, identity, email
     for index, write in writes:
         person = person_of(write)
         identity = identity_of(write, stored)
-        email = _email_of(write) if person is not None and person.startswith("anonymous:") else None
+        email = _email_of(write)
         if person is None:
             wave_of[index] = 0
             continue
