@@ -137,7 +137,11 @@ async def _by_lookup(
 async def _by_person(
     group: Group, write: MatchPerson, email: str | None, context: Context
 ) -> Resolution:
-    """Rules 3 and 4: the person's own prospect; else one found by email; else a new one."""
+    """Rules 3 and 4: the person's own prospect; else one found by email; else a new one.
+
+    An anonymousId link yields when the event brings another email than the linked
+    prospect's (two visitors on one device): that email's own resolution is taken.
+    """
     person = person_identity(group)
     if person is not None:
         linked = (await context.store.links([person])).get(person)
