@@ -79,9 +79,12 @@ class IdentifyEvent(BaseModel):
 
         `receivedAt` is our service's arrival time (the worker sets it from the queue). As
         Segment does, a client clock is corrected by the skew it showed when sending:
-        `receivedAt - (sentAt - timestamp)`. An event claiming a time later than its arrival
-        plus a small tolerance is taken to have happened on arrival, so a client whose clock
-        runs years fast cannot win every comparison after it.
+        `receivedAt - (sentAt - timestamp)`. An event that carries both `timestamp` and
+        `originalTimestamp` was forwarded by Segment (its Webhooks destination), which already
+        corrected `timestamp` that way: correcting it again against our own, later arrival
+        would make a retried old event look new. An event claiming a time later than its
+        arrival plus a small tolerance is taken to have happened on arrival, so a client whose
+        clock runs years fast cannot win every comparison after it.
         """
         claimed = self.timestamp or self.original_timestamp
         arrival = self.received_at
@@ -89,7 +92,8 @@ class IdentifyEvent(BaseModel):
             return arrival or self.sent_at
         if arrival is None:
             return claimed
-        if self.sent_at is not None:
+        corrected = self.timestamp is not None and self.original_timestamp is not None
+        if self.sent_at is not None and not corrected:
             skew = self.sent_at - claimed
             try:
                 claimed = arrival - skew

@@ -1,20 +1,25 @@
 """Plan and group: a batch of events in, groups of writes per identity out (pure).
 
-In: the events of one `sync` call and the settings that steer `plan`. Out: one `Group` per
+In: the events of one `sync` call, the settings that steer `plan` and the form Pardot stores
+lookup values in (so `7` and `7.0` of a Number field are one identity). Out: one `Group` per
 identity (`email:…`, `id:…`, `fid:…`, `lookup:…=…`, or a person) holding its events' writes
 merged in time order, and an outcome for every event that goes no further (a duplicate
 messageId, a Skip or a Reject of the plan). Every event ends up in exactly one of the two.
+
+`waves` orders the same events for delivery: one person's events (userId, else anonymousId)
+that fall into several groups are split into successive waves in arrival order, each wave
+resolved and written before the next, exactly as separate batches would be.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from domain.events import IdentifyEvent
-from domain.matching import Reject, Skip, Write, plan
+from domain.matching import MatchByLookup, Reject, Skip, Write, plan
 from domain.ports import FieldStamp
 from domain.prospect import Fields, FieldValue
 from domain.settings import DestinationSettings
@@ -56,6 +61,20 @@ class Grouping:
 
     groups: list[Group]
     outcomes: list[Outcome | None]
+    # The same events, split so that each person's groups resolve one after the other.
+    waves: list[list[Group]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """Each event's write (arrival position, write), and the outcome of those that have none."""
+
+    writes: list[tuple[int, Write]]
+    outcomes: list[Outcome | None]
+
+
+def as_sent(value: str) -> str:
+    return value
 
 
 def group_events(
@@ -64,11 +83,26 @@ def group_events(
     *,
     destination_keys: tuple[str, ...],
     create_campaign_id: str | None,
+    stored: Callable[[str], str] = as_sent,
 ) -> Grouping:
     """Plan each event; group the writes by identity, a repeated messageId is skipped."""
+    planned = plan_events(
+        events, settings, destination_keys=destination_keys, create_campaign_id=create_campaign_id
+    )
+    return group_planned(planned, events, stored)
+
+
+def plan_events(
+    events: Sequence[IdentifyEvent],
+    settings: DestinationSettings,
+    *,
+    destination_keys: tuple[str, ...],
+    create_campaign_id: str | None,
+) -> Planned:
+    """Plan each event; a repeated messageId is skipped."""
     outcomes: list[Outcome | None] = [None] * len(events)
     seen: set[str] = set()
-    by_identity: dict[str, list[tuple[int, Write]]] = defaultdict(list)
+    writes: list[tuple[int, Write]] = []
     for index, event in enumerate(events):
         if event.message_id is not None:
             if event.message_id in seen:
@@ -86,9 +120,87 @@ def group_events(
         elif isinstance(decision, Reject):
             outcomes[index] = Rejected(decision.reason)
         else:
-            by_identity[decision.identity].append((index, decision))
+            writes.append((index, decision))
+    return Planned(writes, outcomes)
+
+
+def group_planned(
+    planned: Planned, events: Sequence[IdentifyEvent], stored: Callable[[str], str] = as_sent
+) -> Grouping:
+    """Group the writes by identity, lookup values in the form Pardot stores them (`stored`),
+    and split them into waves per person."""
+    by_identity: dict[str, list[tuple[int, Write]]] = defaultdict(list)
+    by_wave: dict[tuple[int, str], list[tuple[int, Write]]] = defaultdict(list)
+    wave_of = person_waves(planned.writes, stored)
+    for index, write in planned.writes:
+        identity = identity_of(write, stored)
+        by_identity[identity].append((index, write))
+        by_wave[(wave_of[index], identity)].append((index, write))
     groups = [coalesce(identity, members, events) for identity, members in by_identity.items()]
-    return Grouping(groups, outcomes)
+    if max(wave_of.values(), default=0) == 0:
+        waves = [groups] if groups else []
+    else:
+        waves = [[] for _ in range(max(wave_of.values()) + 1)]
+        for (wave, identity), members in by_wave.items():
+            waves[wave].append(coalesce(identity, members, events))
+    return Grouping(groups, planned.outcomes, waves)
+
+
+def identity_of(write: Write, stored: Callable[[str], str] = as_sent) -> str:
+    """The write's identity, a lookup value in the form Pardot stores it."""
+    if isinstance(write, MatchByLookup):
+        return f"lookup:{write.lookup_field}={stored(write.value)}"
+    return write.identity
+
+
+def person_of(write: Write) -> str | None:
+    """Who the event is about: its userId, else its anonymousId."""
+    if write.user_id is not None:
+        return f"user:{write.user_id}"
+    if write.anonymous_id is not None:
+        return f"anonymous:{write.anonymous_id}"
+    return None
+
+
+def person_waves(
+    writes: Sequence[tuple[int, Write]], stored: Callable[[str], str]
+) -> dict[int, int]:
+    """The wave of each write: a person's writes stay in one wave while they share an identity
+    (in arrival order); a write of another identity starts the person's next wave. So one
+    batch resolves as the same events in separate batches would: the lookup group that
+    creates the user's prospect links it before the user's events without the value look.
+
+    A new email starts a new wave too (events without email stay in the run): the earlier
+    email resolves first, as it would alone, and a later one then changes it in place through
+    the person's link, or, for an anonymousId (weak evidence: two visitors may share a
+    device), finds its own prospect.
+    """
+    wave_of: dict[int, int] = {}
+    current: dict[str, tuple[int, str, str | None]] = {}  # person → wave, identity, email
+    for index, write in writes:
+        person = person_of(write)
+        identity = identity_of(write, stored)
+        email = _email_of(write)
+        if person is None:
+            wave_of[index] = 0
+            continue
+        seen = current.get(person)
+        if seen is None:
+            wave, run_email = 0, email
+        else:
+            wave, run_identity, run_email = seen
+            if run_identity != identity or (email and run_email and email != run_email):
+                wave, run_email = wave + 1, email
+            else:
+                run_email = run_email or email
+        current[person] = (wave, identity, run_email)
+        wave_of[index] = wave
+    return wave_of
+
+
+def _email_of(write: Write) -> str | None:
+    email = getattr(write, "email", None)
+    return email.strip().lower() if isinstance(email, str) and email else None
 
 
 def coalesce(

@@ -137,13 +137,23 @@ async def _by_lookup(
 async def _by_person(
     group: Group, write: MatchPerson, email: str | None, context: Context
 ) -> Resolution:
-    """Rules 3 and 4: the person's own prospect; else one found by email; else a new one."""
+    """Rules 3 and 4: the person's own prospect; else one found by email; else a new one.
+
+    An anonymousId link yields when the event brings another email than the linked
+    prospect's (two visitors on one device): that email's own resolution is taken.
+    """
     person = person_identity(group)
     if person is not None:
         linked = (await context.store.links([person])).get(person)
         if linked is not None:
             kind = person.split(":", 1)[0]
-            return updated(int(linked), f"linked to {kind} id", via_links=(person,))
+            weak = kind == "anonymous" and email is not None
+            theirs = await _linked_email(int(linked), context) if weak else None
+            if isinstance(theirs, Stale):
+                return theirs
+            if theirs is None or _same_email(theirs, email):
+                return updated(int(linked), f"linked to {kind} id", via_links=(person,))
+            # Another visitor on the same device: this email's own prospect, not theirs.
     if email is None:
         return Rejected(write.missing_email)
     async with _lock(email, context):
@@ -177,6 +187,30 @@ async def _by_person(
             )
         need = NeedsCreate(group, email, f"no prospect has email {email}")
         return need if context.index is not None else await _create(need, context)
+
+
+async def _linked_email(prospect_id: int, context: Context) -> str | Stale | None:
+    """The email of the prospect an anonymousId is linked to, the cheapest way that is right.
+
+    The store's stamp first: it is the email our own events last wrote there, read from the
+    store like the link itself, and trusted as the link is, even from a stale index. Without
+    one (the link came from an event without email), the index when it is fresh, else
+    Pardot (one read). None when the prospect is gone (the write finds out and resolves again).
+    """
+    stamp = (await context.store.stamps(str(prospect_id))).get("email")
+    if stamp is not None and isinstance(stamp.value, str) and stamp.value:
+        return stamp.value
+    if context.index is not None:
+        if _stale(context):
+            return STALE
+        found = (await context.index.index.by_ids([prospect_id])).get(prospect_id)
+    else:
+        found = await context.repository.read_by_id(prospect_id)
+    return found.email if found is not None else None
+
+
+def _same_email(one: str, other: str | None) -> bool:
+    return other is not None and one.strip().lower() == other.strip().lower()
 
 
 def _pardot_holds(context: Context, decision: Target | Outcome) -> Target | Outcome | Stale:

@@ -36,7 +36,7 @@ from domain.sync.compare import Changes, Unchanged, refresh_pays
 from domain.sync.context import Context, LookupValues, NeedsCreate, Stale, Target
 from domain.sync.create import written_by_create
 from domain.sync.fresh import resolve_fresh
-from domain.sync.grouping import Group, group_events, settle
+from domain.sync.grouping import Group, group_planned, plan_events, settle
 from domain.sync.learn import learn_upserted
 from domain.sync.outcomes import Delivered, Outcome, Rejected
 from domain.sync.write import decide, indexed, prepare_write, ride, write_chunk
@@ -114,17 +114,22 @@ class SyncService:
 
     async def sync(self, events: Sequence[IdentifyEvent]) -> list[Outcome]:
         """Deliver `events`; the i-th outcome belongs to the i-th event."""
-        grouping = group_events(
+        planned = plan_events(
             events,
             self._settings,
             destination_keys=self._keys,
             create_campaign_id=self._create_campaign_id,
         )
-        outcomes = grouping.outcomes
-        if grouping.groups:
+        outcomes = planned.outcomes
+        if planned.writes:
+            # Grouping needs the lookup field's type: `7` and `7.0` are one Number value.
             await self.prepare()
+            lookup = LookupValues(self._settings.lookup_field, self._lookup)
+            grouping = group_planned(planned, events, lookup.stored)
             context = await self._context(len(grouping.groups), events)
-            await self._deliver(grouping.groups, outcomes, context)
+            # One person's groups in successive waves, as separate batches would go.
+            for wave in grouping.waves:
+                await self._deliver(wave, outcomes, context)
         return [o if o is not None else Rejected("rejected: not processed") for o in outcomes]
 
     def _note_broken(self, message: str) -> None:
@@ -214,7 +219,7 @@ class SyncService:
         lists = await asyncio.gather(*(write_chunk(c, outcomes, context) for c in chunks))
         gone = [group for groups_ in lists for group in groups_]
         if gone and not again:
-            # The index named prospects Pardot no longer has: they are dropped, look again.
+            # A link or the index named prospects Pardot no longer has: look again, once.
             await self._deliver(gone, outcomes, context, again=True)
         if context.index is not None and any(p.row.by == "email" for p in pending):
             # v3 upserts may have created prospects: learn them, batches return no ids.

@@ -4,8 +4,9 @@ In: per target prospect its groups, and what the index holds for it. `decide` re
 store's stamps, merges and compares (pure stages); `ride` drops change detection from a
 decision; `prepare_write` either settles the groups at once (up to date, unchanged) or yields
 a `Pending` row; `write_chunk` sends up to 50 rows in one
-call, learns what was written and settles every group. Groups whose prospect the index named
-but Pardot no longer has (error 3) come back to be resolved again.
+call, learns what was written and settles every group. Groups whose prospect Pardot no
+longer has (error 3) come back to be resolved again, unless an explicit
+`integrations.Pardot.id` named it.
 """
 
 from __future__ import annotations
@@ -144,9 +145,12 @@ async def write_chunk(
         if item.target.via_links:
             # The person's prospect is gone (deleted or merged in Pardot): find it anew.
             await context.store.unlink(list(item.target.via_links))
+        # Only an explicit `integrations.Pardot.id` names the prospect itself; every other
+        # way to it (a link, the index, an email) can be resolved again without it.
         explicit = all(isinstance(g.write, UpsertById) for g in item.groups)
-        if context.index is not None and row_error.code == 3 and not explicit:
-            await context.index.index.drop([int(item.target.key)])
+        if row_error.code == 3 and not explicit:
+            if context.index is not None and item.target.key.isdigit():
+                await context.index.index.drop([int(item.target.key)])
             gone.extend(item.groups)
             continue
         outcome = outcome_of(row_error)

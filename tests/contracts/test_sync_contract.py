@@ -42,7 +42,11 @@ async def test_v4_lookup_audience_and_latest_by_email_end_alike(kind: str) -> No
                 parse_event(
                     event("m1", "00:01", email="pat@x.io", org_id="acme", premium_users=True)
                 ),
-                parse_event(event("m3", "00:02", email="solo@x.io", first_name="Solo")),
+                # Another person: u1's own events without the lookup value would follow the
+                # prospect its lookup events link it to (issue 21, row 4).
+                parse_event(
+                    {**event("m3", "00:02", email="solo@x.io", first_name="Solo"), "userId": "u2"}
+                ),
             ]
         )
         assert all(isinstance(o, Delivered) for o in outcomes), outcomes
