@@ -3,7 +3,8 @@
 It exists so the destination can be exercised end to end, over real HTTP, against the
 behaviour written down in PARDOT_API.md: error codes in the body, JSON that flips between
 object and array, v3's one-prospect-per-email against v4's many, batch quirks, the five
-concurrent requests limit, the daily budget and tokens that die without warning.
+concurrent requests limit, the daily budget, tokens that die without warning and the
+recycle bin (deletes and merges, seen only by `deleted=true` queries).
 
 Usage from tests::
 

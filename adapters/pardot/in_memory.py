@@ -2,6 +2,7 @@
 
 v3: one prospect per email. v4: many; upsert by email alone creates; there is no update
 by email. Fields that do not exist in the account are ignored, as Pardot ignores them.
+Deleted and merged-away prospects go to a recycle bin that only `deleted=true` queries see.
 """
 
 from __future__ import annotations
