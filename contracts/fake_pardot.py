@@ -3,7 +3,8 @@
 It exists so the destination can be exercised end to end, over real HTTP, against the
 behaviour written down in PARDOT_API.md: error codes in the body, JSON that flips between
 object and array, v3's one-prospect-per-email against v4's many, batch quirks, the five
-concurrent requests limit, the daily budget and tokens that die without warning.
+concurrent requests limit, the daily budget, tokens that die without warning and the
+recycle bin (deletes and merges, seen only by `deleted=true` queries).
 
 Usage from tests::
 
@@ -198,7 +199,8 @@ async def _handle(fake: FakePardot, request: web.Request, params: Mapping[str, s
         if request.match_info.get("object") == "customField":
             return custom_field_query(fake, version, request.match_info["operation"])
         path_ids = parse_path_identifiers(request.match_info.get("tail", ""))
-        return dispatch(fake, version, request.match_info["operation"], path_ids, params)
+        operation = request.match_info["operation"]
+        return dispatch(fake, version, operation, path_ids, params, request.method)
     finally:
         fake.in_flight[unit] -= 1
 
@@ -213,6 +215,8 @@ async def _params(request: web.Request) -> dict[str, str]:
 
 
 def _reply_response(reply: Reply, as_json: bool) -> web.Response:
+    if reply.status == 204:  # a delete: no envelope at all
+        return web.Response(status=204, headers=SERVER_HEADERS)
     if as_json:
         body = {"@attributes": {"stat": reply.stat, "version": 1}, **reply.payload}
         return _json(body, reply.status)

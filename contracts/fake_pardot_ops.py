@@ -21,10 +21,12 @@ from contracts.fake_pardot_state import (
     EMAIL_EXISTS,
     ID_FID_MISMATCH,
     INVALID_ACTION,
+    INVALID_DELETED,
     INVALID_EMAIL,
     INVALID_FID,
     INVALID_ID,
     INVALID_LIMIT,
+    INVALID_METHOD,
     INVALID_OFFSET,
     INVALID_PROSPECT_ID,
     INVALID_SORT_BY,
@@ -52,6 +54,10 @@ CONTROL_PARAMS = frozenset(
     {"format", "output", "id", "fid", "prospects", "api_key", "user_key", "fields"}
 )
 SORTABLE = frozenset({"id", "created_at", "updated_at", "last_activity_at"})
+# How `delete` may name its prospect, per version (PARDOT_API.md: v4 by id or fid, v3 by id or
+# email), and the methods it accepts: any other is error 60, even a GET.
+DELETE_KEYS = {3: ("id", "email"), 4: ("id", "fid")}
+DELETE_METHODS = frozenset({"POST", "DELETE"})
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ def dispatch(
     operation: str,
     path_ids: Mapping[str, str],
     params: Mapping[str, str],
+    method: str = "POST",
 ) -> Reply:
     if version not in (3, 4):
         raise PardotError(UNSUPPORTED_VERSION)
@@ -84,6 +91,8 @@ def dispatch(
         raise PardotError(MUST_USE_V4 if fake.version == 4 else CANNOT_USE_V4)
     if operation == "query":
         return _query(fake, params)
+    if operation == "delete":
+        return _delete(fake, version, method, path_ids, params)
     if operation in BATCH_OPERATIONS:
         return _batch(fake, version, operation, params)
     if operation not in SINGLE_OPERATIONS:
@@ -215,6 +224,36 @@ def _read(
     return Reply(200, {"prospect": _one_or_many(matches)})
 
 
+def _delete(
+    fake: FakePardot,
+    version: int,
+    method: str,
+    path_ids: Mapping[str, str],
+    params: Mapping[str, str],
+) -> Reply:
+    """`do/delete/...`: to the recycle bin, answered 204 with no body."""
+    if method.upper() not in DELETE_METHODS:
+        raise PardotError(INVALID_METHOD)
+    allowed = DELETE_KEYS[version]
+    ids = dict(path_ids)
+    for key in allowed:
+        if key not in ids and params.get(key):
+            ids[key] = params[key]
+    if any(key not in allowed for key in ids):
+        raise PardotError(INVALID_ACTION)
+    if "id" in ids or "fid" in ids:
+        record = _locate(fake, ids)
+    elif "email" in ids:
+        matches = fake.find_by_email(ids["email"])
+        if not matches:
+            raise PardotError(INVALID_EMAIL)
+        record = matches[0]
+    else:
+        raise PardotError(REQUIRED_PARAMETER_MISSING)
+    fake.move_to_recycle_bin(record)
+    return Reply(204)
+
+
 def _locate(fake: FakePardot, ids: Mapping[str, str]) -> ProspectRecord:
     record = _find_by_id_or_fid(fake, ids, include_archived=False)
     if record is None:
@@ -332,7 +371,7 @@ def _query(fake: FakePardot, params: Mapping[str, str]) -> Reply:
     sort_order = params.get("sort_order") or ("ascending" if sort_by == "id" else "descending")
     if sort_order not in ("ascending", "descending"):
         raise PardotError(INVALID_SORT_ORDER)
-    deleted = params.get("deleted", "").lower() == "true"
+    deleted = _deleted_param(params)
     tests = _filters(params)
     records = [
         r for r in fake.records.values() if r.archived == deleted and all(test(r) for test in tests)
@@ -347,6 +386,14 @@ def _query(fake: FakePardot, params: Mapping[str, str]) -> Reply:
     if page:
         result["prospect"] = _one_or_many(page)
     return Reply(200, {"result": result})
+
+
+def _deleted_param(params: Mapping[str, str]) -> bool:
+    """`deleted=true` reads the recycle bin instead of the live prospects (never both)."""
+    raw = params.get("deleted", "").strip().lower()
+    if raw not in ("", "true", "false"):
+        raise PardotError(INVALID_DELETED)
+    return raw == "true"
 
 
 # Query range parameters: (parameter, record attribute, keep values above the bound?).

@@ -29,8 +29,10 @@ INVALID_SORT_ORDER = 20
 INVALID_OFFSET = 21
 UNSUPPORTED_VERSION = 22
 INVALID_LIMIT = 23
+INVALID_DELETED = 27
 INVALID_CAMPAIGN_ID = 38
 EMAIL_IN_USE = 54
+INVALID_METHOD = 60
 INVALID_NUMBER = 56
 INVALID_DATE = 57
 CONCURRENT_LIMIT = 66
@@ -64,8 +66,10 @@ MESSAGES: dict[int, str] = {
     INVALID_OFFSET: "Invalid value specified for offset",
     UNSUPPORTED_VERSION: "Unsupported feature in this version of the API",
     INVALID_LIMIT: "Invalid value specified for limit",
+    INVALID_DELETED: "Parameter deleted must be true or false",
     INVALID_CAMPAIGN_ID: "Invalid campaign ID",
     EMAIL_IN_USE: "Email address is already in use",
+    INVALID_METHOD: "Invalid HTTP request method",
     INVALID_NUMBER: "Invalid number entered for field",
     INVALID_DATE: "Invalid date entered for field",
     CONCURRENT_LIMIT: (
@@ -277,7 +281,13 @@ class JwtClient:
 
 @dataclass
 class ProspectRecord:
-    """One stored prospect. `update_seq` orders writes even within one clock second."""
+    """One stored prospect. `update_seq` orders writes even within one clock second.
+
+    `archived` is Pardot's own word for the recycle bin (its error 132 "Prospect is archived",
+    its upsert that "unarchives"): a prospect deleted, or merged away into another, stays
+    stored but answers only `deleted=true` queries; reads and updates call it gone (3/4) and
+    an upsert by its id or fid restores it.
+    """
 
     id: int
     values: dict[str, str | int]
@@ -514,6 +524,47 @@ class FakePardot:
                 setattr(record, name, _as_datetime(extra[name]))
         return record.id
 
+    # ---- what a marketer does in Pardot's own screens -----------------------------------
+
+    def delete_prospect(self, prospect_id: int) -> None:
+        """A marketer deletes the prospect: it goes to the recycle bin.
+
+        Deleting is a change, so `updated_at` moves to the deletion time: that is what lets a
+        `deleted=true&updated_after=...` query find it (Pardot's docs do not say; see
+        PARDOT_API.md on learning of deletions).
+        """
+        self.move_to_recycle_bin(self._live(prospect_id))
+
+    def merge_prospects(self, survivor_id: int, absorbed_id: int) -> None:
+        """A marketer merges two prospects: the survivor keeps its own values and takes the
+        absorbed one's only where it has none; the absorbed one goes to the recycle bin.
+        Both change, so both `updated_at` move.
+        """
+        if survivor_id == absorbed_id:
+            raise ValueError("a prospect cannot be merged into itself")
+        survivor, absorbed = self._live(survivor_id), self._live(absorbed_id)
+        # An unset field is absent from the record (`_apply` drops it), so setdefault fills
+        # exactly the survivor's empty fields.
+        for name, value in absorbed.values.items():
+            survivor.values.setdefault(name, value)
+        for name, custom in absorbed.custom.items():
+            survivor.custom.setdefault(name, custom)
+        if survivor.salesforce_fid is None:
+            survivor.salesforce_fid = absorbed.salesforce_fid
+        survivor.grade = survivor.grade or absorbed.grade
+        self._touch(survivor)
+        self.move_to_recycle_bin(absorbed)
+
+    def move_to_recycle_bin(self, record: ProspectRecord) -> None:
+        record.archived = True
+        self._touch(record)
+
+    def _live(self, prospect_id: int) -> ProspectRecord:
+        record = self.records.get(prospect_id)
+        if record is None or record.archived:
+            raise KeyError(f"no live prospect {prospect_id}")
+        return record
+
     # ---- prospect store used by the operations ------------------------------------------
 
     def find_by_email(self, email: str) -> list[ProspectRecord]:
@@ -528,7 +579,10 @@ class FakePardot:
         )
 
     def find_by_fid(self, fid: str) -> ProspectRecord | None:
-        return next((r for r in self.records.values() if r.salesforce_fid == fid), None)
+        """The live prospect with this fid, else one in the recycle bin (a merge can leave
+        the fid on both)."""
+        matches = [r for r in self.records.values() if r.salesforce_fid == fid]
+        return min(matches, key=lambda r: (r.archived, r.id), default=None)
 
     def create_record(self, fields: Mapping[str, FieldValue]) -> ProspectRecord:
         changes = self.prepare_changes(fields)
@@ -564,9 +618,7 @@ class FakePardot:
             if record in previous:
                 previous.remove(record)
             self._by_email.setdefault(record.email.lower(), []).append(record)
-        record.updated_at = self._stamp()
-        self._seq += 1
-        record.update_seq = self._seq
+        self._touch(record)
 
     def prepare_changes(self, fields: Mapping[str, FieldValue]) -> dict[str, Any]:
         """Validate a whole write before touching the record, so a rejected call changes nothing.
@@ -651,6 +703,11 @@ class FakePardot:
         return [name for name in record.custom if name in self.custom_fields]
 
     # ---- internals ----------------------------------------------------------------------
+
+    def _touch(self, record: ProspectRecord) -> None:
+        record.updated_at = self._stamp()
+        self._seq += 1
+        record.update_seq = self._seq
 
     def _stamp(self) -> datetime:
         """The clock in whole seconds, pushed forward so no two writes share a second.

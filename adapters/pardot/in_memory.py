@@ -2,6 +2,7 @@
 
 v3: one prospect per email. v4: many; upsert by email alone creates; there is no update
 by email. Fields that do not exist in the account are ignored, as Pardot ignores them.
+Deleted and merged-away prospects go to a recycle bin that only `deleted=true` queries see.
 """
 
 from __future__ import annotations
@@ -102,6 +103,20 @@ class InMemoryPardot:
         record.updated = next(self._clock)
         self._recycle_bin[prospect_id] = record
 
+    def merge(self, survivor_id: int, absorbed_id: int) -> None:
+        """Test helper: a marketer merged two prospects in Pardot. The survivor keeps its
+        values and takes the absorbed one's where it has none; the absorbed one goes to the
+        recycle bin. Both change, so both `updated_at` move."""
+        if survivor_id == absorbed_id:
+            raise ValueError("a prospect cannot be merged into itself")
+        survivor, absorbed = self._records[survivor_id], self._records[absorbed_id]
+        for name, value in absorbed.fields.items():
+            if survivor.fields.get(name) in (None, "", ()):
+                survivor.fields[name] = value
+        survivor.fid = survivor.fid or absorbed.fid
+        survivor.updated = next(self._clock)
+        self.delete(absorbed_id)
+
     async def read_by_email(self, email: str) -> list[Prospect]:
         await self._count_async("read")
         return [self._view(r) for r in self._by_email(email)]
@@ -173,11 +188,15 @@ class InMemoryPardot:
 
     def _find(self, write: ProspectWrite) -> _Record | None:
         if write.by == "id":
-            return self._records.get(int(write.key)) if write.key.isdigit() else None
+            if not write.key.isdigit():
+                return None
+            found = self._records.get(int(write.key))
+            return found or self._restored(write, self._recycle_bin.get(int(write.key)))
         if write.by == "fid":
             if self._version == 3:
                 raise PermanentPardotError("fid is only supported by API version 4", code=77)
-            return self._by_fid(write.key)
+            found = self._by_fid(write.key)
+            return found or self._restored(write, self._by_fid(write.key, self._recycle_bin))
         if write.mode == "create":
             return None
         if self._version == 4:
@@ -226,8 +245,17 @@ class InMemoryPardot:
         wanted = email.strip().lower()
         return [r for r in self._records.values() if r.email.lower() == wanted]
 
-    def _by_fid(self, fid: str) -> _Record | None:
-        return next((r for r in self._records.values() if r.fid == fid), None)
+    def _by_fid(self, fid: str, among: Mapping[int, _Record] | None = None) -> _Record | None:
+        records = self._records if among is None else among
+        return next((r for r in records.values() if r.fid == fid), None)
+
+    def _restored(self, write: ProspectWrite, binned: _Record | None) -> _Record | None:
+        """An upsert by id or fid takes its prospect out of the recycle bin (Pardot's docs:
+        "if the matching prospect is archived, it will be unarchived"); an update does not."""
+        if binned is None or write.mode != "upsert":
+            return None
+        self._records[binned.id] = self._recycle_bin.pop(binned.id)
+        return binned
 
     def _view(self, record: _Record, only: Sequence[str] = ()) -> Prospect:
         fields = {

@@ -33,6 +33,9 @@ class Backend:
     repo: PardotRepository
     seed: Callable[..., int]
     emails: Callable[[], list[str]]
+    # What a marketer does in Pardot's screens: to the recycle bin, or merged into another.
+    delete: Callable[[int], None]
+    merge: Callable[[int, int], None]
     fake: FakePardot | None = None
     tokens: RefreshTokenProvider | None = None
 
@@ -45,7 +48,12 @@ async def open_backend(stack: AsyncExitStack, kind: str, version: int, **http: A
             return memory.seed(email, fid=fid, **fields)
 
         return Backend(
-            kind, memory, seed_memory, lambda: [p.email or "" for p in memory.prospects()]
+            kind,
+            memory,
+            seed_memory,
+            lambda: [p.email or "" for p in memory.prospects()],
+            memory.delete,
+            memory.merge,
         )
     fake = FakePardot(version=version, custom_fields=set(CUSTOM_FIELDS))
     fake.campaigns[17] = "Segment"
@@ -72,7 +80,14 @@ async def open_backend(stack: AsyncExitStack, kind: str, version: int, **http: A
         return fake.seed_prospect(email=email, **extra, **fields)
 
     return Backend(
-        kind, repo, seed_fake, lambda: [p["email"] for p in fake.all_prospects()], fake, tokens
+        kind,
+        repo,
+        seed_fake,
+        lambda: [p["email"] for p in fake.all_prospects()],
+        fake.delete_prospect,
+        fake.merge_prospects,
+        fake,
+        tokens,
     )
 
 

@@ -5,10 +5,12 @@ Where the two adapters disagree, one of them is wrong.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from domain.errors import PermanentPardotError
-from domain.ports import ProspectWrite
+from domain.ports import ProspectQuery, ProspectWrite
 from tests.contracts.conftest import Backend
 
 FID = "00Q5e00000AbCdEfGH"
@@ -138,3 +140,104 @@ async def test_the_latest_updated_prospect_is_identifiable(v4: Backend) -> None:
     found = await v4.repo.read_by_email("pat@x.io")
     latest = max(found, key=lambda p: (p.updated, p.id))
     assert latest.id == older != newer
+
+
+# ---- the recycle bin: deleted prospects, and those merged away into another ------------
+
+
+async def _ids(backend: Backend, query: ProspectQuery) -> list[int]:
+    return [p.id for p in (await backend.repo.query_page(query)).prospects]
+
+
+async def _latest_change(backend: Backend) -> str:
+    """The newest `updated_at` Pardot shows now: a high-water mark taken from its answers."""
+    page = await backend.repo.query_page(
+        ProspectQuery(sort_by="updated_at", sort_order="descending", limit=1)
+    )
+    return page.prospects[0].updated_at
+
+
+async def test_deleted_and_merged_prospects_answer_only_deleted_queries(v4: Backend) -> None:
+    kept = v4.seed("kept@x.io")
+    deleted = v4.seed("gone@x.io")
+    survivor = v4.seed("pat@x.io")
+    absorbed = v4.seed("pat.work@x.io")
+    v4.delete(deleted)
+    v4.merge(survivor, absorbed)
+    assert await _ids(v4, ProspectQuery()) == [kept, survivor]
+    assert await _ids(v4, ProspectQuery(deleted=True)) == [deleted, absorbed]
+    page = await v4.repo.query_page(ProspectQuery(deleted=True, fields=("email",)))
+    assert page.total == 2 and [p.email for p in page.prospects] == ["gone@x.io", "pat.work@x.io"]
+    # Reads call them gone, as they call an id that never existed (3/4).
+    assert await v4.repo.read_by_id(deleted) is None and await v4.repo.read_by_id(absorbed) is None
+    assert await v4.repo.read_by_email("gone@x.io") == []
+    assert v4.emails() == ["kept@x.io", "pat@x.io"]
+
+
+async def test_a_deletion_is_a_change_updated_after_finds(v4: Backend) -> None:
+    """Without `updated_at` moving on deletion, a client paging the recycle bin by its last
+    mark would never learn of a prospect created before the mark and deleted after it."""
+    before = [v4.seed(f"p{i}@x.io") for i in range(4)]
+    mark = await _latest_change(v4)
+    v4.delete(before[2])
+    v4.merge(before[0], before[1])
+    since = ProspectQuery(deleted=True, updated_after=mark, sort_by="updated_at")
+    assert await _ids(v4, since) == [before[2], before[1]]  # in the order they were binned
+    newest_first = replace(since, sort_order="descending")
+    assert await _ids(v4, newest_first) == [before[1], before[2]]
+    until = await _latest_change_in_bin(v4)
+    assert await _ids(v4, ProspectQuery(deleted=True, updated_after=until)) == []
+    assert await _ids(v4, ProspectQuery(deleted=True, updated_before=until)) == [before[2]]
+    # The survivor changed too: a plain query since the mark has it, and only it.
+    assert await _ids(v4, ProspectQuery(updated_after=mark)) == [before[0]]
+
+
+async def _latest_change_in_bin(backend: Backend) -> str:
+    page = await backend.repo.query_page(
+        ProspectQuery(deleted=True, sort_by="updated_at", sort_order="descending", limit=1)
+    )
+    return page.prospects[0].updated_at
+
+
+async def test_the_recycle_bin_pages_by_id(v4: Backend) -> None:
+    ids = [v4.seed(f"p{i}@x.io") for i in range(6)]
+    for prospect_id in ids[1:]:
+        v4.delete(prospect_id)
+    first = await v4.repo.query_page(ProspectQuery(deleted=True, limit=2))
+    assert [p.id for p in first.prospects] == ids[1:3] and first.total == 5
+    rest = ProspectQuery(deleted=True, id_greater_than=ids[2], id_less_than=ids[5])
+    assert await _ids(v4, rest) == ids[3:5]
+    assert await _ids(v4, ProspectQuery(id_greater_than=ids[0])) == []
+
+
+async def test_a_merge_fills_only_the_survivors_empty_fields(v4: Backend) -> None:
+    absorbed = v4.seed(
+        "pat.work@x.io", fid=FID, first_name="Patricia", last_name="Lee", org_id="acme"
+    )
+    survivor = v4.seed("pat@x.io", first_name="Pat")
+    v4.merge(survivor, absorbed)
+    merged = await v4.repo.read_by_id(survivor)
+    assert merged is not None and merged.email == "pat@x.io"
+    by_fid = await v4.repo.read_by_fid(FID)  # the live holder, not the one in the bin
+    assert by_fid is not None and by_fid.id == survivor
+    assert merged.fields["first_name"] == "Pat" and merged.fields["last_name"] == "Lee"
+    assert merged.field_text("org_id") == "acme"
+
+
+async def test_an_update_by_id_of_a_deleted_prospect_fails_and_an_upsert_restores_it(
+    v4: Backend,
+) -> None:
+    gone = v4.seed("gone@x.io", fid=FID)
+    v4.delete(gone)
+    [error] = await v4.repo.write_batch(
+        [ProspectWrite("id", str(gone), {"first_name": "Nobody"}, mode="update")]
+    )
+    assert isinstance(error, PermanentPardotError) and error.code == 3
+    # Pardot's upsert by id or fid "unarchives" a match in the recycle bin, then updates it.
+    assert await v4.repo.write_batch(
+        [ProspectWrite("fid", FID, {"first_name": "Back"}, mode="upsert")]
+    ) == [None]
+    restored = await v4.repo.read_by_id(gone)
+    assert restored is not None and restored.fields["first_name"] == "Back"
+    assert await _ids(v4, ProspectQuery(deleted=True)) == []
+    assert v4.emails() == ["gone@x.io"]
