@@ -82,9 +82,7 @@ class Setup:
 
     def delete(self, prospect_id: int) -> None:
         if self.backend.fake is not None:
-            record = self.backend.fake.records[prospect_id]
-            record.archived = True
-            record.updated_at = self.backend.fake._stamp()  # deleting is a change
+            self.backend.fake.delete_prospect(prospect_id)
         else:
             self.backend.repo.delete(prospect_id)  # type: ignore[attr-defined]
 

@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from tests.service.conftest import Stack
 from tests.service.test_per_prospect import identify, post
 
@@ -26,21 +28,18 @@ async def rebuild_index(stack: Stack, **env: str) -> None:
     assert process.returncode == 0, output.decode()
 
 
-def delete_in_pardot(stack: Stack, prospect_id: int) -> None:
-    """A marketer deletes (or merges away) a prospect: it goes to the recycle bin."""
-    record = stack.fake.records[prospect_id]
-    record.archived = True
-    record.updated_at = stack.fake._stamp()
-
-
+@pytest.mark.parametrize("how", ["deleted", "merged"])
 async def test_a_holder_deleted_in_pardot_leaves_the_index_and_the_other_is_updated(
-    v4_stack: Stack,
+    v4_stack: Stack, how: str
 ) -> None:
     kept = v4_stack.fake.seed_prospect(email="a@x.io", org_id="V1")
     gone = v4_stack.fake.seed_prospect(email="b@x.io", org_id="V1")
     await rebuild_index(v4_stack, PARDOT_LOOKUP_FIELD_ID="org_id")
     service = await v4_stack.service(PARDOT_LOOKUP_FIELD_ID="org_id")
-    delete_in_pardot(v4_stack, gone)
+    if how == "deleted":  # a marketer's delete, or a merge: the prospect goes to the bin
+        v4_stack.fake.delete_prospect(gone)
+    else:
+        v4_stack.fake.merge_prospects(kept, gone)
     await post(service.url, identify("m1", NOW, {"org_id": "V1", "plan": "pro"}, userId="u1"))
     await v4_stack.wait_until(service.url, lambda c: c("delivered") == 1)
     assert v4_stack.fake.get_prospect(kept)["plan"] == "pro"  # type: ignore[index]
