@@ -1,12 +1,12 @@
 """The pieces the composition root builds with more than a constructor call.
 
 In: the configuration and other providers' objects. Out: the destination settings once Pardot
-named the API version (`destination_settings`), the index keeper with its scan lock
-(`index_keeper`, and `when_complete` for a dry run that cannot scan), the sync service of a
-run (`sync_service`), the backlog a scan would serve (`backlog`), a provider as an async callable
-(`awaiting`), the token's state for `status` (`token_state`), secrets revealed where they are
-handed on (`reveal`) and the clock. No adapter is named here: only `entrypoints.container`
-chooses adapters.
+named the API version (`destination_settings`), the index keeper with its scan lock and its
+refreshes counted for /metrics (`index_keeper`, and `when_complete` for a dry run that cannot
+scan), the sync service of a run (`sync_service`), the backlog a scan would serve
+(`backlog`), a provider as an async callable (`awaiting`), the token's state for `status`
+(`token_state`), secrets revealed where they are handed on (`reveal`) and the clock. No
+adapter is named here: only `entrypoints.container` chooses adapters.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from domain.settings import DestinationSettings
 from domain.sync import SyncService
 from entrypoints.config import ServiceConfig
 from entrypoints.metering import MeteredTokens
+from entrypoints.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,12 @@ def index_keeper(
     store: ProspectStore,
     budget: DailyBudget,
     destination: DestinationSettings,
+    *,
+    metrics: Metrics | None = None,
 ) -> IndexKeeper:
-    return IndexKeeper(
+    """`metrics` given: /metrics counts this keeper's refreshes (the real run's, not a dry
+    run's)."""
+    keeper = IndexKeeper(
         repository,
         index,
         lookup_field=destination.lookup_field,
@@ -70,6 +75,9 @@ def index_keeper(
         refresh_lock=lambda: store.create_lock(REFRESH_LOCK),
         lag_seconds=config.index_lag_seconds,
     )
+    if metrics is not None:
+        metrics.index.count_refreshes_of(keeper)
+    return keeper
 
 
 async def when_complete(index: ProspectIndex, keeper: IndexKeeper) -> IndexKeeper | None:

@@ -236,6 +236,7 @@ class Container(containers.DeclarativeContainer):
         prospect_store,
         budget,
         destination,
+        metrics=metrics,
     )
     sync_service = providers.Singleton(
         assembly.sync_service,

@@ -1,14 +1,17 @@
 """Prometheus metrics, one registry per application so two apps in one test never clash.
 
 `/metrics` also exports the default registry: the process and Python collectors, and the
-retry counters stamina keeps there.
+retry counters stamina keeps there. The prospect index's figures are read when scraped
+(`IndexMetrics`): refreshes from the keepers that count them, the age from the status page's
+scrape hook, which reads the store.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import (
     REGISTRY,
@@ -18,8 +21,45 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
+
+
+class Refreshing(Protocol):
+    """What counts index refreshes (domain.index.IndexKeeper)."""
+
+    refreshes: int  # refreshes completed, incremented once per refresh
+
+
+class IndexMetrics(Collector):
+    """`pardot_destination_index_refreshes_total` and `pardot_destination_index_age_seconds`.
+
+    The counter is read from the keepers at each scrape (0 before the first is built). The age
+    is left out, rather than exported as NaN, while the index is incomplete or has no
+    watermark: an absent series is what Prometheus alerts (`absent()`) and graphs expect.
+    """
+
+    def __init__(self) -> None:
+        self._keepers: list[Refreshing] = []
+        self.age_seconds: float | None = None  # set before each scrape
+
+    def count_refreshes_of(self, keeper: Refreshing) -> None:
+        self._keepers.append(keeper)
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "pardot_destination_index_refreshes",
+            "Prospect index refreshes this process completed",
+            value=sum(keeper.refreshes for keeper in self._keepers),
+        )
+        if self.age_seconds is not None:
+            yield GaugeMetricFamily(
+                "pardot_destination_index_age_seconds",
+                "Now minus the start of the refresh behind the index's watermark (store clock)",
+                value=self.age_seconds,
+            )
 
 
 @dataclass
@@ -83,6 +123,8 @@ class Metrics:
             "Salesforce access tokens obtained (the first one and every refresh)",
             registry=r,
         )
+        self.index = IndexMetrics()
+        r.register(self.index)
 
     async def exposition(self) -> bytes:
         """The text format of this registry and the default one, after the scrape hooks."""

@@ -52,6 +52,15 @@ def render(report: StatusReport) -> Table:
         if index
         else "not kept",
     )
+    if index:
+        age = index.age.seconds
+        table.add_row(
+            "index age",
+            "- (no complete refresh yet)"
+            if age is None
+            else _age(age) + " since its last refresh began",
+        )
+        table.add_row("index refreshes in the last minute", str(index.age.refreshes_last_minute))
     if report.ready is not None:
         table.add_row("ready", "yes" if report.ready else f"no: {report.unready_reason}")
     fields = report.fields

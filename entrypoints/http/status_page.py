@@ -23,7 +23,7 @@ from aiohttp import web
 from entrypoints.http.admin_key import admin_only, set_admin_key
 from entrypoints.http.app import METRICS, guarded
 from entrypoints.operator.fields import ACCOUNT_FIELDS_NOTE, FRESH_ENOUGH, check
-from entrypoints.operator.status import StatusSources, build_report
+from entrypoints.operator.status import StatusSources, build_report, read_index_age
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,10 @@ def add_status_routes(app: web.Application, sources: StatusSources, *, admin_key
     app.router.add_get("/status/assets/{name}", guarded(_asset))
 
     async def scrape() -> None:
-        """/metrics gauges that live in the store: the queue's age, the daily budget."""
+        """/metrics gauges that live in the store: the queue's age, the daily budget, the
+        index's age."""
         metrics = app[METRICS]
+        metrics.index.age_seconds = None  # absent, not stale, if the store cannot be read
         oldest = await sources.queue.oldest_pending()
         age = 0.0 if oldest is None else (sources.clock() - oldest).total_seconds()
         metrics.oldest_pending.set(max(age, 0.0))
@@ -52,6 +54,8 @@ def add_status_routes(app: web.Application, sources: StatusSources, *, admin_key
             usage = await sources.budget.usage()
             metrics.api_calls_used.set(usage.used)
             metrics.api_calls_limit.set(usage.limit)
+        if sources.index is not None:
+            metrics.index.age_seconds = (await read_index_age(sources.index)).seconds
 
     if METRICS in app:
         app[METRICS].on_scrape.append(scrape)

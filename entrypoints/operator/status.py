@@ -21,6 +21,7 @@ from entrypoints.readiness import Readiness
 CHART_MINUTES = 60
 RATE_MINUTES = 10  # "deliveries per minute" is the mean over this many recent minutes
 LATEST_DEAD = 10
+REFRESH_WINDOW = timedelta(minutes=1)  # "index refreshes in the last minute"
 WAITING = ("pending", "retry", "leased")
 # Outcomes as the chart groups them.
 SERIES = {
@@ -46,14 +47,39 @@ class Budget(Protocol):
 class IndexState(Protocol):
     complete: bool
     high_water: str | None
+    watermark_began: datetime | None
+    recent_refreshes: tuple[datetime, ...]
 
 
 class Index(Protocol):
-    """The prospect index (issue 11's ProspectIndex has this shape)."""
+    """The prospect index (domain.ports.ProspectIndex has this shape)."""
 
     async def state(self) -> IndexState: ...
 
     async def count(self) -> int: ...
+
+    async def clock(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class IndexAge:
+    """How fresh the index is, on the store's clock (the one refresh starts are read from)."""
+
+    seconds: float | None  # now minus the start of the refresh behind the watermark
+    refreshes_last_minute: int  # by every process sharing the store
+
+
+async def read_index_age(index: Index) -> IndexAge:
+    return index_age(await index.state(), await index.clock())
+
+
+def index_age(state: IndexState, now: datetime) -> IndexAge:
+    """The index's age at `now` (the store's clock); None while the index is incomplete or has
+    no watermark yet, since no decision is made from it then."""
+    recent = sum(1 for began in state.recent_refreshes if now - began <= REFRESH_WINDOW)
+    if not state.complete or state.watermark_began is None:
+        return IndexAge(None, recent)
+    return IndexAge(max((now - state.watermark_began).total_seconds(), 0.0), recent)
 
 
 @dataclass
@@ -103,9 +129,17 @@ class IndexFigures:
     prospects: int
     complete: bool
     fresh_to: str | None  # the newest change the index holds
+    age: IndexAge
 
     def as_dict(self) -> dict[str, Any]:
-        return {"prospects": self.prospects, "complete": self.complete, "fresh_to": self.fresh_to}
+        seconds = self.age.seconds
+        return {
+            "prospects": self.prospects,
+            "complete": self.complete,
+            "fresh_to": self.fresh_to,
+            "age_seconds": None if seconds is None else round(seconds, 1),
+            "refreshes_last_minute": self.age.refreshes_last_minute,
+        }
 
 
 @dataclass(frozen=True)
@@ -218,4 +252,5 @@ async def _index(index: Index | None) -> IndexFigures | None:
     if index is None:
         return None
     state = await index.state()
-    return IndexFigures(await index.count(), state.complete, state.high_water)
+    age = index_age(state, await index.clock())
+    return IndexFigures(await index.count(), state.complete, state.high_water, age)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 
+from domain.ports import IndexState
+from entrypoints.container import opened
 from tests.operating.conftest import Operator, identify
 
 
@@ -163,3 +166,38 @@ async def test_status_and_status_json_show_the_figures(v4: Operator) -> None:
     assert json.loads(revoked.stdout)["token"]["state"] == "refused"
     none = await v4.run("status", "--json", SALESFORCE_REFRESH_TOKEN="")
     assert json.loads(none.stdout)["token"]["state"] == "not configured"
+
+
+async def _save_index_state(v4: Operator, *, age: float, refreshes_ago: tuple[float, ...]) -> None:
+    """A complete index whose watermark's refresh began `age` seconds ago on the store's clock,
+    with earlier refreshes begun `refreshes_ago` seconds ago."""
+    built = v4.container()
+    async with opened(built):
+        index = await built.prospect_index.async_()
+        now = await index.clock()
+        await index.save_state(
+            IndexState(
+                complete=True,
+                high_water="2026-03-01 10:00:00",
+                watermark_began=now - timedelta(seconds=age),
+                recent_refreshes=tuple(now - timedelta(seconds=s) for s in refreshes_ago),
+            )
+        )
+
+
+async def test_status_shows_the_index_age_and_refreshes_in_the_last_minute(v4: Operator) -> None:
+    empty = json.loads((await v4.run("status", "--json")).stdout)["index"]
+    assert empty["age_seconds"] is None and empty["refreshes_last_minute"] == 0
+    assert re.search(
+        r"index age\s+│ - \(no complete refresh yet\)", (await v4.run("status")).stdout
+    )
+
+    await _save_index_state(v4, age=130, refreshes_ago=(300, 130, 40, 5))
+    result = await v4.run("status", "--json")
+    assert result.exit_code == 0, result.output
+    index = json.loads(result.stdout)["index"]
+    assert 130 <= index["age_seconds"] < 150  # now on the store's clock minus the start
+    assert index["refreshes_last_minute"] == 2  # 40 s and 5 s ago; 130 s and 300 s are older
+    text = (await v4.run("status")).stdout
+    assert re.search(r"index age\s+│ 2 min since its last refresh began", text)
+    assert re.search(r"index refreshes in the last minute\s+│ 2", text)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import timedelta
 
 import httpx
 
+from adapters.sqlite.stores import SQLiteStores
+from domain.ports import IndexState
 from tests.child_server import start_server
 from tests.service.conftest import WRITE_KEY, Stack
 
@@ -117,3 +120,55 @@ async def test_metrics_and_figures_after_deliveries(v4_stack: Stack) -> None:
     assert sum(figures["chart"]["delivered"]) == 3 and figures["ready"] is True
     assert figures["token"]["state"] == "ok" and figures["token"]["refreshes"] == 1
     assert figures["deliveries_per_minute"] == 0.3
+
+
+def _figure(metrics: str, name: str) -> float | None:
+    found = re.search(rf"^{name} (\S+)$", metrics, re.MULTILINE)
+    return None if found is None else float(found[1])
+
+
+async def test_the_index_age_and_refreshes_in_status_json_and_metrics(v4_stack: Stack) -> None:
+    # No refresh has completed yet: no age to export, and nothing counted.
+    service = await v4_stack.service(DESTINATION_INDEX_REFRESH_SECONDS="3600")
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        metrics = (await http.get("/metrics")).text
+        index = (await http.get("/status.json")).json()["index"]
+    assert _figure(metrics, "pardot_destination_index_age_seconds") is None
+    assert _figure(metrics, "pardot_destination_index_refreshes_total") == 0
+    assert index["age_seconds"] is None and index["refreshes_last_minute"] == 0
+    await service.terminate()
+
+    # A complete index whose watermark's refresh began 130 s ago on the store's clock.
+    async with SQLiteStores.opened(v4_stack.tmp / "queue.db") as stores:
+        store_index = stores.prospect_index()
+        now = await store_index.clock()
+        await store_index.save_state(
+            IndexState(
+                complete=True,
+                high_water="2026-03-01 10:00:00",
+                watermark_began=now - timedelta(seconds=130),
+                recent_refreshes=(now - timedelta(seconds=130), now - timedelta(seconds=20)),
+            )
+        )
+    service = await v4_stack.service(DESTINATION_INDEX_REFRESH_SECONDS="3600")
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        metrics = (await http.get("/metrics")).text
+        index = (await http.get("/status.json")).json()["index"]
+        age = _figure(metrics, "pardot_destination_index_age_seconds")
+        assert age is not None and 130 <= age < 160
+        assert 130 <= index["age_seconds"] < 160 and index["refreshes_last_minute"] == 1
+        assert _figure(metrics, "pardot_destination_index_refreshes_total") == 0
+
+        # An event that arrived after that refresh began: the keeper refreshes before deciding.
+        sent = await http.post(
+            "/v1/identify", json=_identify(1, "ada", 0), headers={"Authorization": BASIC}
+        )
+        assert sent.is_success
+        await v4_stack.wait_until(service.url, lambda n: n("delivered") == 1)
+        metrics = (await http.get("/metrics")).text
+        index = (await http.get("/status.json")).json()["index"]
+    refreshes = _figure(metrics, "pardot_destination_index_refreshes_total")
+    assert refreshes is not None and refreshes >= 1
+    age = _figure(metrics, "pardot_destination_index_age_seconds")
+    assert age is not None and age < 60
+    assert index["age_seconds"] < 60 and index["refreshes_last_minute"] >= 2
