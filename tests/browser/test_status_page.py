@@ -7,6 +7,7 @@ import asyncio
 import io
 import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ import pytest_asyncio
 from PIL import Image
 from playwright.async_api import Browser, Page
 
+from adapters.sqlite.stores import SQLiteStores
 from contracts.fake_pardot import FakePardot, running_fake_pardot
 from contracts.fake_pardot_state import (
     DEFAULT_BUSINESS_UNIT_ID,
@@ -21,6 +23,7 @@ from contracts.fake_pardot_state import (
     DEFAULT_CLIENT_SECRET,
     DEFAULT_REFRESH_TOKEN,
 )
+from domain.ports import IndexState
 from tests.child_server import ChildServer, start_server
 
 WRITE_KEY = "browser-write-key"
@@ -124,6 +127,9 @@ async def test_the_page_shows_the_figures_and_a_drawn_chart_and_updates(
         assert await page.text_content("#token") == "ok"
         assert await page.text_content("#dead") == "0"
         assert (await page.text_content("#index") or "").endswith("(filling)")
+        # No complete refresh yet: no age; none began in the last minute.
+        assert await page.text_content("#index-age") == "\u2013"  # an en dash
+        assert await page.text_content("#index-refreshes") == "0"
         assert " of 25,000 (resets " in (await page.text_content("#budget") or "")
         chart = page.locator("#chart canvas")
         await chart.wait_for()
@@ -144,6 +150,33 @@ async def test_the_page_shows_the_figures_and_a_drawn_chart_and_updates(
         assert total == 10
         if KEEP_SCREENSHOT:
             await page.screenshot(path=KEEP_SCREENSHOT, full_page=True)
+    finally:
+        await page.context.close()
+
+
+async def test_the_page_shows_the_index_age_and_refreshes_per_minute(
+    browser: Browser, service: tuple[ChildServer, FakePardot], tmp_path: Path
+) -> None:
+    server, _ = service
+    # A complete index whose watermark's refresh began 30 s ago on the store's clock (younger
+    # than DESTINATION_INDEX_REFRESH_SECONDS, so the service does not refresh it meanwhile).
+    async with SQLiteStores.opened(tmp_path / "queue.db") as stores:
+        index = stores.prospect_index()
+        now = await index.clock()
+        began = now - timedelta(seconds=30)
+        await index.save_state(
+            IndexState(
+                complete=True,
+                high_water="2026-03-01 10:00:00",
+                watermark_began=began,
+                recent_refreshes=(now - timedelta(seconds=90), began),
+            )
+        )
+    page = await _open(browser, server.url)
+    try:
+        await _wait_for_figures(page, **{"index-refreshes": "1"})
+        shown = await page.text_content("#index-age") or ""
+        assert shown.endswith(" s") and 30 <= int(shown.removesuffix(" s")) < 60, shown
     finally:
         await page.context.close()
 
