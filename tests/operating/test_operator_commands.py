@@ -168,10 +168,12 @@ async def test_status_and_status_json_show_the_figures(v4: Operator) -> None:
     assert json.loads(none.stdout)["token"]["state"] == "not configured"
 
 
-async def _save_index_state(v4: Operator, *, age: float, refreshes_ago: tuple[float, ...]) -> None:
+async def _save_index_state(
+    v4: Operator, *, age: float, refreshes_ago: tuple[float, ...], **env: str
+) -> None:
     """A complete index whose watermark's refresh began `age` seconds ago on the store's clock,
     with earlier refreshes begun `refreshes_ago` seconds ago."""
-    built = v4.container()
+    built = v4.container(**env)
     async with opened(built):
         index = await built.prospect_index.async_()
         now = await index.clock()
@@ -201,3 +203,13 @@ async def test_status_shows_the_index_age_and_refreshes_in_the_last_minute(v4: O
     text = (await v4.run("status")).stdout
     assert re.search(r"index age\s+│ 2 min since its last refresh began", text)
     assert re.search(r"index refreshes in the last minute\s+│ 2", text)
+
+
+async def test_status_reads_the_index_age_on_the_postgres_clock(
+    v4: Operator, postgres_url: str
+) -> None:
+    await _save_index_state(v4, age=30, refreshes_ago=(30, 70), DESTINATION_QUEUE_URL=postgres_url)
+    result = await v4.run("status", "--json", DESTINATION_QUEUE_URL=postgres_url)
+    assert result.exit_code == 0, result.output
+    index = json.loads(result.stdout)["index"]
+    assert 30 <= index["age_seconds"] < 50 and index["refreshes_last_minute"] == 1
