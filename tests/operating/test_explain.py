@@ -101,7 +101,7 @@ async def test_explain_live_says_pardot_no_longer_has_the_prospect(v4: Operator)
     await v4.enqueue(identify(1, "ada", 0, **ADA))
     await v4.deliver()
     [ada] = v4.fake.prospects_by_email("ada@example.com")
-    v4.fake.records[int(ada["id"])].archived = True  # deleted in Pardot: in the recycle bin
+    v4.fake.delete_prospect(int(ada["id"]))  # by a marketer: to the recycle bin
     told = await v4.run("explain", "ada", "--live")
     assert told.exit_code == 4, told.output
     assert f"Pardot has no prospect with id {ada['id']}" in told.stdout
