@@ -1,7 +1,7 @@
 """A ProspectStore and call counts over the real ones that keep their own writes in memory.
 
 In: the store (or call counts) a real run would use. Out: the same port, read through to it,
-where links, unlinks, field stamps, create locks and counted calls land in dicts of this
+where links, unlinks, field stamps, locks and counted calls land in dicts of this
 object and are gone when it is. A dry run drives the real SyncService over these, so it
 decides as the real run would and leaves the shared store exactly as it found it.
 """

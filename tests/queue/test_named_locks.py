@@ -63,6 +63,18 @@ async def test_a_hold_excludes_a_second_holder_of_any_shared_key(two: tuple[Any,
     assert await entered(other, ["prospect:3", "prospect:2"], 2)
 
 
+async def test_a_waiter_keeps_no_key_after_the_one_it_waits_for(two: tuple[Any, Any]) -> None:
+    """Sorted acquisition: waiting for k2 while holding k3 could close a cycle."""
+    one, other = two
+    async with one.hold(["k2"]):
+        waiting = asyncio.create_task(entered(other, ["k3", "k2", "k1"], 60))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        assert await entered(one, ["k3"], 2), "the waiter for k2 kept k3"
+        assert not await entered(one, ["k1"], 0.3), "the waiter for k2 let go of k1"
+    assert await asyncio.wait_for(waiting, 5)
+
+
 async def test_overlapping_sets_in_opposite_orders_do_not_deadlock(two: tuple[Any, Any]) -> None:
     one, other = two
     inside: dict[str, int] = {}
