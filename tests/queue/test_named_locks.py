@@ -215,3 +215,12 @@ async def test_a_create_lock_is_the_hold_of_its_email(two: tuple[Any, Any]) -> N
     one, other = two
     async with one.create_lock("Pat@X.io"):
         assert not await entered(other, ["prospect:1", "pat@x.io"], 0.5)
+
+
+async def test_a_batch_worth_of_keys_is_held_and_given_back_as_one(two: tuple[Any, Any]) -> None:
+    """1,200 prospects (more than SQLite binds in one statement) in one hold."""
+    one, other = two
+    keys = [f"prospect:{n}" for n in range(1200)]
+    async with one.hold(keys):
+        assert not await entered(other, ["prospect:1150"], 0.5)
+    assert await entered(other, keys, 5)
