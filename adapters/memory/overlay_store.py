@@ -1,7 +1,7 @@
 """A ProspectStore and call counts over the real ones that keep their own writes in memory.
 
 In: the store (or call counts) a real run would use. Out: the same port, read through to it,
-where links, unlinks, field stamps, create locks and counted calls land in dicts of this
+where links, unlinks, field stamps, locks and counted calls land in dicts of this
 object and are gone when it is. A dry run drives the real SyncService over these, so it
 decides as the real run would and leaves the shared store exactly as it found it.
 """
@@ -49,9 +49,12 @@ class OverlayProspectStore:
             if later_or_equal(stamp, current.get(name)):
                 mine[name] = stamp
 
+    def create_lock(self, email: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.hold([email])
+
     @contextlib.asynccontextmanager
-    async def create_lock(self, email: str) -> AsyncIterator[None]:
-        async with self._locks.hold(email):
+    async def hold(self, keys: Sequence[str]) -> AsyncIterator[None]:
+        async with self._locks.hold_all(keys):
             yield
 
 

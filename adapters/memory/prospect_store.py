@@ -34,9 +34,12 @@ class InMemoryProspectStore:
             if later_or_equal(stamp, current.get(name)):
                 current[name] = stamp
 
+    def create_lock(self, email: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.hold([email])
+
     @contextlib.asynccontextmanager
-    async def create_lock(self, email: str) -> AsyncIterator[None]:
-        async with self._locks.hold(email):
+    async def hold(self, keys: Sequence[str]) -> AsyncIterator[None]:
+        async with self._locks.hold_all(keys):
             yield
 
 

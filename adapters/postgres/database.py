@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -281,13 +281,58 @@ class AdvisoryLocks:
         with contextlib.suppress(psycopg.OperationalError):  # gone with the connection anyway
             await asyncio.shield(self._call("SELECT pg_advisory_unlock(%(key)s)", key))
 
+    async def acquire_all(self, keys: Sequence[int], poll: tuple[float, float]) -> None:
+        """Take every key in the order given (sorted by the caller, so holders of overlapping
+        sets cannot wait for each other): the longest free prefix in one statement, then
+        polling for the first key another session holds, keeping those taken."""
+        wait, longest = poll
+        taken = 0
+        while taken < len(keys):
+            taken += await self._try_prefix(keys[taken:])
+            if taken < len(keys):
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, longest)
+
+    async def unlock_all(self, keys: Sequence[int]) -> None:
+        """Give back every key of `keys` this session holds, in one statement."""
+        mine = [key for key in keys if key in self._held]
+        self._held.difference_update(mine)
+        if mine:
+            with contextlib.suppress(psycopg.OperationalError):  # gone with the connection
+                query = "SELECT count(pg_advisory_unlock(k)) FROM unnest(%(key)s::bigint[]) k"
+                await asyncio.shield(self.run(query, mine))
+
+    async def _try_prefix(self, keys: Sequence[int]) -> int:
+        """Try every key at once; keep the longest prefix taken, give back the rest."""
+        query = (
+            "SELECT array_agg(pg_try_advisory_lock(k) ORDER BY n)"
+            " FROM unnest(%(key)s::bigint[]) WITH ORDINALITY AS given(k, n)"
+        )
+        call = asyncio.ensure_future(self.run(query, list(keys)))
+        try:
+            got: list[bool] = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # The caller gave up while the server answered: give back whatever it took.
+            with contextlib.suppress(Exception):
+                self._held.update(k for k, ok in zip(keys, await call, strict=True) if ok)
+                await self.unlock_all(keys)
+            raise
+        prefix = next((n for n, ok in enumerate(got) if not ok), len(keys))
+        self._held.update(keys[:prefix])
+        beyond = [k for k, ok in zip(keys[prefix:], got[prefix:], strict=True) if ok]
+        if beyond:
+            self._held.update(beyond)
+            await self.unlock_all(beyond)
+        return prefix
+
     def holds(self, key: int) -> bool:
         """Whether this session still holds `key` (a broken connection lost every lock)."""
         return key in self._held
 
-    async def run(self, query: str, key: int) -> Any:
-        """`query` with `key` as `%(key)s`, on the locks' session: the first column
-        of its first row. For bookkeeping that belongs with a lock (see PostgresSlots)."""
+    async def run(self, query: str, key: int | list[int]) -> Any:
+        """`query` with `key` (or a list of keys) as `%(key)s`, on the locks' session: the
+        first column of its first row. For bookkeeping that belongs with a lock (see
+        PostgresSlots)."""
         async with self._use:
             conn = await self._connection()
             try:

@@ -1,9 +1,11 @@
 """The ProspectStore in PostgreSQL: links, field stamps and create locks for many nodes.
 
-Create locks are session-level advisory locks, one key per email (scoped to the database and
-schema), held on the database's lock connection: every node waits for them, and a node that
-dies releases them with its session (see adapters.postgres.database). This process's own waiters
-queue on an asyncio lock first, since a session may take a key it already holds.
+Named locks (`hold`: emails, prospects, lookup values) are session-level advisory locks, one
+key per name (scoped to the database and schema), held on the database's lock connection:
+every node waits for them, and a node that dies releases them with its session (see
+adapters.postgres.database). A hold tries all its keys in one statement and keeps the longest
+free prefix. This process's own waiters queue on an asyncio lock first, since a session may
+take a key it already holds.
 """
 
 from __future__ import annotations
@@ -86,15 +88,19 @@ class PostgresProspectStore:
                 ),
             )
 
+    def create_lock(self, email: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.hold([email])
+
     @contextlib.asynccontextmanager
-    async def create_lock(self, email: str) -> AsyncIterator[None]:
-        async with self._local.hold(email) as key:
-            lock = self._db.lock_key("create", key)
-            await self._db.locks.acquire(lock, LOCK_POLL_SECONDS)
+    async def hold(self, keys: Sequence[str]) -> AsyncIterator[None]:
+        async with self._local.hold_all(keys) as names:
+            # Two names could share a 64-bit key: a session counts each take of it.
+            locks = list(dict.fromkeys(self._db.lock_key("create", name) for name in names))
             try:
+                await self._db.locks.acquire_all(locks, LOCK_POLL_SECONDS)
                 yield
             finally:
-                await self._db.locks.unlock(lock)
+                await self._db.locks.unlock_all(locks)
 
     async def close(self) -> None:
         """The database belongs to whoever opened it."""

@@ -1,14 +1,15 @@
-"""In-process locks per email: waiters of one process queue here, not on the shared store.
+"""In-process locks per name (an email, `prospect:<key>`, `lookup:<field>=<value>`): waiters
+of one process queue here, not on the shared store.
 
 A lock is forgotten when nobody holds or waits for it, so a long-running process does not
-keep one per email it ever saw.
+keep one per email it ever saw. Names compare without case or surrounding blanks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 
 class EmailLocks:
@@ -34,3 +35,13 @@ class EmailLocks:
             self._waiting[key] -= 1
             if not self._waiting[key]:
                 del self._waiting[key], self._locks[key]
+
+    @contextlib.asynccontextmanager
+    async def hold_all(self, names: Iterable[str]) -> AsyncIterator[list[str]]:
+        """Hold the lock of every name, taken in sorted order so that two holders of
+        overlapping sets cannot wait for each other; yields their keys, sorted."""
+        keys = sorted({self.key(name) for name in names})
+        async with contextlib.AsyncExitStack() as stack:
+            for key in keys:
+                await stack.enter_async_context(self.hold(key))
+            yield keys

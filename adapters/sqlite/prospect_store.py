@@ -1,8 +1,10 @@
 """The ProspectStore in SQLite, usually the queue's own file and connection.
 
-Create locks are rows with an owner and an expiry that the holder keeps pushing forward
-(a heartbeat), so every process on the file respects them and a dead holder's lock lapses
-within `LOCK_TTL_SECONDS`.
+Named locks (`hold`: emails, prospects, lookup values) are rows of `create_locks` with an
+owner and an expiry that the holder keeps pushing forward (a heartbeat, one UPDATE for every
+key it holds), so every process on the file respects them and a dead holder's locks lapse
+within `LOCK_TTL_SECONDS`. A hold takes the longest free prefix of its sorted keys in one
+transaction and waits only for the first key another process holds.
 """
 
 from __future__ import annotations
@@ -109,29 +111,50 @@ class SQLiteProspectStore:
         if rows:
             await self._db.write(partial(_record, rows))
 
+    def create_lock(self, email: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.hold([email])
+
     @contextlib.asynccontextmanager
-    async def create_lock(self, email: str) -> AsyncIterator[None]:
-        async with self._local.hold(email) as key:
-            await self._acquire(key)
-            beat = asyncio.create_task(self._heartbeat(key))
+    async def hold(self, keys: Sequence[str]) -> AsyncIterator[None]:
+        async with self._local.hold_all(keys) as names:
+            if not names:
+                yield
+                return
+            # Beating from the start keeps the keys taken alive while waiting for the rest.
+            beat = asyncio.create_task(self._heartbeat(names))
             try:
+                await self._acquire(names)
                 yield
             finally:
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beat
-                await asyncio.shield(self._db.write(partial(_release, key, self._owner)))
+                # Every name: this process's other tasks wait on the in-process locks, so a
+                # row of ours among them is this hold's (or a lost answer's) to give back.
+                await asyncio.shield(self._db.write(partial(_release, names, self._owner)))
 
-    async def _acquire(self, key: str) -> None:
+    async def _acquire(self, names: list[str]) -> None:
         wait, longest = LOCK_POLL_SECONDS
-        while not await self._db.write(partial(_try_lock, key, self._owner, self._lock_ttl)):
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, longest)
+        taken = 0
+        while taken < len(names):
+            attempt = partial(_try_lock, names[taken:], self._owner, self._lock_ttl)
+            call = asyncio.ensure_future(self._db.write(attempt))
+            try:
+                got = await asyncio.shield(call)
+            except asyncio.CancelledError:
+                # Let the transaction finish, so the release that follows comes after it.
+                with contextlib.suppress(Exception):
+                    await call
+                raise
+            taken += got
+            if taken < len(names):
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, longest)
 
-    async def _heartbeat(self, key: str) -> None:
+    async def _heartbeat(self, names: list[str]) -> None:
         while True:
             await asyncio.sleep(self._lock_heartbeat)
-            await self._db.write(partial(_renew, key, self._owner, self._lock_ttl))
+            await self._db.write(partial(_renew, names, self._owner, self._lock_ttl))
 
     async def close(self) -> None:
         if self._owned:
@@ -189,24 +212,41 @@ def _record(rows: list[tuple[str, str, str, int | None]], conn: sqlite3.Connecti
     )
 
 
-def _try_lock(key: str, owner: str, ttl: float, conn: sqlite3.Connection) -> bool:
+def _try_lock(keys: list[str], owner: str, ttl: float, conn: sqlite3.Connection) -> int:
+    """Take `keys` in order until one is held by another owner; returns how many are ours."""
     now = time.time()
-    conn.execute("DELETE FROM create_locks WHERE email = ? AND expires_at < ?", (key, now))
-    conn.execute(
-        "INSERT INTO create_locks (email, owner, expires_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (email) DO NOTHING",
-        (key, owner, now + ttl),
-    )
-    row = conn.execute("SELECT owner FROM create_locks WHERE email = ?", (key,)).fetchone()
-    return bool(row and row[0] == owner)
+    for taken, key in enumerate(keys):
+        conn.execute("DELETE FROM create_locks WHERE email = ? AND expires_at < ?", (key, now))
+        conn.execute(
+            "INSERT INTO create_locks (email, owner, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (email) DO NOTHING",
+            (key, owner, now + ttl),
+        )
+        row = conn.execute("SELECT owner FROM create_locks WHERE email = ?", (key,)).fetchone()
+        if not (row and row[0] == owner):
+            return taken
+    return len(keys)
 
 
-def _renew(key: str, owner: str, ttl: float, conn: sqlite3.Connection) -> None:
-    conn.execute(
-        "UPDATE create_locks SET expires_at = ? WHERE email = ? AND owner = ?",
-        (time.time() + ttl, key, owner),
-    )
+def _renew(keys: list[str], owner: str, ttl: float, conn: sqlite3.Connection) -> None:
+    expires = time.time() + ttl
+    for chunk in _chunks(keys):
+        marks = ",".join("?" * len(chunk))
+        conn.execute(
+            f"UPDATE create_locks SET expires_at = ? WHERE owner = ? AND email IN ({marks})",  # noqa: S608
+            [expires, owner, *chunk],
+        )
 
 
-def _release(key: str, owner: str, conn: sqlite3.Connection) -> None:
-    conn.execute("DELETE FROM create_locks WHERE email = ? AND owner = ?", (key, owner))
+def _release(keys: list[str], owner: str, conn: sqlite3.Connection) -> None:
+    for chunk in _chunks(keys):
+        marks = ",".join("?" * len(chunk))
+        conn.execute(
+            f"DELETE FROM create_locks WHERE owner = ? AND email IN ({marks})",  # noqa: S608
+            [owner, *chunk],
+        )
+
+
+def _chunks(keys: list[str]) -> list[list[str]]:
+    """Slices within SQLite's bound-parameter limit."""
+    return [keys[start : start + 500] for start in range(0, len(keys), 500)]

@@ -1,6 +1,6 @@
 """The ports of what the service keeps about the account, shared by every process on a store.
 
-Implemented by each store backend: `ProspectStore` (identity links, `FieldStamp`s, create
+Implemented by each store backend: `ProspectStore` (identity links, `FieldStamp`s, named
 locks) for the sync service, `ProspectIndex` with its resumable `IndexState` for the index
 keeper, and `ApiCallCounts` (Pardot calls per account day) for the daily budget.
 """
@@ -54,10 +54,19 @@ class ProspectStore(Protocol):
         ...
 
     def create_lock(self, email: str) -> AbstractAsyncContextManager[None]:
-        """Held while finding or creating the prospect for `email` (case-insensitive).
+        """Held while finding or creating the prospect for `email` (case-insensitive):
+        `hold([email])`. Every process sharing the store waits for it, so one new email
+        never becomes two prospects."""
+        ...
 
-        Every process sharing the store waits for it, so one new email never becomes two
-        prospects; a lock whose holder died expires within seconds.
+    def hold(self, keys: Sequence[str]) -> AbstractAsyncContextManager[None]:
+        """Hold the named lock of every key at once, across every process sharing the store.
+
+        Keys compare without case or surrounding blanks; the sync names them so they never
+        clash: an email (creates by email), `prospect:<key>` (stamp check to recorded write),
+        `lookup:<field>=<value>` (creates by lookup value). They are taken in sorted order,
+        so two holders of overlapping sets cannot wait for each other, and given back on exit,
+        cancellation included; a lock whose holder died lapses within seconds.
         """
         ...
 

@@ -4,23 +4,25 @@ In: the groups and the call's `Context`. Out: one resolution per group (never `S
 context the rest of the call uses. Decisions that depend on what Pardot holds come from the
 index only while the refresh behind its watermark began after every event of the call arrived
 (docs/matching.md); otherwise one refresh comes first, shared with every batch and process
-that needs it then. Creates take the create locks of every email they may create for, refresh
-(from a moment after the locks when an earlier create of one of those emails may not be in the
-index yet), resolve again and only then create (`create.create_batches`).
+that needs it then. Creates take the create locks of every email and lookup value they may
+create for (one sorted `ProspectStore.hold`), refresh (from a moment after the locks when an
+earlier create of one of those emails may not be in the index yet), resolve again and only
+then create (`create.create_batches`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from domain.errors import ConfigurationError, PardotError
 from domain.index import BudgetShort
+from domain.matching import MatchByLookup
 from domain.sync.context import Context, NeedsCreate, Stale
 from domain.sync.create import create_batches, creating
 from domain.sync.grouping import Group
+from domain.sync.locks import create_locks, lookup_lock
 from domain.sync.outcomes import Outcome, RetryLater, outcome_of
 from domain.sync.resolve import Resolution, resolve_safely
 
@@ -63,9 +65,9 @@ async def _with_creates(
             and isinstance(group.email.value, str)
         }
     )
-    async with contextlib.AsyncExitStack() as held:
-        for key in keys:
-            await held.enter_async_context(context.store.create_lock(key))
+    # And the lookup values they may create a holder of: two emails with one value wait too.
+    names = sorted({*keys, *lookup_locks(groups, results, context)})
+    async with context.store.hold(names):
         # A create of one of these emails whose prospect was never learned (its process died,
         # or Pardot did not answer the query) is not in the index: only a refresh begun now
         # finds it. Otherwise any refresh begun after the events arrived will do.
@@ -77,15 +79,27 @@ async def _with_creates(
         locked = replace(context, fresh=True, locked=True)
         results = await resolve_all(groups, locked)
         needs = [i for i, r in enumerate(results) if isinstance(r, NeedsCreate)]
-        mine = [i for i in needs if _email(results[i]) in keys]
+        mine = [i for i in needs if set(create_locks([_need(results[i])])) <= set(names)]
         for i in needs:
             if i not in mine:
-                # The refresh showed this group needs a create for an email not locked here.
+                # The refresh showed this group needs a create for an email (or lookup value)
+                # not locked here.
                 results[i] = RetryLater("retry: a create this batch did not expect", delay=1)
         made = await create_batches([_need(results[i]) for i in mine], locked)
         for position, outcome in zip(mine, made, strict=True):
             results[position] = outcome
     return results
+
+
+def lookup_locks(
+    groups: Sequence[Group], results: Sequence[Resolution], context: Context
+) -> set[str]:
+    """The lookup values of the groups that may need a create, in the form Pardot stores."""
+    return {
+        lookup_lock(group.write.lookup_field, context.lookup.stored(group.write.value))
+        for group, result in zip(groups, results, strict=True)
+        if isinstance(result, Stale | NeedsCreate) and isinstance(group.write, MatchByLookup)
+    }
 
 
 async def _refreshed(refresh: Callable[[], Awaitable[None]]) -> Outcome | None:
@@ -104,7 +118,3 @@ async def _refreshed(refresh: Callable[[], Awaitable[None]]) -> Outcome | None:
 def _need(result: Resolution) -> NeedsCreate:
     assert isinstance(result, NeedsCreate)
     return result
-
-
-def _email(result: Resolution) -> str:
-    return _need(result).email.strip().lower()

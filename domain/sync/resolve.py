@@ -20,6 +20,7 @@ from domain.prospect import Prospect
 from domain.sync.context import Context, NeedsCreate, Stale, Target, updated
 from domain.sync.grouping import Group
 from domain.sync.learn import created
+from domain.sync.locks import lookup_lock
 from domain.sync.outcomes import Outcome, Rejected, RetryLater, outcome_of
 
 Resolution = Target | Outcome | NeedsCreate | Stale
@@ -82,7 +83,7 @@ async def _by_lookup(
     value = lookup.stored(write.value)
     identity = f"lookup:{write.lookup_field}={value}"
     described = f"{write.lookup_field}={write.value}"
-    async with _lock(email, context):
+    async with _lock(email, context, lookup_lock(write.lookup_field, value)):
         holders: dict[int, Prospect] = {}
         if context.index is not None:
             holders.update({p.id: p for p in await context.index.index.holding(value)})
@@ -240,12 +241,16 @@ async def _create(need: NeedsCreate, context: Context) -> Target:
     return await created(context, need, made)
 
 
-def _lock(email: str | None, context: Context) -> contextlib.AbstractAsyncContextManager[None]:
-    """Reading Pardot, finding or creating holds the email's lock; from the index, finding
-    only reads the store, and creates take the locks in `create.create_batches`."""
+def _lock(
+    email: str | None, context: Context, *names: str
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """Reading Pardot, finding or creating holds the email's lock (and the lookup value's,
+    in `names`, so two emails cannot both find nobody holding it and create); from the
+    index, finding only reads the store, and creates take the locks in
+    `fresh.resolve_fresh`. Without an email nothing is created: no lock."""
     if email is None or context.index is not None:
         return contextlib.nullcontext()
-    return context.store.create_lock(email)
+    return context.store.hold([email, *names])
 
 
 def person_identity(group: Group) -> str | None:

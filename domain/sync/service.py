@@ -38,6 +38,7 @@ from domain.sync.create import written_by_create
 from domain.sync.fresh import resolve_fresh
 from domain.sync.grouping import Group, group_planned, plan_events, settle
 from domain.sync.learn import learn_upserted
+from domain.sync.locks import write_locks
 from domain.sync.outcomes import Delivered, Outcome, Rejected
 from domain.sync.write import decide, indexed, prepare_write, ride, write_chunk
 
@@ -192,31 +193,44 @@ class SyncService:
             if context.index is not None and self._change_detection
             else None
         )
-        # Concurrently, so the store's group commit carries many prospects per transaction.
-        decisions = list(
-            await asyncio.gather(
-                *(
-                    decide(targets[key], members, context, held.get(key), detect)
-                    for key, members in by_target.items()
+        # From the stamp check to the recorded write, another process (or batch) writing one
+        # of these prospects waits, so neither passes the check with an older value.
+        async with context.store.hold(write_locks(by_target)):
+            # Concurrently, so the store's group commit carries many prospects per transaction.
+            decisions = list(
+                await asyncio.gather(
+                    *(
+                        decide(targets[key], members, context, held.get(key), detect)
+                        for key, members in by_target.items()
+                    )
                 )
             )
-        )
-        if context.index is not None and not context.fresh:
-            # "Pardot already holds it" needs an index fresh for these events: refresh, or
-            # write those values along with the rest when that costs fewer calls.
-            unchanged = sum(isinstance(d.verdict, Unchanged) for d in decisions)
-            if unchanged:
-                writes = sum(isinstance(d.verdict, Changes) for d in decisions)
-                if refresh_pays(writes, unchanged) and await self._refreshed(context):
-                    fresh = replace(context, fresh=True)
-                    waiting = [g for members in by_target.values() for g in members]
-                    await self._deliver(waiting, outcomes, fresh, again=again)
-                    return
-                decisions = [ride(d) if isinstance(d.verdict, Unchanged) else d for d in decisions]
-        prepared = await asyncio.gather(*(prepare_write(d, outcomes, context) for d in decisions))
-        pending = [item for item in prepared if item is not None]
-        chunks = [pending[i : i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
-        lists = await asyncio.gather(*(write_chunk(c, outcomes, context) for c in chunks))
+            refreshed = False
+            if context.index is not None and not context.fresh:
+                # "Pardot already holds it" needs an index fresh for these events: refresh, or
+                # write those values along with the rest when that costs fewer calls.
+                unchanged = sum(isinstance(d.verdict, Unchanged) for d in decisions)
+                if unchanged:
+                    writes = sum(isinstance(d.verdict, Changes) for d in decisions)
+                    refreshed = refresh_pays(writes, unchanged) and await self._refreshed(context)
+                    if not refreshed:
+                        decisions = [
+                            ride(d) if isinstance(d.verdict, Unchanged) else d for d in decisions
+                        ]
+            if not refreshed:
+                prepared = await asyncio.gather(
+                    *(prepare_write(d, outcomes, context) for d in decisions)
+                )
+                pending = [item for item in prepared if item is not None]
+                chunks = [pending[i : i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
+                lists = await asyncio.gather(*(write_chunk(c, outcomes, context) for c in chunks))
+        if refreshed:
+            # Decided again from the fresh index, under the locks taken anew (they are not
+            # reentrant, so never while held).
+            fresh = replace(context, fresh=True)
+            waiting = [g for members in by_target.values() for g in members]
+            await self._deliver(waiting, outcomes, fresh, again=again)
+            return
         gone = [group for groups_ in lists for group in groups_]
         if gone and not again:
             # A link or the index named prospects Pardot no longer has: look again, once.
