@@ -38,7 +38,7 @@ from domain.sync.create import written_by_create
 from domain.sync.fresh import resolve_fresh
 from domain.sync.grouping import Group, group_events, settle
 from domain.sync.learn import learn_upserted
-from domain.sync.outcomes import Delivered, Outcome, Rejected
+from domain.sync.outcomes import Delivered, Outcome, Rejected, RetryLater
 from domain.sync.write import decide, indexed, prepare_write, ride, write_chunk
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,11 @@ class SyncService:
         if gone and not again:
             # The index named prospects Pardot no longer has: they are dropped, look again.
             await self._deliver(gone, outcomes, context, again=True)
+        elif gone:
+            # Gone again (a marketer deleted every prospect named since the refresh): these
+            # events are offered again later, not left without an outcome and dead-lettered.
+            for group in gone:
+                settle(outcomes, group, RetryLater("retry: the prospect was deleted", delay=1))
         if context.index is not None and any(p.row.by == "email" for p in pending):
             # v3 upserts may have created prospects: learn them, batches return no ids.
             known = {key for key, value in held.items() if value is not None}
