@@ -104,6 +104,8 @@ class SyncService:
         if self._lookup is not None and self._lookup_broken is None:
             return
         fields = await self._repository.custom_fields()
+        if self._keeper is not None:
+            self._keeper.note_custom_fields(fields)
         found = check_lookup_field(lookup, fields, setting=self._lookup_setting)
         if self._lookup_broken is not None:
             message, seen = self._lookup_broken

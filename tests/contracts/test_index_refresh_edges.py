@@ -122,3 +122,29 @@ async def test_both_duplicates_deleted_after_the_refresh_retry_the_event_not_rej
     if isinstance(outcome, RetryLater):
         [outcome] = await setup.service.sync([event])
     assert isinstance(outcome, Delivered)
+
+
+async def test_a_process_joining_a_complete_index_reads_the_custom_fields_once(make: Any) -> None:
+    """Every node pays its own start-up reads (issue 20: nodes within 5% of one node's calls):
+    the lookup field's check and the index's list of fields to pull share one call."""
+    setup = await make(lookup=True)
+    setup.backend.seed("ann@x.io", org_id="42")
+    await setup.keeper.rebuild()
+    # Another process on the same store: its own keeper and service over the shared index.
+    keeper = IndexKeeper(setup.backend.repo, setup.keeper.index, lookup_field="org_id")
+    settings = make_settings(api_version=4, prospect_lookup_field_id="org_id")
+    service = SyncService(setup.backend.repo, settings, InMemoryProspectStore(), index=keeper)
+    before = custom_field_calls(setup)
+    arrived = setup.clock().isoformat()
+    [outcome] = await service.sync(
+        [parse_event({**identify("m1", 1, email="ann@x.io", org_id="42", plan="pro"),
+                      "receivedAt": arrived})]
+    )  # fmt: skip
+    assert isinstance(outcome, Delivered)
+    assert custom_field_calls(setup) - before == 1
+
+
+def custom_field_calls(setup: Any) -> int:
+    if setup.backend.fake is not None:
+        return int(setup.backend.fake.calls["customField"])
+    return int(setup.backend.repo.calls.get("customField", 0))
