@@ -227,7 +227,7 @@ steps = st.lists(
         st.tuples(st.just("wait"), st.sampled_from((0.5, 1, 59, 61))),
     ),
     min_size=1,
-    max_size=14,
+    max_size=20,
 )
 
 
@@ -271,7 +271,7 @@ async def play(version: int, seeded: list[int], script: list[Any]) -> World:
     st.lists(st.integers(0, PEOPLE - 1), unique=True, max_size=PEOPLE),
     steps,
 )
-@hsettings(max_examples=200, deadline=None)
+@hsettings(max_examples=300, deadline=None)
 def test_with_a_complete_index_pardot_ends_holding_the_latest_event_unless_changed_since(
     version: int, seeded: list[int], script: list[Any]
 ) -> None:
