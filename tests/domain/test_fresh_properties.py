@@ -249,7 +249,9 @@ async def play(version: int, seeded: list[int], script: list[Any]) -> World:
             if change != "edit" and any(a.person == person for a in world.pending):
                 world.raced.add(person)
 
-            async def meanwhile(change: str = change, person: int = person) -> None:
+            async def meanwhile(
+                change: str = change, person: int = person, yields: int = yields
+            ) -> None:
                 for _ in range(yields):
                     await asyncio.sleep(0)
                 world.change(change, person)
