@@ -84,10 +84,18 @@ class IndexFeed:
                 custom: list[CustomField] = await self._counted(self._repository.custom_fields())
             finally:
                 self._reserved = max(0, self._reserved - 1)
-            self._types = {f.field_id: f.type for f in custom}
-            standard = sorted(STANDARD_FIELDS - {"email", "password"})
-            self.fields = (*KEY_FIELDS, *standard, *sorted(self._types))
+            self.note_custom_fields(custom)
+        assert self.fields is not None
         return self.fields
+
+    def note_custom_fields(self, custom: Sequence[CustomField]) -> None:
+        """The account's custom fields as this process just read them for another purpose
+        (the lookup field's check): the feed needs no call of its own then."""
+        if self.fields is not None:
+            return
+        self._types = {f.field_id: f.type for f in custom}
+        standard = sorted(STANDARD_FIELDS - {"email", "password"})
+        self.fields = (*KEY_FIELDS, *standard, *sorted(self._types))
 
     async def query(self, query: ProspectQuery) -> ProspectPage:
         """One page; `spend` comes first, as for every call."""

@@ -23,7 +23,7 @@ from domain.index import refresh as refreshing
 from domain.index.feed import BudgetShort, IndexFeed
 from domain.index.scan import Progress, RangeScan, ScanReport
 from domain.ports import QUERY_LIMIT, IndexState, PardotRepository, ProspectIndex, ProspectQuery
-from domain.prospect import Prospect
+from domain.prospect import CustomField, Prospect
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,11 @@ class IndexKeeper:
     def field_type(self, name: str) -> str:
         """A custom field's type (Text, Number, Date...), as the account lists it."""
         return self._feed.field_type(name)
+
+    def note_custom_fields(self, custom: Sequence[CustomField]) -> None:
+        """The account's custom fields, read by the sync service's check: one call a process
+        serves both (every node pays its own, so a second would show per node)."""
+        self._feed.note_custom_fields(custom)
 
     def note_read_one_by_one(self, events: int) -> None:
         """Events resolved by reading Pardot one by one: they count towards a scan."""

@@ -39,7 +39,7 @@ from domain.sync.fresh import resolve_fresh
 from domain.sync.grouping import Group, group_planned, plan_events, settle
 from domain.sync.learn import learn_upserted
 from domain.sync.locks import write_locks
-from domain.sync.outcomes import Delivered, Outcome, Rejected
+from domain.sync.outcomes import Delivered, Outcome, Rejected, RetryLater
 from domain.sync.write import decide, indexed, prepare_write, ride, write_chunk
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,8 @@ class SyncService:
         if self._lookup is not None and self._lookup_broken is None:
             return
         fields = await self._repository.custom_fields()
+        if self._keeper is not None:
+            self._keeper.note_custom_fields(fields)
         found = check_lookup_field(lookup, fields, setting=self._lookup_setting)
         if self._lookup_broken is not None:
             message, seen = self._lookup_broken
@@ -235,6 +237,11 @@ class SyncService:
         if gone and not again:
             # A link or the index named prospects Pardot no longer has: look again, once.
             await self._deliver(gone, outcomes, context, again=True)
+        elif gone:
+            # Gone again (a marketer deleted every prospect named since the refresh): these
+            # events are offered again later, not left without an outcome and dead-lettered.
+            for group in gone:
+                settle(outcomes, group, RetryLater("retry: the prospect was deleted", delay=1))
         if context.index is not None and any(p.row.by == "email" for p in pending):
             # v3 upserts may have created prospects: learn them, batches return no ids.
             known = {key for key, value in held.items() if value is not None}
