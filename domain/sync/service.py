@@ -17,7 +17,6 @@ group), fresh (resolve, refresh, create), merge, compare, write, learn.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,21 +25,19 @@ from datetime import datetime
 
 from domain.errors import ConfigurationError, PardotError
 from domain.events import IdentifyEvent
-from domain.index import BudgetShort, IndexKeeper
+from domain.index import IndexKeeper
 from domain.lookup_field import check_lookup_field
 from domain.matching import DEFAULT_DESTINATION_KEYS
-from domain.ports import BATCH_LIMIT, PardotRepository, ProspectStore
+from domain.ports import PardotRepository, ProspectStore
 from domain.prospect import CustomField
 from domain.settings import DestinationSettings
-from domain.sync.compare import Changes, Unchanged, refresh_pays
 from domain.sync.context import Context, LookupValues, NeedsCreate, Stale, Target
 from domain.sync.create import written_by_create
 from domain.sync.fresh import resolve_fresh
 from domain.sync.grouping import Group, group_planned, plan_events, settle
 from domain.sync.learn import learn_upserted
-from domain.sync.locks import write_locks
 from domain.sync.outcomes import Delivered, Outcome, Rejected, RetryLater
-from domain.sync.write import decide, indexed, prepare_write, ride, write_chunk
+from domain.sync.write import indexed, write_targets
 
 log = logging.getLogger(__name__)
 
@@ -195,45 +192,15 @@ class SyncService:
             if context.index is not None and self._change_detection
             else None
         )
-        # From the stamp check to the recorded write, another process (or batch) writing one
-        # of these prospects waits, so neither passes the check with an older value.
-        async with context.store.hold(write_locks(by_target)):
-            # Concurrently, so the store's group commit carries many prospects per transaction.
-            decisions = list(
-                await asyncio.gather(
-                    *(
-                        decide(targets[key], members, context, held.get(key), detect)
-                        for key, members in by_target.items()
-                    )
-                )
-            )
-            refreshed = False
-            if context.index is not None and not context.fresh:
-                # "Pardot already holds it" needs an index fresh for these events: refresh, or
-                # write those values along with the rest when that costs fewer calls.
-                unchanged = sum(isinstance(d.verdict, Unchanged) for d in decisions)
-                if unchanged:
-                    writes = sum(isinstance(d.verdict, Changes) for d in decisions)
-                    refreshed = refresh_pays(writes, unchanged) and await self._refreshed(context)
-                    if not refreshed:
-                        decisions = [
-                            ride(d) if isinstance(d.verdict, Unchanged) else d for d in decisions
-                        ]
-            if not refreshed:
-                prepared = await asyncio.gather(
-                    *(prepare_write(d, outcomes, context) for d in decisions)
-                )
-                pending = [item for item in prepared if item is not None]
-                chunks = [pending[i : i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
-                lists = await asyncio.gather(*(write_chunk(c, outcomes, context) for c in chunks))
-        if refreshed:
-            # Decided again from the fresh index, under the locks taken anew (they are not
-            # reentrant, so never while held).
+        written = await write_targets(by_target, targets, held, outcomes, context, detect)
+        if written is None:
+            # A refresh was made instead: decide again from the fresh index (the prospect
+            # locks are taken anew: they are not reentrant, so never while held).
             fresh = replace(context, fresh=True)
             waiting = [g for members in by_target.values() for g in members]
             await self._deliver(waiting, outcomes, fresh, again=again)
             return
-        gone = [group for groups_ in lists for group in groups_]
+        gone, pending = written.gone, written.pending
         if gone and not again:
             # A link or the index named prospects Pardot no longer has: look again, once.
             await self._deliver(gone, outcomes, context, again=True)
@@ -247,16 +214,3 @@ class SyncService:
             known = {key for key, value in held.items() if value is not None}
             if any(p.target.key not in known for p in pending):
                 await learn_upserted(context.index)
-
-    @staticmethod
-    async def _refreshed(context: Context) -> bool:
-        """Refresh for the call's events; False when it cannot be now (then write instead)."""
-        assert context.index is not None
-        try:
-            await context.index.refresh_for(context.arrived)
-        except ConfigurationError:
-            raise
-        except (BudgetShort, PardotError) as error:
-            log.warning("prospect index not refreshed, writing instead: %s", error)
-            return False
-        return True

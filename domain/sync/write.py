@@ -1,29 +1,35 @@
 """Write: the groups resolved to each prospect in, batch writes and their outcomes out.
 
-In: per target prospect its groups, and what the index holds for it. `decide` reads the
-store's stamps, merges and compares (pure stages); `ride` drops change detection from a
-decision; `prepare_write` either settles the groups at once (up to date, unchanged) or yields
-a `Pending` row; `write_chunk` sends up to 50 rows in one
-call, learns what was written and settles every group. Groups whose prospect Pardot no
-longer has (error 3) come back to be resolved again, unless an explicit
-`integrations.Pardot.id` named it.
+In: per target prospect its groups, and what the index holds for it. Out: `write_targets`,
+the whole stage under the prospects' locks: `decide` reads the store's stamps, merges and
+compares (pure stages); `ride` drops change detection from a decision when a stale index
+makes a refresh dearer than writing; `prepare_write` settles the groups at once (up to date,
+unchanged) or yields a `Pending` row; `write_chunk` sends up to 50 rows in one call, learns
+what was written and settles every group. Groups whose prospect Pardot no longer has (error 3)
+come back to be resolved again, unless an explicit `integrations.Pardot.id` named it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from domain.errors import ConfigurationError, PardotError
+from domain.index import BudgetShort
 from domain.matching import UpsertById
-from domain.ports import FieldStamp, ProspectWrite
+from domain.ports import BATCH_LIMIT, FieldStamp, ProspectWrite
 from domain.prospect import Prospect
-from domain.sync.compare import Changes, FieldType, Unchanged, UpToDate, compare
+from domain.sync.compare import Changes, FieldType, Unchanged, UpToDate, compare, refresh_pays
 from domain.sync.context import Context, Target
 from domain.sync.grouping import Group, Stamped, settle
 from domain.sync.learn import as_written, remember
+from domain.sync.locks import write_locks
 from domain.sync.merge import Merged, merge
 from domain.sync.outcomes import UNCHANGED, Delivered, Outcome, outcome_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -159,3 +165,64 @@ async def write_chunk(
     if written and context.index is not None:
         await context.index.put(written)
     return gone
+
+
+@dataclass(frozen=True)
+class Written:
+    """What the write stage sent (`pending`) and the groups whose prospect Pardot no longer
+    has (`gone`), to be resolved again."""
+
+    pending: list[Pending]
+    gone: list[Group]
+
+
+async def write_targets(
+    by_target: Mapping[str, list[Group]],
+    targets: Mapping[str, Target],
+    held: Mapping[str, Prospect | None],
+    outcomes: list[Outcome | None],
+    context: Context,
+    detect: FieldType | None,
+) -> Written | None:
+    """Decide and write every prospect's rows, 50 a call; None when a refresh was made
+    instead (decide again from the fresh index).
+
+    From the stamp check to the recorded write the prospects' locks are held, so another
+    process (or batch) writing one of them waits and neither passes the check with an older
+    value. "Pardot already holds it" needs an index fresh for the events: on a stale one,
+    refresh, or write those values along with the rest when that costs fewer calls.
+    """
+    async with context.store.hold(write_locks(by_target)):
+        # Concurrently, so the store's group commit carries many prospects per transaction.
+        decisions = list(
+            await asyncio.gather(
+                *(
+                    decide(targets[key], members, context, held.get(key), detect)
+                    for key, members in by_target.items()
+                )
+            )
+        )
+        unchanged = sum(isinstance(d.verdict, Unchanged) for d in decisions)
+        if context.index is not None and not context.fresh and unchanged:
+            writes = sum(isinstance(d.verdict, Changes) for d in decisions)
+            if refresh_pays(writes, unchanged) and await _refreshed(context):
+                return None
+            decisions = [ride(d) if isinstance(d.verdict, Unchanged) else d for d in decisions]
+        prepared = await asyncio.gather(*(prepare_write(d, outcomes, context) for d in decisions))
+        pending = [item for item in prepared if item is not None]
+        chunks = [pending[i : i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
+        lists = await asyncio.gather(*(write_chunk(c, outcomes, context) for c in chunks))
+    return Written(pending, [group for gone in lists for group in gone])
+
+
+async def _refreshed(context: Context) -> bool:
+    """Refresh for the call's events; False when it cannot be now (then write instead)."""
+    assert context.index is not None
+    try:
+        await context.index.refresh_for(context.arrived)
+    except ConfigurationError:
+        raise
+    except (BudgetShort, PardotError) as error:
+        log.warning("prospect index not refreshed, writing instead: %s", error)
+        return False
+    return True
