@@ -4,7 +4,7 @@ In: the `NeedsCreate` answers of `resolve`, with the create locks of their email
 index fresh (`fresh.resolve_fresh`). Out: per need a `Target` (created, or found after all) or
 an outcome. Creates go 50 a call, one email per round (a second group of that email then finds
 what the first created); the new ids are learned from the next refresh of the index, begun
-after the creates were answered. Until then a `creating:<email>` mark in the store tells any
+after the creates were answered. Until then a `creating:<lock>` mark (email, lookup value) tells any
 process that takes the email's lock that the index may not hold that prospect yet.
 """
 
@@ -19,15 +19,17 @@ from domain.prospect import Prospect
 from domain.sync.context import Context, NeedsCreate, Stale, Target
 from domain.sync.grouping import Group, Stamped
 from domain.sync.learn import created
+from domain.sync.locks import create_locks
 from domain.sync.outcomes import Outcome, Rejected, RetryLater, outcome_of
 from domain.sync.resolve import Resolution, resolve_safely
 
 CREATING = "creating:"
 
 
-def creating(email: str) -> str:
-    """The store's mark of a create of `email` whose prospect may not be in the index yet."""
-    return CREATING + email.strip().lower()
+def creating(name: str) -> str:
+    """The store's mark of a create under the lock `name` (an email, a lookup value) whose
+    prospect may not be in the index yet."""
+    return CREATING + name
 
 
 async def create_batches(needs: list[NeedsCreate], context: Context) -> list[Target | Outcome]:
@@ -72,7 +74,8 @@ async def _create_rows(
     emails = [need.email.strip().lower() for need in needs]
     before = await keeper.index.by_emails(emails)
     seen = {p.id for found in before.values() for p in found}
-    await context.store.link({creating(email): "pending" for email in emails})
+    marks = {i: [creating(name) for name in create_locks([need])] for i, need in enumerate(needs)}
+    await context.store.link({mark: "pending" for names in marks.values() for mark in names})
     rows = [
         ProspectWrite(
             "email",
@@ -120,9 +123,9 @@ async def _create_rows(
             new = [p for p in found if p.id not in seen]
             if new:
                 learned[email] = max(new, key=lambda p: p.id)
-    # Learned, or certainly not created: the index holds the truth about these emails again.
-    done = [email for i, email in enumerate(emails) if email in learned or i in failed]
-    await context.store.unlink([creating(email) for email in done])
+    # Learned, or certainly not created: the index holds the truth about these again.
+    done = [i for i, email in enumerate(emails) if email in learned or i in failed]
+    await context.store.unlink([mark for i in done for mark in marks[i]])
 
     async def result(i: int, need: NeedsCreate) -> Target | Outcome:
         prospect = learned.get(emails[i])

@@ -68,10 +68,10 @@ async def _with_creates(
     # And the lookup values they may create a holder of: two emails with one value wait too.
     names = sorted({*keys, *lookup_locks(groups, results, context)})
     async with context.store.hold(names):
-        # A create of one of these emails whose prospect was never learned (its process died,
-        # or Pardot did not answer the query) is not in the index: only a refresh begun now
-        # finds it. Otherwise any refresh begun after the events arrived will do.
-        unlearned = await context.store.links([creating(key) for key in keys])
+        # A create for one of these emails or lookup values whose prospect was never learned
+        # (its process died, or Pardot did not answer the query) is not in the index: only a
+        # refresh begun now finds it. Otherwise any refresh begun after the events arrived will do.
+        unlearned = await context.store.links([creating(name) for name in names])
         moment = await keeper.index.clock() if unlearned else context.arrived
         failed = await _refreshed(lambda: keeper.refresh_for(moment))
         if failed is not None:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -473,3 +473,52 @@ async def test_a_changed_lookup_setting_recomputes_the_index_before_any_decision
     assert [p.id for p in await setup.keeper.index.holding("42")] == [mine]
     state = await setup.keeper.index.state()
     assert (state.lookup_field, state.lookup_type) == ("plan", "Text")
+
+
+@pytest.mark.parametrize("marked", [True, False])
+async def test_a_create_never_learned_is_found_before_creating_again(
+    make: Any, marked: bool
+) -> None:
+    """A process created a prospect and died before learning it; a refresh that began before
+    that create (after the event arrived) finished without it. The `creating:` mark it left
+    makes the next create of that email refresh from a moment after its lock."""
+    setup = await make()
+    await setup.keeper.rebuild()
+    store = InMemoryProspectStore()
+    service = SyncService(setup.backend.repo, make_settings(), store, index=setup.keeper)
+    event = parse_event(
+        {**identify("m1", 1, email="new@x.io"), "receivedAt": setup.clock().isoformat()}
+    )
+    began = setup.clock()  # the refresh that began before the dead process's create
+    made = setup.backend.seed("new@x.io")
+    state = await setup.keeper.index.state()
+    await setup.keeper.index.save_state(replace(state, watermark_began=began))
+    if marked:
+        await store.link({"creating:new@x.io": "pending"})
+    [outcome] = await service.sync([event])
+    assert isinstance(outcome, Delivered)
+    if marked:
+        assert outcome.prospect_id == made and len(setup.prospects()) == 1
+    else:  # what the mark prevents: the index is fresh for the event, and lacks the prospect
+        assert "created prospect" in outcome.reason and len(setup.prospects()) == 2
+
+
+async def test_a_create_never_learned_under_a_lookup_value_is_found_by_another_email(
+    make: Any,
+) -> None:
+    """The same for a lookup value: the dead process created V's holder under another email."""
+    setup = await make(lookup=True)
+    await setup.keeper.rebuild()
+    store = InMemoryProspectStore()
+    settings = make_settings(api_version=4, prospect_lookup_field_id=LOOKUP)
+    service = SyncService(setup.backend.repo, settings, store, index=setup.keeper)
+    arrived = setup.clock().isoformat()
+    event = parse_event({**identify("m1", 1, email="two@x.io", org_id="V"), "receivedAt": arrived})
+    began = setup.clock()
+    made = setup.backend.seed("one@x.io", org_id="V")
+    state = await setup.keeper.index.state()
+    await setup.keeper.index.save_state(replace(state, watermark_began=began))
+    await store.link({f"creating:lookup:{LOOKUP}=V": "pending"})
+    [outcome] = await service.sync([event])
+    assert isinstance(outcome, Delivered) and outcome.prospect_id == made
+    assert len(setup.prospects()) == 1
