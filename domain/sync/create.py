@@ -20,7 +20,7 @@ from domain.sync.context import Context, NeedsCreate, Stale, Target
 from domain.sync.grouping import Group, Stamped
 from domain.sync.learn import created
 from domain.sync.locks import create_locks
-from domain.sync.outcomes import Outcome, Rejected, RetryLater, outcome_of
+from domain.sync.outcomes import Outcome, Rejected, RetryLater, outcome_of, refused
 from domain.sync.resolve import Resolution, resolve_safely
 
 CREATING = "creating:"
@@ -113,11 +113,7 @@ async def _create_rows(
         except ConfigurationError:
             raise
         except (BudgetShort, PardotError) as error:
-            later = (
-                RetryLater(f"retry: {error}", delay=error.seconds_to_reset)
-                if isinstance(error, BudgetShort)
-                else outcome_of(error)
-            )
+            later = refused(error)
             return [failed.get(i) or later for i in range(len(needs))]
         for email, found in (await keeper.index.by_emails(emails)).items():
             new = [p for p in found if p.id not in seen]

@@ -23,7 +23,7 @@ from domain.sync.context import Context, NeedsCreate, Stale
 from domain.sync.create import create_batches, creating
 from domain.sync.grouping import Group
 from domain.sync.locks import create_locks, lookup_lock
-from domain.sync.outcomes import Outcome, RetryLater, outcome_of
+from domain.sync.outcomes import Outcome, RetryLater, refused
 from domain.sync.resolve import Resolution, resolve_safely
 
 
@@ -108,10 +108,8 @@ async def _refreshed(refresh: Callable[[], Awaitable[None]]) -> Outcome | None:
         await refresh()
     except ConfigurationError:
         raise
-    except BudgetShort as short:
-        return RetryLater(f"retry: {short}", delay=short.seconds_to_reset)
-    except PardotError as error:
-        return outcome_of(error)
+    except (BudgetShort, PardotError) as error:
+        return refused(error)
     return None
 
 

@@ -17,6 +17,7 @@ from domain.errors import (
     PermanentPardotError,
     RetryableError,
 )
+from domain.index import BudgetShort
 from domain.prospect import FieldValue
 
 UNCHANGED = "unchanged"  # the reason of a delivery whose values Pardot already holds
@@ -58,6 +59,14 @@ class RetryLater:
 
 
 Outcome = Delivered | Skipped | Rejected | RetryLater
+
+
+def refused(error: PardotError | BudgetShort) -> Outcome:
+    """The outcome of events waiting on a call Pardot refused, or the daily budget did not
+    allow (those wait for the budget's reset)."""
+    if isinstance(error, BudgetShort):
+        return RetryLater(f"retry: {error}", delay=error.seconds_to_reset)
+    return outcome_of(error)
 
 
 def outcome_of(error: PardotError) -> Outcome:

@@ -21,7 +21,7 @@ from domain.sync.context import Context, NeedsCreate, Stale, Target, updated
 from domain.sync.grouping import Group
 from domain.sync.learn import created
 from domain.sync.locks import lookup_lock
-from domain.sync.outcomes import Outcome, Rejected, RetryLater, outcome_of
+from domain.sync.outcomes import Outcome, Rejected, refused
 
 Resolution = Target | Outcome | NeedsCreate | Stale
 STALE = Stale("the index is older than the events")
@@ -33,10 +33,8 @@ async def resolve_safely(group: Group, context: Context) -> Resolution:
         return await resolve(group, context)
     except ConfigurationError:
         raise
-    except BudgetShort as short:
-        return RetryLater(f"retry: {short}", delay=short.seconds_to_reset)
-    except PardotError as error:
-        return outcome_of(error)
+    except (BudgetShort, PardotError) as error:
+        return refused(error)
 
 
 async def resolve(group: Group, context: Context) -> Resolution:
