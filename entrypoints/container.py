@@ -55,6 +55,7 @@ from entrypoints.operator.dry_run import DryRun
 from entrypoints.operator.fields import account_fields
 from entrypoints.operator.status import StatusSources
 from entrypoints.readiness import Readiness
+from entrypoints.wakeup import Wakeup
 from entrypoints.worker import DeliveryWorker, WorkerOptions
 
 __all__ = ["AWAITED", "NO_CREDENTIALS", "Container", "opened", "token_provider"]
@@ -248,9 +249,11 @@ class Container(containers.DeclarativeContainer):
         waiting=providers.Callable(assembly.backlog, queue),
     )
 
-    # Delivery.
+    # Delivery. `serve`'s door wakes its worker when a put stored events.
+    wakeup = providers.Singleton(Wakeup)
     worker_options = providers.Singleton(
         WorkerOptions,
+        idle_seconds=config.provided.poll_seconds,
         lease_seconds=config.provided.lease_seconds,
         max_attempts=config.provided.max_attempts,
         backoff_initial=config.provided.retry_initial_seconds,
@@ -267,6 +270,7 @@ class Container(containers.DeclarativeContainer):
         options=worker_options,
         clock=clock,
         history=history,
+        wakeup=wakeup,
     )
 
     # The door: Segment's endpoints, health, metrics and /pardot.js.
@@ -310,6 +314,7 @@ class Container(containers.DeclarativeContainer):
                 write_keys=providers.Callable(assembly.reveal_all, config.provided.write_keys),
                 shared_secret=providers.Callable(assembly.reveal, config.provided.shared_secret),
                 webhook_batching=config.provided.webhook_batching,
+                on_stored=providers.Callable(assembly.waking, config, wakeup),
                 metrics=metrics,
                 readiness=readiness,
             ),
