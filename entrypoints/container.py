@@ -26,6 +26,7 @@ from adapters.memory.overlay_index import OverlayProspectIndex
 from adapters.memory.overlay_store import OverlayApiCallCounts, OverlayProspectStore
 from adapters.pardot.http_repository import PardotHttpRepository
 from adapters.pardot.index_only import IndexOnlyPardot
+from adapters.postgres.notifications import listening
 from adapters.postgres.stores import PostgresStores
 from adapters.salesforce.credentials import NO_CREDENTIALS, SalesforceCredentials
 from adapters.salesforce.credentials import token_provider as salesforce_tokens
@@ -65,6 +66,7 @@ __all__ = ["AWAITED", "NO_CREDENTIALS", "Container", "opened", "token_provider"]
 AWAITED = (
     "queue",
     "ingest_writer",
+    "notifications",
     "prospect_store",
     "history",
     "prospect_index",
@@ -139,6 +141,21 @@ async def _ingest_writer(queue: EventQueue) -> AsyncIterator[None]:
         yield
     finally:
         await queue.stop_writer()
+
+
+@contextlib.asynccontextmanager
+async def _notifications(
+    config: ServiceConfig, stores: Callable[[], Any], wakeup: Wakeup
+) -> AsyncIterator[None]:
+    """While a worker runs on PostgreSQL, every node's puts wake it (LISTEN/NOTIFY); on SQLite
+    only `serve`'s own door does (`assembly.waking`), other processes' puts wait for the poll."""
+    if not (config.uses_postgres and config.wake_on_put):
+        yield
+        return
+    opened: Stores = await assembly.awaiting(stores)()
+    assert isinstance(opened, PostgresStores)
+    async with listening(opened.database, wakeup.notify):
+        yield
 
 
 def _with_tracking(app: web.Application, tracking: TrackingConfig) -> web.Application:
@@ -251,6 +268,8 @@ class Container(containers.DeclarativeContainer):
 
     # Delivery. `serve`'s door wakes its worker when a put stored events.
     wakeup = providers.Singleton(Wakeup)
+    # Entered wherever a worker runs (build_app, run_worker_alone).
+    notifications = providers.Factory(_notifications, config, stores.provider, wakeup)
     worker_options = providers.Singleton(
         WorkerOptions,
         idle_seconds=config.provided.poll_seconds,
