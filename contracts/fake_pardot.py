@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from contracts.fake_pardot_state import (
     DEFAULT_REFRESH_TOKEN,
     AnsweredError,
     FakePardot,
+    JournalEntry,
     PardotError,
     ProspectRecord,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "BUSINESS_UNIT_HEADER",
     "TOKEN_PATH",
     "FakePardot",
+    "JournalEntry",
     "PardotError",
     "ProspectRecord",
     "RunningFakePardot",
@@ -141,6 +144,19 @@ async def _prospect_call(request: web.Request) -> web.StreamResponse:
     custom_fields = request.match_info.get("object") == "customField"
     fake.calls["customField" if custom_fields else request.match_info["operation"]] += 1
     params = await _params(request)
+    if fake.journal is not None:
+        entry = JournalEntry(request.match_info["operation"], params, time.monotonic())
+        fake.journal.append(entry)
+        try:
+            return await _answer_call(fake, request, params)
+        finally:
+            entry.answered = time.monotonic()
+    return await _answer_call(fake, request, params)
+
+
+async def _answer_call(
+    fake: FakePardot, request: web.Request, params: Mapping[str, str]
+) -> web.StreamResponse:
     as_json = params.get("format") == "json"
     if fake.resets_pending > 0:
         fake.resets_pending -= 1

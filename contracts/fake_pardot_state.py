@@ -280,6 +280,20 @@ class JwtClient:
 
 
 @dataclass
+class JournalEntry:
+    """One API call as the fake saw it, for benchmarks that time what reached Pardot when.
+
+    Times are `time.monotonic()`, one clock for every process of a Linux machine, so a client
+    in another process can set them against its own.
+    """
+
+    operation: str
+    params: dict[str, str]
+    received: float
+    answered: float | None = None
+
+
+@dataclass
 class ProspectRecord:
     """One stored prospect. `update_seq` orders writes even within one clock second.
 
@@ -358,6 +372,8 @@ class FakePardot:
     resets_pending: int = 0
     hangs_pending: list[float] = field(default_factory=list)
     foreign_pending: list[PendingForeignAnswer] = field(default_factory=list)
+    # A list to record every prospect and custom field call in (off by default: unbounded).
+    journal: list[JournalEntry] | None = None
     _next_id: int = field(default=1001, init=False)
     # Prospects by lower-case email, so an account of 100,000 answers by-email calls quickly.
     _by_email: dict[str, list[ProspectRecord]] = field(default_factory=dict, init=False)

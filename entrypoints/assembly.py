@@ -29,6 +29,7 @@ from domain.sync import SyncService
 from entrypoints.config import ServiceConfig
 from entrypoints.metering import MeteredTokens
 from entrypoints.metrics import Metrics
+from entrypoints.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,16 @@ def backlog(queue: EventQueue) -> Callable[[], Awaitable[int]]:
         return sum(counts.get(state, 0) for state in ("pending", "retry", "leased"))
 
     return waiting
+
+
+def waking(config: ServiceConfig, wakeup: Wakeup) -> Callable[[], None]:
+    """What the door calls once events are stored: wake the worker of this process, unless the
+    settings keep it to its poll (DESTINATION_WAKE_ON_PUT=false, the benchmark's baseline)."""
+    return wakeup.notify if config.wake_on_put else _nothing
+
+
+def _nothing() -> None:
+    """The worker is left to its poll."""
 
 
 def awaiting(provider: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:

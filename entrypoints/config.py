@@ -122,6 +122,11 @@ class ServiceConfig(BaseSettings):
     max_pending: int = _env("DESTINATION_MAX_PENDING", 1_000_000, ge=1)
     lease_seconds: float = _env("DESTINATION_LEASE_SECONDS", 10.0, gt=0)
     max_attempts: int = _env("DESTINATION_MAX_ATTEMPTS", 12, ge=1)
+    # How often an idle worker looks for events. `serve`'s worker is also woken by each put
+    # (DESTINATION_WAKE_ON_PUT), a worker on PostgreSQL by a notification; the poll is what
+    # bounds the wait when neither can reach it (a separate worker on SQLite).
+    poll_seconds: float = _env("DESTINATION_POLL_SECONDS", 0.25, gt=0)
+    wake_on_put: bool = _env("DESTINATION_WAKE_ON_PUT", True)
     retry_initial_seconds: float = _env("DESTINATION_RETRY_INITIAL_SECONDS", 5.0, gt=0)
     configuration_retry_seconds: float = _env("DESTINATION_CONFIG_RETRY_SECONDS", 30.0, gt=0)
     retention_days: float = _env("DESTINATION_RETENTION_DAYS", 7.0, gt=0)

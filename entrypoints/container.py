@@ -26,6 +26,7 @@ from adapters.memory.overlay_index import OverlayProspectIndex
 from adapters.memory.overlay_store import OverlayApiCallCounts, OverlayProspectStore
 from adapters.pardot.http_repository import PardotHttpRepository
 from adapters.pardot.index_only import IndexOnlyPardot
+from adapters.postgres.notifications import listening
 from adapters.postgres.stores import PostgresStores
 from adapters.salesforce.credentials import NO_CREDENTIALS, SalesforceCredentials
 from adapters.salesforce.credentials import token_provider as salesforce_tokens
@@ -55,6 +56,7 @@ from entrypoints.operator.dry_run import DryRun
 from entrypoints.operator.fields import account_fields
 from entrypoints.operator.status import StatusSources
 from entrypoints.readiness import Readiness
+from entrypoints.wakeup import Wakeup
 from entrypoints.worker import DeliveryWorker, WorkerOptions
 
 __all__ = ["AWAITED", "NO_CREDENTIALS", "Container", "opened", "token_provider"]
@@ -64,6 +66,7 @@ __all__ = ["AWAITED", "NO_CREDENTIALS", "Container", "opened", "token_provider"]
 AWAITED = (
     "queue",
     "ingest_writer",
+    "notifications",
     "prospect_store",
     "history",
     "prospect_index",
@@ -138,6 +141,21 @@ async def _ingest_writer(queue: EventQueue) -> AsyncIterator[None]:
         yield
     finally:
         await queue.stop_writer()
+
+
+@contextlib.asynccontextmanager
+async def _notifications(
+    config: ServiceConfig, stores: Callable[[], Any], wakeup: Wakeup
+) -> AsyncIterator[None]:
+    """While a worker runs on PostgreSQL, every node's puts wake it (LISTEN/NOTIFY); on SQLite
+    only `serve`'s own door does (`assembly.waking`), other processes' puts wait for the poll."""
+    if not (config.uses_postgres and config.wake_on_put):
+        yield
+        return
+    opened: Stores = await assembly.awaiting(stores)()
+    assert isinstance(opened, PostgresStores)
+    async with listening(opened.database, wakeup.notify):
+        yield
 
 
 def _with_tracking(app: web.Application, tracking: TrackingConfig) -> web.Application:
@@ -248,9 +266,13 @@ class Container(containers.DeclarativeContainer):
         waiting=providers.Callable(assembly.backlog, queue),
     )
 
-    # Delivery.
+    # Delivery. `serve`'s door wakes its worker when a put stored events.
+    wakeup = providers.Singleton(Wakeup)
+    # Entered wherever a worker runs (build_app, run_worker_alone).
+    notifications = providers.Factory(_notifications, config, stores.provider, wakeup)
     worker_options = providers.Singleton(
         WorkerOptions,
+        idle_seconds=config.provided.poll_seconds,
         lease_seconds=config.provided.lease_seconds,
         max_attempts=config.provided.max_attempts,
         backoff_initial=config.provided.retry_initial_seconds,
@@ -267,6 +289,7 @@ class Container(containers.DeclarativeContainer):
         options=worker_options,
         clock=clock,
         history=history,
+        wakeup=wakeup,
     )
 
     # The door: Segment's endpoints, health, metrics and /pardot.js.
@@ -310,6 +333,7 @@ class Container(containers.DeclarativeContainer):
                 write_keys=providers.Callable(assembly.reveal_all, config.provided.write_keys),
                 shared_secret=providers.Callable(assembly.reveal, config.provided.shared_secret),
                 webhook_batching=config.provided.webhook_batching,
+                on_stored=providers.Callable(assembly.waking, config, wakeup),
                 metrics=metrics,
                 readiness=readiness,
             ),

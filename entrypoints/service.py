@@ -89,21 +89,24 @@ async def build_app(
     app: web.Application = await container.app.async_()
     readiness = container.readiness()
 
+    notifications = await container.notifications.async_()
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        task = asyncio.create_task(supervise(_fresh_worker(container), stop, readiness))
-        if on_worker_failed is not None:
-            task.add_done_callback(
-                lambda done: (
-                    on_worker_failed()
-                    if not done.cancelled() and done.exception() is not None
-                    else None
+        async with notifications:  # other nodes' puts wake the worker too (PostgreSQL)
+            task = asyncio.create_task(supervise(_fresh_worker(container), stop, readiness))
+            if on_worker_failed is not None:
+                task.add_done_callback(
+                    lambda done: (
+                        on_worker_failed()
+                        if not done.cancelled() and done.exception() is not None
+                        else None
+                    )
                 )
-            )
-        yield
-        stop.set()
-        with contextlib.suppress(TimeoutError, WorkerFailed):
-            await asyncio.wait_for(task, SHUTDOWN_GRACE_SECONDS)
+            yield
+            stop.set()
+            with contextlib.suppress(TimeoutError, WorkerFailed):
+                await asyncio.wait_for(task, SHUTDOWN_GRACE_SECONDS)
         await container.shutdown_resources()  # type: ignore[misc]
 
     ingest_writer = await container.ingest_writer.async_()
@@ -138,7 +141,7 @@ async def run_worker_alone(container: Container) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with opened(container):
+    async with opened(container), await container.notifications.async_():
         log.info("delivery worker started")
         try:
             await supervise(_fresh_worker(container), stop, container.readiness())

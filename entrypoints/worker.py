@@ -1,7 +1,9 @@
 """The delivery loop: lease queued events, sync them to Pardot, settle every outcome.
 
 Waiting is stored, never slept in memory: a retry is a `not_before` on the event and the
-daily limit is a pause on the queue, so both survive a restart.
+daily limit is a pause on the queue, so both survive a restart. An idle worker polls every
+`idle_seconds`, and a `Wakeup` (entrypoints/wakeup.py) ends that wait as soon as events are
+stored, so an idle service delivers without waiting for the poll.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from domain.sync import Delivered, Outcome, RetryLater, SyncService
 from entrypoints.history import entry, outcome_of
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
+from entrypoints.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
 
@@ -79,8 +82,11 @@ class DeliveryWorker:
         options: WorkerOptions | None = None,
         clock: Clock = lambda: datetime.now(UTC),
         history: DeliveryHistory | None = None,
+        wakeup: Wakeup | None = None,
     ) -> None:
         self._history = history
+        # Without one (a worker nothing can notify), the idle wait is the poll alone.
+        self._wakeup = wakeup or Wakeup()
         self._queue = queue
         self._sync_service = sync_service
         self._readiness = readiness
@@ -102,11 +108,14 @@ class DeliveryWorker:
         failed = 0
         while not stop.is_set():
             self._readiness.beat()
+            # Before the look for events: one stored after it wakes the idle wait below.
+            self._wakeup.arm()
+            wakeable = False
             try:
                 await self.purge_if_due()
                 await self.check_setup_if_due()
                 settled = await self.run_once()
-                wait = 0.0 if settled else await self._idle_seconds()
+                wait, wakeable = (0.0, False) if settled else await self._idle_wait()
             except Exception as error:
                 failed += 1
                 log.error("delivery round failed", error=type(error).__name__, failed=failed)
@@ -119,7 +128,11 @@ class DeliveryWorker:
                 if failed:
                     self._readiness.worker_failing("")
                 failed = 0
-            if wait > 0:
+            if wait > 0 and wakeable:
+                await self._wakeup.idle(stop, wait)
+            elif wait > 0:
+                # Paused (the daily limit) or failing: a put changes nothing, so only the
+                # time ends this wait, and a burst of puts cannot spin the loop.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=wait)
 
@@ -340,13 +353,14 @@ class DeliveryWorker:
         log.error("dead-lettered the events that broke their batch", events=len(found.failures))
         return outcomes
 
-    async def _idle_seconds(self) -> float:
+    async def _idle_wait(self) -> tuple[float, bool]:
+        """How long to wait for the next round, and whether stored events may end it early."""
         paused = await self._queue.paused_until()
         if paused is not None:
             remaining = (paused - self._clock()).total_seconds()
             if remaining > 0:
-                return min(remaining, 60.0)
-        return self._options.idle_seconds
+                return min(remaining, 60.0), False
+        return self._options.idle_seconds, True
 
 
 def _people(items: Sequence[QueuedEvent]) -> list[list[int]]:

@@ -34,6 +34,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.notifications import channel
 from adapters.shared.event_json import event_json
 from domain.ports import (
     SETTLED,
@@ -110,23 +111,31 @@ class PostgresEventQueue:
                 waiting = await _waiting(conn)
                 if waiting >= self._max_pending:
                     raise QueueFull(f"{waiting} events await delivery (limit {self._max_pending})")
+            # Workers LISTENing (adapters.postgres.notifications) are told at commit, in the
+            # same statement: no round trip more for the door.
             cursor = await conn.execute(
-                f"""INSERT INTO events
-                    (dedupe_scope, message_id, ordering_key, payload, received_at, due_at)
-                SELECT %(scope)s, m, k, p, {_NOW}, {_NOW}
-                FROM unnest(%(m)s::text[], %(k)s::text[], %(p)s::text[])
-                    WITH ORDINALITY AS given(m, k, p, n)
-                ORDER BY n
-                ON CONFLICT (dedupe_scope, message_id) DO NOTHING""",  # noqa: S608
+                f"""WITH added AS (
+                    INSERT INTO events
+                        (dedupe_scope, message_id, ordering_key, payload, received_at, due_at)
+                    SELECT %(scope)s, m, k, p, {_NOW}, {_NOW}
+                    FROM unnest(%(m)s::text[], %(k)s::text[], %(p)s::text[])
+                        WITH ORDINALITY AS given(m, k, p, n)
+                    ORDER BY n
+                    ON CONFLICT (dedupe_scope, message_id) DO NOTHING
+                    RETURNING 1)
+                SELECT n, CASE WHEN n > 0 THEN pg_notify(%(channel)s, '') END
+                FROM (SELECT count(*) AS n FROM added) AS counted""",  # noqa: S608
                 {
                     "scope": scope,
                     "now": self._now(),
+                    "channel": channel(self._db.namespace),
                     "m": [r[0] for r in rows],
                     "k": [r[1] for r in rows],
                     "p": [r[2] for r in rows],
                 },
             )
-            return cursor.rowcount
+            found = await cursor.fetchone()
+            return int(found[0]) if found is not None else 0
 
     async def lease(self, limit: int, lease_seconds: float) -> list[QueuedEvent]:
         if limit <= 0:

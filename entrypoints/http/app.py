@@ -34,10 +34,16 @@ SHARED_SECRET = web.AppKey("shared_secret", str)
 BUDGET = web.AppKey("ingest_budget", ByteBudget)
 
 
+def _nobody() -> None:
+    """No worker in this process to wake."""
+
+
 @dataclass(frozen=True)
 class DoorOptions:
     webhook_batching: bool = False
     body_timeout: float = ingest.BODY_TIMEOUT_SECONDS
+    # Called once a request's events are stored: wakes `serve`'s idle worker.
+    on_stored: Callable[[], None] = _nobody
 
 
 DOOR = web.AppKey("door_options", DoorOptions)
@@ -70,6 +76,7 @@ def create_app(
     readiness: Readiness | None = None,
     max_ingest_bytes: int = ingest.MAX_INGEST_BYTES,
     body_timeout: float = ingest.BODY_TIMEOUT_SECONDS,
+    on_stored: Callable[[], None] = _nobody,
 ) -> web.Application:
     if webhook_batching and not write_keys:
         raise ValueError(BATCHING_NEEDS_A_KEY)
@@ -82,7 +89,7 @@ def create_app(
     app[WRITE_KEYS] = WriteKeys(write_keys)
     app[SHARED_SECRET] = shared_secret
     app[BUDGET] = ByteBudget(max_ingest_bytes)
-    app[DOOR] = DoorOptions(webhook_batching, body_timeout)
+    app[DOOR] = DoorOptions(webhook_batching, body_timeout, on_stored)
     if not write_keys:
         log.warning("DESTINATION_WRITE_KEY is not set: /v1 endpoints accept any sender")
     if not shared_secret and not write_keys:
@@ -264,6 +271,7 @@ async def _store(request: web.Request, intake: Intake, scope: str) -> web.Respon
     started = time.perf_counter()
     if intake.store:
         await request.app[QUEUE].put(intake.store, scope=scope)
+        request.app[DOOR].on_stored()
     metrics.ingest_seconds.observe(time.perf_counter() - started)
     if intake.store:
         metrics.received_identify.inc(len(intake.store))
