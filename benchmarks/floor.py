@@ -31,6 +31,8 @@ BATCH = 50
 @dataclass
 class FloorRun:
     seconds: float = 0.0
+    scan_seconds: float = 0.0  # of which the scan
+    busy_seconds: float = 0.0  # slot-seconds its calls held
     calls: Counter[str] = field(default_factory=Counter)
     refused_rows: int = 0
 
@@ -60,9 +62,11 @@ async def floor_first_sync(
 
         async def call(operation: str, form: dict[str, str]) -> dict[str, Any]:
             async with slots:
+                began = time.perf_counter()
                 answer = await client.post(
                     f"{base}/{operation}", data={**form, "format": "json"}, headers=headers
                 )
+                run.busy_seconds += time.perf_counter() - began
             run.calls[operation] += 1
             body = dict(answer.json())
             if body.get("@attributes", {}).get("stat") != "ok":
@@ -75,6 +79,7 @@ async def floor_first_sync(
         started = time.perf_counter()
         key = lookup or "email"
         known = await _scan(call, key)
+        run.scan_seconds = time.perf_counter() - started
         updates, creates = [], []
         for event in events:
             traits = {k: _form_value(v) for k, v in event["traits"].items()}

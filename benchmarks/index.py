@@ -384,8 +384,10 @@ async def run_config(version: int, lookup: bool, members: int, folder: Path) -> 
         check = await fake.stats()
         if check["calls"] != floor.total_calls:
             raise RuntimeError(f"the floor counted {floor.total_calls} calls, the fake {check}")
+        floor_busy = floor.busy_seconds / (IN_FLIGHT * floor.seconds)
         note += (
-            f"; floor: {check['duplicates']} duplicates, {check['audience']}/{members} carry "
+            f"; floor: scan {floor.scan_seconds:.1f}s, slots busy {floor_busy:.2f}, "
+            f"{check['duplicates']} duplicates, {check['audience']}/{members} carry "
             f"the trait, {check['prospects']:,} prospects, {floor.refused_rows} rows refused, "
             f"calls {dict(floor.calls)}"
         )
