@@ -3,9 +3,8 @@
 In: `StatusSources`, the store the service shares (queue, delivery history), plus what only
 the running service knows (readiness, its token's state) or what another part keeps (the
 daily API budget, the prospect index, the Pardot slots' busy time every deliverer records:
-optional sources). Out: a `StatusReport` of plain
-dataclasses; `as_dict()` is the JSON both doors print, so the command and the page never
-disagree.
+optional sources). Out: a `StatusReport` of plain dataclasses; `as_dict()` is the JSON both
+doors print, so the command and the page never disagree.
 """
 
 from __future__ import annotations
@@ -159,8 +158,9 @@ class StatusReport:
     unready_reason: str
     queue: dict[str, int]  # events per state
     oldest_pending_seconds: float | None
-    # Busy slot-seconds / (slots x 60 s) over the last minute, every deliverer on the store:
-    # low with a backlog waiting means the backlog waits on us, near 1 on Pardot.
+    # Busy slot-seconds / (slots x wall seconds) over the last minute, every deliverer on the
+    # store (entrypoints.slot_use.StoredSlotUse): low with a backlog waiting means the backlog
+    # waits on us, near 1 on Pardot.
     pardot_slots_busy_ratio: float | None
     pardot_slots: int | None
     paused_until: datetime | None  # only while the pause lasts
