@@ -8,6 +8,10 @@ SQLite queue, the worker, the sync service with its prospect index, the HTTP ada
 baseline does what Segment's destination does: v3 one upsert per event, v4 a read by email
 then a write; it is measured on a sample of 300 events and scaled (running it on 100,000
 events would take hours, which is the point).
+
+The first sync is also run by issue 22's floor (benchmarks.floor: scan in id ranges, then
+50 prospects a call) on the same fake, wiped and seeded again after ours; our time and calls
+are printed as ratios of the floor's, with the share of slot time our calls kept busy.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adapters.memory.pardot_slots import InMemorySlots
 from adapters.pardot.http_repository import PardotHttpRepository
 from adapters.salesforce.token_providers import StaticTokenProvider
 from adapters.sqlite.database import SQLiteDatabase
@@ -34,6 +39,7 @@ from adapters.sqlite.pardot_budget import SQLiteApiCallCounts
 from adapters.sqlite.prospect_index import SQLiteProspectIndex
 from adapters.sqlite.prospect_store import SQLiteProspectStore
 from adapters.sqlite.queue import SQLiteEventQueue
+from benchmarks.floor import FloorRun, floor_first_sync
 from contracts.fake_pardot import FakePardot, create_app
 from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID
 from domain.budget import DailyBudget
@@ -43,6 +49,7 @@ from domain.sync import SyncService
 from entrypoints.logs import configure_logging
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
+from entrypoints.slot_use import MeteredSlots, SlotUse
 from entrypoints.worker import DeliveryWorker, WorkerOptions
 
 LATENCY = 0.1
@@ -96,12 +103,20 @@ def _serve_fake(version: int, port_out: Any, ready: Any) -> None:
         fake.reset_daily_budget()
         return web.json_response({})
 
+    async def wipe(_: web.Request) -> web.Response:
+        """An empty account again, so a second client starts from the same seed."""
+        fake.records.clear()
+        fake.calls.clear()
+        fake.reset_daily_budget()
+        return web.json_response({})
+
     async def main() -> None:
         app = create_app(fake)
         app.router.add_get("/_bench/stats", stats)
         app.router.add_post("/_bench/seed", seed)
         app.router.add_post("/_bench/token", token)
         app.router.add_post("/_bench/reset", reset)
+        app.router.add_post("/_bench/wipe", wipe)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -164,13 +179,14 @@ class Ours:
         self.queue = SQLiteEventQueue(self.db)
         counts = SQLiteApiCallCounts(self.db)
         self.budget = DailyBudget(counts, limit=DAILY)
+        self.slot_use = SlotUse(IN_FLIGHT)
         self.repository = PardotHttpRepository(
             self.client,
             StaticTokenProvider(token),
             base_url=fake.url,
             business_unit_id=DEFAULT_BUSINESS_UNIT_ID,
             api_version=version,
-            max_concurrency=IN_FLIGHT,
+            slots=MeteredSlots(InMemorySlots(IN_FLIGHT), self.slot_use),
             on_call=self.budget.count_call,
         )
         store = SQLiteProspectStore(self.db)
@@ -279,6 +295,8 @@ class Row:
     base_calls: int
     base_seconds: float
     note: str = ""
+    floor: FloorRun | None = None
+    busy: float | None = None  # busy slot-seconds / (5 x our seconds)
 
 
 async def run_config(version: int, lookup: bool, members: int, folder: Path) -> list[Row]:
@@ -337,45 +355,78 @@ async def run_config(version: int, lookup: bool, members: int, folder: Path) -> 
     try:
         token = (await fake.post("/_bench/token"))["token"]
         known = members * 4 // 5
-        for start in range(0, known, 20_000):
-            await fake.post(
-                "/_bench/seed",
-                {"start": start, "stop": min(known, start + 20_000), "lookup": lookup},
-            )
+        await seed(fake, known, lookup)
         folder_3 = folder / f"{name}-first-sync".replace(" ", "-")
         folder_3.mkdir(exist_ok=True)
         ours = Ours(fake, version, lookup, folder_3, token)
         events = [identify(n, 40, lookup, audience=True) for n in range(members)]
         before = (await fake.stats())["calls"]
+        busy_before = ours.slot_use.busy_seconds()
         started = time.perf_counter()
         states = await ours.deliver(events)
         seconds = time.perf_counter() - started
+        busy = (ours.slot_use.busy_seconds() - busy_before) / (IN_FLIGHT * seconds)
         stats = await fake.stats()
         calls = stats["calls"] - before
         note = (
             f"{stats['duplicates']} duplicates, {stats['audience']}/{members} carry the trait, "
             f"queue {dict(states)}"
         )
+        await ours.close()
+
+        # The floor, on the same fake: the account as it was before ours ran.
+        await fake.post("/_bench/wipe")
+        await seed(fake, known, lookup)
+        floor = await floor_first_sync(
+            fake.url, version, token, DEFAULT_BUSINESS_UNIT_ID, events,
+            lookup=LOOKUP if lookup and version == 4 else None, in_flight=IN_FLIGHT,
+        )  # fmt: skip
+        check = await fake.stats()
+        if check["calls"] != floor.total_calls:
+            raise RuntimeError(f"the floor counted {floor.total_calls} calls, the fake {check}")
+        floor_busy = floor.busy_seconds / (IN_FLIGHT * floor.seconds)
+        note += (
+            f"; floor: scan {floor.scan_seconds:.1f}s, slots busy {floor_busy:.2f}, "
+            f"{check['duplicates']} duplicates, {check['audience']}/{members} carry "
+            f"the trait, {check['prospects']:,} prospects, {floor.refused_rows} rows refused, "
+            f"calls {dict(floor.calls)}"
+        )
         rows.append(
             Row(name, f"first sync {members:,} ({known:,} known)", members, calls, seconds,
-                members * per_event_calls, per_event * members, note)
+                members * per_event_calls, per_event * members, note, floor, busy)
         )  # fmt: skip
-        await ours.close()
     finally:
         fake.process.kill()
     return rows
 
 
+async def seed(fake: Fake, known: int, lookup: bool) -> None:
+    for start in range(0, known, 20_000):
+        await fake.post(
+            "/_bench/seed", {"start": start, "stop": min(known, start + 20_000), "lookup": lookup}
+        )
+
+
 def table(rows: list[Row]) -> str:
     lines = [
         f"{'config':<10} {'scenario':<32} {'ours calls':>10} {'/event':>7} {'ours time':>10} "
-        f"{'base calls':>10} {'/event':>7} {'base time':>10} {'base days@25k':>13}  note"
+        f"{'slots busy':>10} {'floor calls':>11} {'floor time':>10} {'x calls':>7} "
+        f"{'x time':>7} {'base calls':>10} {'/event':>7} {'base time':>10} "
+        f"{'base days@25k':>13}  note"
     ]
     for r in rows:
+        busy = "" if r.busy is None else f"{r.busy:.2f}"
+        floor_calls = floor_time = times_calls = times_time = ""
+        if r.floor is not None:
+            floor_calls, floor_time = f"{r.floor.total_calls:,}", f"{r.floor.seconds:.1f}s"
+            times_calls = f"{r.calls / r.floor.total_calls:.2f}"
+            times_time = f"{r.seconds / r.floor.seconds:.2f}"
         lines.append(
             f"{r.config:<10} {r.scenario:<32} {r.calls:>10,} {r.calls / r.events:>7.3f} "
-            f"{r.seconds:>9.1f}s {r.base_calls:>10,} {r.base_calls / r.events:>7.2f} "
-            f"{r.base_seconds:>9.0f}s {r.base_calls / DAILY:>13.1f}  {r.note}"
+            f"{r.seconds:>9.1f}s {busy:>10} {floor_calls:>11} {floor_time:>10} "
+            f"{times_calls:>7} {times_time:>7} {r.base_calls:>10,} "
+            f"{r.base_calls / r.events:>7.2f} {r.base_seconds:>9.0f}s "
+            f"{r.base_calls / DAILY:>13.1f}  {r.note}"
         )
     return "\n".join(lines)
 

@@ -5,7 +5,8 @@ named the API version (`destination_settings`), the index keeper with its scan l
 refreshes counted for /metrics (`index_keeper`, and `when_complete` for a dry run that cannot
 scan), the sync service of a run (`sync_service`), the backlog a scan would serve
 (`backlog`), a provider as an async callable (`awaiting`), the token's state for `status`
-(`token_state`), secrets revealed where they are handed on (`reveal`) and the clock. No
+(`token_state`), this process's Pardot slot meter shown in /metrics (`slot_use`), secrets
+revealed where they are handed on (`reveal`) and the clock. No
 adapter is named here: only `entrypoints.container` chooses adapters.
 """
 
@@ -29,6 +30,7 @@ from domain.sync import SyncService
 from entrypoints.config import ServiceConfig
 from entrypoints.metering import MeteredTokens
 from entrypoints.metrics import Metrics
+from entrypoints.slot_use import SlotUse
 from entrypoints.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,13 @@ def sync_service(
         change_detection=config.change_detection,
         waiting=waiting,
     )
+
+
+def slot_use(metrics: Metrics, limit: int) -> SlotUse:
+    """The meter of this process's Pardot slots, read by /metrics at each scrape."""
+    use = SlotUse(limit)
+    metrics.watch_slot_use(use.ratio)
+    return use
 
 
 def backlog(queue: EventQueue) -> Callable[[], Awaitable[int]]:

@@ -56,6 +56,7 @@ from entrypoints.operator.dry_run import DryRun
 from entrypoints.operator.fields import account_fields
 from entrypoints.operator.status import StatusSources
 from entrypoints.readiness import Readiness
+from entrypoints.slot_use import MeteredSlots, SlotUseRecorder, StoredSlotUse
 from entrypoints.wakeup import Wakeup
 from entrypoints.worker import DeliveryWorker, WorkerOptions
 
@@ -227,6 +228,14 @@ class Container(containers.DeclarativeContainer):
         config.provided.business_unit_id,
         config.provided.max_concurrency,
     )
+    # Busy slot time: this process's for /metrics, every process's in the store for status.
+    slot_use = providers.Singleton(assembly.slot_use, metrics, config.provided.max_concurrency)
+    metered_slots = providers.Singleton(MeteredSlots, pardot_slots, slot_use)
+    slot_busy_log = providers.Singleton(stores.provided.slot_busy.call())
+    slot_use_recorder = providers.Singleton(SlotUseRecorder, slot_use, slot_busy_log)
+    stored_slot_use = providers.Singleton(
+        StoredSlotUse, slot_busy_log, config.provided.max_concurrency
+    )
     # Counts refreshes and keeps the token's state for `status` (never the token).
     metered_tokens = providers.Singleton(MeteredTokens, tokens, metrics, clock=clock)
     repository = providers.Singleton(
@@ -238,7 +247,7 @@ class Container(containers.DeclarativeContainer):
             base_url=config.provided.pardot_base_url,
             business_unit_id=config.provided.business_unit_id,
             api_version=config.provided.fixed_api_version,
-            slots=pardot_slots,
+            slots=metered_slots,
             retry_wait_max=config.provided.retry_wait_max,
             account_zone=config.provided.account_zone,
             on_call=budget.provided.count_call,
@@ -309,6 +318,7 @@ class Container(containers.DeclarativeContainer):
         token_state=providers.Callable(assembly.token_state, metered_tokens.provider, probe=True),
         budget=budget,
         index=prospect_index,
+        slot_use=stored_slot_use,
         repository=providers.Callable(assembly.awaiting, repository.provider),
         clock=clock,
     )
@@ -320,6 +330,7 @@ class Container(containers.DeclarativeContainer):
         token_state=providers.Callable(assembly.token_state, metered_tokens.provider, probe=False),
         budget=budget,
         index=prospect_index,
+        slot_use=stored_slot_use,
         repository=providers.Callable(assembly.awaiting, repository.provider),
         clock=clock,
     )

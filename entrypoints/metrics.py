@@ -123,8 +123,18 @@ class Metrics:
             "Salesforce access tokens obtained (the first one and every refresh)",
             registry=r,
         )
+        # Read from this process's slot meter at each scrape (entrypoints.slot_use); 0 until
+        # the container hands one over (`watch_slot_use`).
+        self.pardot_slots_busy = Gauge(
+            "pardot_destination_pardot_slots_busy_ratio",
+            "Busy Pardot slot-seconds / (slots x wall seconds) over the last minute, this process",
+            registry=r,
+        )
         self.index = IndexMetrics()
         r.register(self.index)
+
+    def watch_slot_use(self, ratio: Callable[[], float]) -> None:
+        self.pardot_slots_busy.set_function(ratio)
 
     async def exposition(self) -> bytes:
         """The text format of this registry and the default one, after the scrape hooks."""

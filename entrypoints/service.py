@@ -153,6 +153,9 @@ def _fresh_worker(container: Container) -> Callable[[asyncio.Event], Awaitable[N
     """Each (re)start runs a new worker from the container: no state survives a failure."""
 
     async def deliver(stop: asyncio.Event) -> None:
-        await (await container.worker.async_()).run(stop)
+        # The slots' busy time goes to the store while this process delivers, for `status`.
+        recorder = await container.slot_use_recorder.async_()
+        async with recorder.running():
+            await (await container.worker.async_()).run(stop)
 
     return deliver

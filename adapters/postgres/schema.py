@@ -165,6 +165,11 @@ API_BUDGET: tuple[Step, ...] = (
     ("CREATE TABLE api_calls (day date PRIMARY KEY, used bigint NOT NULL)",),
 )
 
+# Busy Pardot slot-seconds per 10-second bucket, added to by every node (`status` reads them).
+SLOT_BUSY: tuple[Step, ...] = (
+    ("CREATE TABLE slot_busy (bucket bigint PRIMARY KEY, seconds double precision NOT NULL)",),
+)
+
 # In the order they are migrated: the history reads the prospect store's tables.
 COMPONENTS: dict[str, tuple[Step, ...]] = {
     "queue": QUEUE,
@@ -173,4 +178,5 @@ COMPONENTS: dict[str, tuple[Step, ...]] = {
     "pardot_slots": PARDOT_SLOTS,
     "prospect_index": PROSPECT_INDEX,
     "api_budget": API_BUDGET,
+    "slot_busy": SLOT_BUSY,
 }

@@ -18,6 +18,7 @@ from adapters.postgres.pardot_slots import PostgresSlots
 from adapters.postgres.prospect_index import PostgresProspectIndex
 from adapters.postgres.prospect_store import PostgresProspectStore
 from adapters.postgres.queue import PostgresEventQueue
+from adapters.postgres.slot_busy import PostgresSlotBusyLog
 
 
 class PostgresStores:
@@ -48,6 +49,9 @@ class PostgresStores:
 
     def api_calls(self) -> PostgresApiCallCounts:
         return PostgresApiCallCounts(self.database)
+
+    def slot_busy(self) -> PostgresSlotBusyLog:
+        return PostgresSlotBusyLog(self.database)
 
     def history(
         self, *, retention: timedelta, clock: Callable[[], datetime]

@@ -18,6 +18,7 @@ from domain.ports import (
     PardotSlots,
     ProspectIndex,
     ProspectStore,
+    SlotBusyLog,
 )
 
 
@@ -37,6 +38,8 @@ class Stores(Protocol):
     def prospect_index(self) -> ProspectIndex: ...
 
     def api_calls(self) -> ApiCallCounts: ...
+
+    def slot_busy(self) -> SlotBusyLog: ...
 
     def history(
         self, *, retention: timedelta, clock: Callable[[], datetime]

@@ -20,6 +20,7 @@ from adapters.sqlite.pardot_slots import SQLiteStoreSlots
 from adapters.sqlite.prospect_index import SQLiteProspectIndex
 from adapters.sqlite.prospect_store import SQLiteProspectStore
 from adapters.sqlite.queue import SQLiteEventQueue
+from adapters.sqlite.slot_busy import SQLiteSlotBusyLog
 
 
 class SQLiteStores:
@@ -50,6 +51,9 @@ class SQLiteStores:
 
     def api_calls(self) -> SQLiteApiCallCounts:
         return SQLiteApiCallCounts(self.database)
+
+    def slot_busy(self) -> SQLiteSlotBusyLog:
+        return SQLiteSlotBusyLog(self.database)
 
     def history(
         self, *, retention: timedelta, clock: Callable[[], datetime]

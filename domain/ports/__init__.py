@@ -28,11 +28,13 @@ from domain.ports.queue import (
     ordering_key_of,
 )
 from domain.ports.store import (
+    SLOT_BUCKET_SECONDS,
     ApiCallCounts,
     FieldStamp,
     IndexState,
     ProspectIndex,
     ProspectStore,
+    SlotBusyLog,
 )
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "PURGEABLE",
     "QUERY_LIMIT",
     "SETTLED",
+    "SLOT_BUCKET_SECONDS",
     "STATES",
     "ApiCallCounts",
     "DeliveryHistory",
@@ -58,6 +61,7 @@ __all__ = [
     "QueuedEvent",
     "SettledState",
     "Settlement",
+    "SlotBusyLog",
     "TokenProvider",
     "message_id_of",
     "ordering_key_of",

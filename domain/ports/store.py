@@ -154,3 +154,19 @@ class ApiCallCounts(Protocol):
         ...
 
     async def used(self, day: str) -> int: ...
+
+
+SLOT_BUCKET_SECONDS = 10
+
+
+class SlotBusyLog(Protocol):
+    """Busy Pardot slot-seconds per 10-second bucket of wall time, added to by every process
+    using the store, so `status` (a process of its own) sees what the deliverers kept busy."""
+
+    async def add(self, bucket: int, seconds: float) -> None:
+        """Add `seconds` to the bucket starting at `bucket` (Unix seconds, a multiple of 10)."""
+        ...
+
+    async def busy(self, start: int, end: int) -> float:
+        """Busy slot-seconds of the buckets starting in [start, end)."""
+        ...

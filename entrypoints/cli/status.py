@@ -31,6 +31,11 @@ def render(report: StatusReport) -> Table:
     counts = report.queue
     table.add_row("waiting (pending, retry, leased)", str(report.depth))
     table.add_row("oldest waiting", _age(report.oldest_pending_seconds))
+    if report.pardot_slots_busy_ratio is not None:
+        table.add_row(
+            "Pardot slots busy (last minute)",
+            f"{report.pardot_slots_busy_ratio:.0%} of {report.pardot_slots}",
+        )
     if report.paused_until:
         table.add_row("deliveries paused until", report.paused_until.isoformat())
     table.add_row("deliveries per minute", f"{report.deliveries_per_minute:g}")

@@ -138,33 +138,36 @@ async def _run(
 
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, interrupted)
-    try:
-        batch: list[Item] = []
-        for item in reader:
-            tally.read += 1
-            if item.number <= done:
-                tally.skipped_before += 1
-                tally.last = item
-                continue
-            batch.append(item)
-            if len(batch) >= BATCH:
-                if not await backfill.run(batch):
-                    return
-                batch = []
-                progress(reader)
-                if stop.is_set():
-                    tally.stopped = "interrupted"
-                    return
-        if batch and not await backfill.run(batch):
-            return
-        progress(reader)
-        await backfill.finish()
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
-        after = getattr(repository, "calls", None)
-        if calls_before is not None and after is not None:
-            tally.calls = after - calls_before
+    # Its Pardot slots' busy time goes to the store, as a deliverer's does, for `status`.
+    recorder = await built.slot_use_recorder.async_()
+    async with recorder.running():
+        try:
+            batch: list[Item] = []
+            for item in reader:
+                tally.read += 1
+                if item.number <= done:
+                    tally.skipped_before += 1
+                    tally.last = item
+                    continue
+                batch.append(item)
+                if len(batch) >= BATCH:
+                    if not await backfill.run(batch):
+                        return
+                    batch = []
+                    progress(reader)
+                    if stop.is_set():
+                        tally.stopped = "interrupted"
+                        return
+            if batch and not await backfill.run(batch):
+                return
+            progress(reader)
+            await backfill.finish()
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGINT)
+            after = getattr(repository, "calls", None)
+            if calls_before is not None and after is not None:
+                tally.calls = after - calls_before
 
 
 def _summary(tally: Tally, *, dry_run: bool) -> Table:

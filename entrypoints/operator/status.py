@@ -2,9 +2,9 @@
 
 In: `StatusSources`, the store the service shares (queue, delivery history), plus what only
 the running service knows (readiness, its token's state) or what another part keeps (the
-daily API budget, the prospect index: optional sources). Out: a `StatusReport` of plain
-dataclasses; `as_dict()` is the JSON both doors print, so the command and the page never
-disagree.
+daily API budget, the prospect index, the Pardot slots' busy time every deliverer records:
+optional sources). Out: a `StatusReport` of plain dataclasses; `as_dict()` is the JSON both
+doors print, so the command and the page never disagree.
 """
 
 from __future__ import annotations
@@ -61,6 +61,14 @@ class Index(Protocol):
     async def clock(self) -> datetime: ...
 
 
+class SlotUse(Protocol):
+    """Busy Pardot slot time over the last minute (entrypoints.slot_use.StoredSlotUse)."""
+
+    limit: int
+
+    async def ratio(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class IndexAge:
     """How fresh the index is, on the store's clock (the one refresh starts are read from)."""
@@ -90,6 +98,7 @@ class StatusSources:
     token_state: Callable[[], Awaitable[dict[str, Any]]] | None = None
     budget: Budget | None = None
     index: Index | None = None
+    slot_use: SlotUse | None = None
     # Asked for the account's fields when the stored list is too old; None: never ask.
     repository: RepositoryProvider | None = None
     fields_max_age: timedelta = FRESH_ENOUGH
@@ -149,6 +158,11 @@ class StatusReport:
     unready_reason: str
     queue: dict[str, int]  # events per state
     oldest_pending_seconds: float | None
+    # Busy slot-seconds / (slots x wall seconds) over the last minute, every deliverer on the
+    # store (entrypoints.slot_use.StoredSlotUse): low with a backlog waiting means the backlog
+    # waits on us, near 1 on Pardot.
+    pardot_slots_busy_ratio: float | None
+    pardot_slots: int | None
     paused_until: datetime | None  # only while the pause lasts
     deliveries_per_minute: float
     chart: dict[str, list[int]]  # "minutes" (seconds since the epoch), then one per SERIES
@@ -175,6 +189,8 @@ class StatusReport:
             "queue": self.queue,
             "depth": self.depth,
             "oldest_pending_seconds": self.oldest_pending_seconds,
+            "pardot_slots_busy_ratio": self.pardot_slots_busy_ratio,
+            "pardot_slots": self.pardot_slots,
             "paused_until": self.paused_until.isoformat() if self.paused_until else None,
             "deliveries_per_minute": self.deliveries_per_minute,
             "chart": self.chart,
@@ -209,6 +225,8 @@ async def build_report(sources: StatusSources) -> StatusReport:
         unready_reason="" if readiness is None else readiness.reason,
         queue=counts,
         oldest_pending_seconds=None if oldest is None else (now - oldest).total_seconds(),
+        pardot_slots_busy_ratio=await _slots_busy(sources.slot_use),
+        pardot_slots=None if sources.slot_use is None else sources.slot_use.limit,
         paused_until=None if paused is None or paused <= now else paused,
         deliveries_per_minute=round(sum(recent) / RATE_MINUTES, 1),
         chart=chart,
@@ -246,6 +264,10 @@ async def _budget(budget: Budget | None, now: datetime) -> ApiBudget | None:
     usage = await budget.usage()
     resets = now + timedelta(seconds=budget.seconds_to_reset())
     return ApiBudget(usage.used, usage.limit, resets)
+
+
+async def _slots_busy(slot_use: SlotUse | None) -> float | None:
+    return None if slot_use is None else round(await slot_use.ratio(), 3)
 
 
 async def _index(index: Index | None) -> IndexFigures | None:

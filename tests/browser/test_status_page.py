@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from contracts.fake_pardot_state import (
     DEFAULT_CLIENT_SECRET,
     DEFAULT_REFRESH_TOKEN,
 )
-from domain.ports import IndexState
+from domain.ports import SLOT_BUCKET_SECONDS, IndexState
 from tests.child_server import ChildServer, start_server
 
 WRITE_KEY = "browser-write-key"
@@ -177,6 +178,26 @@ async def test_the_page_shows_the_index_age_and_refreshes_per_minute(
         await _wait_for_figures(page, **{"index-refreshes": "1"})
         shown = await page.text_content("#index-age") or ""
         assert shown.endswith(" s") and 30 <= int(shown.removesuffix(" s")) < 60, shown
+    finally:
+        await page.context.close()
+
+
+async def test_the_page_shows_how_busy_the_pardot_slots_were(
+    browser: Browser, service: tuple[ChildServer, FakePardot], tmp_path: Path
+) -> None:
+    server, _ = service
+    # 150 busy slot-seconds in the current bucket, as deliverers record them: 43% to 50% of
+    # 5 slots over the 60 to 70 s the minute's buckets span.
+    async with SQLiteStores.opened(tmp_path / "queue.db") as stores:
+        bucket = int(time.time()) // SLOT_BUCKET_SECONDS * SLOT_BUCKET_SECONDS
+        await stores.slot_busy().add(bucket, 150)
+    page = await _open(browser, server.url)
+    try:
+        await page.wait_for_function(
+            "document.getElementById('slots-busy').textContent.endsWith('% of 5')"
+        )
+        shown = await page.text_content("#slots-busy") or ""
+        assert 42 <= int(shown.removesuffix("% of 5")) <= 50, shown
     finally:
         await page.context.close()
 

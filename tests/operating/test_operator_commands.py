@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import timedelta
 
-from domain.ports import IndexState
+from domain.ports import SLOT_BUCKET_SECONDS, IndexState
 from entrypoints.container import opened
 from tests.operating.conftest import Operator, identify
 
@@ -213,3 +214,38 @@ async def test_status_reads_the_index_age_on_the_postgres_clock(
     assert result.exit_code == 0, result.output
     index = json.loads(result.stdout)["index"]
     assert 30 <= index["age_seconds"] < 50 and index["refreshes_last_minute"] == 1
+
+
+async def _record_busy(v4: Operator, seconds: float, **env: str) -> None:
+    """`seconds` of busy slot time in the store's current bucket, as a deliverer records it."""
+    built = v4.container(**env)
+    async with opened(built):
+        busy_log = await built.slot_busy_log.async_()
+        await busy_log.add(int(time.time()) // SLOT_BUCKET_SECONDS * SLOT_BUCKET_SECONDS, seconds)
+
+
+async def test_status_shows_how_busy_the_pardot_slots_were_in_the_last_minute(
+    v4: Operator,
+) -> None:
+    idle = json.loads((await v4.run("status", "--json")).stdout)
+    assert idle["pardot_slots_busy_ratio"] == 0.0 and idle["pardot_slots"] == 5
+    assert re.search(
+        r"Pardot slots busy \(last minute\)\s+│ 0% of 5", (await v4.run("status")).stdout
+    )
+    # 150 busy slot-seconds over 5 slots and the 60 to 70 s the last minute's buckets span.
+    await _record_busy(v4, 150)
+    report = json.loads((await v4.run("status", "--json")).stdout)
+    assert 150 / (5 * 70) <= report["pardot_slots_busy_ratio"] <= 150 / (5 * 60)
+    text = (await v4.run("status")).stdout
+    shown = re.search(r"Pardot slots busy \(last minute\)\s+│ (\d+)% of 5", text)
+    assert shown and 42 <= int(shown[1]) <= 50, text
+
+
+async def test_status_reads_slot_use_every_node_recorded_in_postgres(
+    v4: Operator, postgres_url: str
+) -> None:
+    await _record_busy(v4, 100, DESTINATION_QUEUE_URL=postgres_url)
+    await _record_busy(v4, 50, DESTINATION_QUEUE_URL=postgres_url)  # another node, same bucket
+    result = await v4.run("status", "--json", DESTINATION_QUEUE_URL=postgres_url)
+    assert result.exit_code == 0, result.output
+    assert 150 / (5 * 70) <= json.loads(result.stdout)["pardot_slots_busy_ratio"] <= 150 / 300

@@ -187,3 +187,15 @@ async def test_the_v3_dry_run_says_upserts_need_pardot_until_the_store_knows(v3:
     await v3.run("sync", str(path))
     after = await v3.run("sync", "--dry-run", str(path))
     assert "unchanged\tprospect email:tom@initech.example" in after.stdout
+
+
+async def test_a_backfill_records_its_busy_pardot_slot_time_for_status(v4: Operator) -> None:
+    path = v4.write("people.ndjson", [identify(1, "ada", 0, email="ada@example.com")])
+    v4.fake.latency = 0.2  # each call holds its slot a while
+    result = await v4.run("sync", str(path))
+    assert result.exit_code == 0, result.output
+    built = v4.container()
+    async with opened(built):
+        busy_log = await built.slot_busy_log.async_()
+        # At least one call's 0.2 s in a slot, recorded in the store when the run ended.
+        assert await busy_log.busy(0, 10**10) >= 0.2

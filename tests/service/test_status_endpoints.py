@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from datetime import timedelta
@@ -172,3 +173,31 @@ async def test_the_index_age_and_refreshes_in_status_json_and_metrics(v4_stack: 
     age = _figure(metrics, "pardot_destination_index_age_seconds")
     assert age is not None and age < 60
     assert index["age_seconds"] < 60 and index["refreshes_last_minute"] >= 2
+
+
+async def test_the_slots_busy_ratio_while_calls_are_in_flight_and_when_idle(
+    v4_stack: Stack,
+) -> None:
+    service = await v4_stack.service()
+    name = "pardot_destination_pardot_slots_busy_ratio"
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        idle = _figure((await http.get("/metrics")).text, name)
+        assert idle is not None and idle < 0.01  # start-up's calls answered at once, if any
+        figures = (await http.get("/status.json")).json()
+        assert figures["pardot_slots_busy_ratio"] < 0.01 and figures["pardot_slots"] == 5
+
+        v4_stack.fake.latency = 1.5  # a slow Pardot: calls stay in flight
+        batch = {"batch": [_identify(n, f"slow{n}", 0) for n in range(3)]}
+        assert (
+            await http.post("/v1/batch", json=batch, headers={"Authorization": BASIC})
+        ).is_success
+        busy, stored = 0.0, 0.0
+        deadline = asyncio.get_running_loop().time() + 15
+        while (busy <= 0.0 or stored <= 0.0) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)
+            busy = max(busy, _figure((await http.get("/metrics")).text, name) or 0.0)
+            stored = max(stored, (await http.get("/status.json")).json()["pardot_slots_busy_ratio"])
+        assert busy > 0.0, "/metrics never showed a busy slot while calls were in flight"
+        assert stored > 0.0, "/status.json never showed the busy time recorded in the store"
+        page = (await http.get("/status")).text
+    assert 'id="slots-busy"' in page
