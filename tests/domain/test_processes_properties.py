@@ -370,3 +370,19 @@ def test_several_processes_on_one_store_keep_one_prospect_per_person_with_the_la
     world.check_no_duplicate()
     world.check_no_wrong_prospect()
     world.check_latest_value()
+
+
+async def test_a_merge_after_the_index_was_fresh_for_an_event_does_not_duplicate() -> None:
+    """Found by the property above: the index refreshed after both events arrived, then a
+    marketer merged the person's prospect; the second event's link hits error 3, and resolving
+    it again from that index (fresh for the event, blind to the merge) created a duplicate.
+    Only a refresh begun after Pardot said "gone" may decide to create."""
+    world = Shared(1, None, [])
+    assert (await world.running[0].keeper.rebuild()).complete
+    for _ in range(2):
+        world.arrive(Drawn(0, "user", True, None, None))
+    await world.deliver(0, world.lease(1))  # creates the prospect, links u0
+    world.merge(0)
+    await world.deliver(0, world.lease(1))
+    world.check_no_duplicate()
+    world.check_latest_value()
