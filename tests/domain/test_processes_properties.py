@@ -15,7 +15,8 @@ one lookup value: the rules say they are one prospect); no write to another pers
 event names a prospect of its own person); the note ends at the latest delivered event's
 value unless a change made in Pardot after that event's arrival replaced it. People whose
 prospect was deleted or merged away while their own events were being delivered are exempt
-(the exception test_fresh_properties explains). An event is only rejected when it has no
+(the exception test_fresh_properties explains), and so, from "no duplicate" only, are people
+for whom a form created a prospect while an event of theirs waited (`Shared.formed`). An event is only rejected when it has no
 email (nothing to find or create a prospect by), or its person is so exempt.
 """
 
@@ -129,6 +130,10 @@ class Shared:
     changes: list[Change] = field(default_factory=list)
     outcomes: list[tuple[Arrival, Delivered]] = field(default_factory=list)
     raced: set[int] = field(default_factory=set)
+    # People for whom a form created a prospect while an event of theirs with an email waited:
+    # a create decided from an index fresh for the event's arrival may not see it (decisions
+    # are fresh for the event's arrival, docs/matching.md), so a second prospect is allowed.
+    formed: set[int] = field(default_factory=set)
     counter: int = 0
 
     def __post_init__(self) -> None:
@@ -216,6 +221,8 @@ class Shared:
         if live:
             self.pardot.update(live[-1], **{NOTE: value})
         else:
+            if any(a.person == person and "email" in a.payload["traits"] for a in self.pending):
+                self.formed.add(person)
             self.pardot.seed(email(person), **{NOTE: value})
         self.changes.append(Change(person, self.clock(), value))
 
@@ -243,7 +250,7 @@ class Shared:
 
     def check_no_duplicate(self) -> None:
         prospects = self.pardot.prospects()
-        for person in set(range(PEOPLE)) - self.raced:
+        for person in set(range(PEOPLE)) - self.raced - self.formed:
             assert len(self.live(person)) <= 1, (person, prospects)
             for name, value in stored_of(person).items():
                 holders = [p.id for p in prospects if p.fields.get(name) == value]
@@ -272,9 +279,9 @@ class Shared:
             after = [c for c in self.changes if c.person == person and c.at > latest.arrived]
             live = self.live(person)
             if not after:
-                assert len(live) == 1, (person, latest, self.changes)
-                held = self.fields_of(live[0]).get(NOTE)
-                assert held == latest.value, (person, latest, held, self.changes)
+                held = [self.fields_of(prospect_id).get(NOTE) for prospect_id in live]
+                assert latest.value in held, (person, latest, held, self.changes)
+                assert person in self.formed or len(live) == 1, (person, latest, held)
             else:
                 allowed = {latest.value} | {c.value for c in after}
                 for prospect_id in live:
