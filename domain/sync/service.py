@@ -202,8 +202,11 @@ class SyncService:
             return
         gone, pending = written.gone, written.pending
         if gone and not again:
-            # A link or the index named prospects Pardot no longer has: look again, once.
-            await self._deliver(gone, outcomes, context, again=True)
+            # A link or the index named prospects Pardot no longer has: look again, once. The
+            # index missed that delete or merge, whenever it happened, so it is fresh for
+            # nothing now: only a refresh begun now may say "create" (or it finds the survivor).
+            stale = replace(context, fresh=False, arrived=None)
+            await self._deliver(gone, outcomes, stale, again=True)
         elif gone:
             # Gone again (a marketer deleted every prospect named since the refresh): these
             # events are offered again later, not left without an outcome and dead-lettered.
