@@ -53,6 +53,9 @@ class Group:
     email: Stamped | None  # the latest valid email among the members
     user_ids: set[str] = field(default_factory=set)
     anonymous_ids: set[str] = field(default_factory=set)  # from events without a userId
+    # Prospects these events were aimed at that Pardot no longer has (deleted, merged away):
+    # what was written there, and when, still decides what is newer on the prospect found next.
+    gone_from: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,22 @@ async def decide(
     written again: when none is left the verdict is `Unchanged`.
     """
     known = await context.store.stamps(target.key)
+    # A merge leaves the survivor without our stamps: an older event still waiting must not
+    # write over what the newer one wrote to the prospect that was merged away.
+    for gone in sorted({key for g in groups for key in g.gone_from} - {target.key}):
+        for name, stamp in (await context.store.stamps(gone)).items():
+            if later(stamp, known.get(name)):
+                known[name] = stamp
     merged = merge(groups, by_email=target.key.startswith("email:"))
     verdict = compare(target.key, groups, merged, known, indexed, detect)
     return Decision(target, groups, merged, known, indexed, verdict)
+
+
+def later(stamp: FieldStamp, other: FieldStamp | None) -> bool:
+    """Whether `stamp` is later than `other` (a stamp without a time is never later)."""
+    if other is None:
+        return True
+    return stamp.at is not None and (other.at is None or stamp.at > other.at)
 
 
 def ride(decision: Decision) -> Decision:
@@ -157,6 +170,8 @@ async def write_chunk(
         if row_error.code == 3 and not explicit:
             if context.index is not None and item.target.key.isdigit():
                 await context.index.index.drop([int(item.target.key)])
+            for group in item.groups:
+                group.gone_from.append(item.target.key)
             gone.extend(item.groups)
             continue
         outcome = outcome_of(row_error)

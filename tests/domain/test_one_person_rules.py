@@ -235,6 +235,30 @@ async def test_a_linked_prospect_gone_from_pardot_is_resolved_again_without_the_
     assert isinstance(outcome, Delivered) and outcome.prospect_id == survivor
 
 
+async def test_an_older_event_waiting_when_the_prospect_is_merged_away_never_overwrites() -> None:
+    """What was written to a prospect merged away still decides what is newer on the one the
+    event is resolved to next (found by the multi-process property, seed 7)."""
+    world = World(make_settings())
+    await world.send(identify_at("u1", 20, company="Newer"))
+    [first] = [p.id for p in world.pardot.prospects()]
+    survivor = world.pardot.seed("pat@x.io", company="Survivor")
+    world.pardot.merge(survivor, first)
+    # Its job title was never written: it is written, to the survivor; its company is older.
+    [outcome] = await world.send(identify_at("u1", 10, company="Older", job_title="CTO"))
+    assert isinstance(outcome, Delivered) and outcome.prospect_id == survivor
+    [held] = world.pardot.prospects()
+    assert (held.fields.get("company"), held.fields.get("job_title")) == ("Survivor", "CTO")
+
+
+def identify_at(user: str, second: int, **traits: object) -> dict[str, object]:
+    return {
+        "type": "identify",
+        "userId": user,
+        "timestamp": at(second),
+        "traits": {"email": "pat@x.io", **traits},
+    }
+
+
 async def test_equal_times_across_groups_of_one_prospect_go_to_the_later_arrival() -> None:
     """Kills: `Stamped.newer_than` without the arrival order (domain/sync/grouping.py). Two
     people's groups land on one prospect; the group met first in the merge holds the latest

@@ -146,13 +146,6 @@ class Shared:
     # a create decided from an index fresh for the event's arrival may not see it (decisions
     # are fresh for the event's arrival, docs/matching.md), so a second prospect is allowed.
     formed: set[int] = field(default_factory=set)
-    # KNOWN BUG, not a rule (reported with issue 21): the store's stamps are per prospect and
-    # do not follow a merge, so an older event still waiting when the person's prospect was
-    # merged away is written over the survivor's newer value. Seed 7 of this test found it:
-    # `userId` u1 sends e5 then e6 (both with the lookup value); e6 is delivered first (the
-    # newest lease) and creates P; a marketer merges P into a new S; e5 hits error 3 on P,
-    # is resolved again to S (holding the value) and S ends with e5's older note.
-    merged_waiting: set[int] = field(default_factory=set)
     counter: int = 0
 
     def __post_init__(self) -> None:
@@ -264,8 +257,6 @@ class Shared:
         live = self.live(person)
         if not live:
             return
-        if any(a.person == person for a in self.pending):
-            self.merged_waiting.add(person)
         value = self.fresh_value(person, "merge")
         survivor = self.pardot.seed(email(person), **{NOTE: value})
         for prospect_id in live:
@@ -313,8 +304,6 @@ class Shared:
                 assert person in self.formed or len(live) == 1, (person, latest, held)
             else:
                 allowed = {latest.value} | {c.value for c in after}
-                if person in self.merged_waiting:
-                    allowed |= {a.value for a in mine}
                 for prospect_id in live:
                     held = self.fields_of(prospect_id).get(NOTE)
                     assert held in allowed, (person, latest, held, after)
