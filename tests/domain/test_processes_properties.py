@@ -146,6 +146,10 @@ class Shared:
     # a create decided from an index fresh for the event's arrival may not see it (decisions
     # are fresh for the event's arrival, docs/matching.md), so a second prospect is allowed.
     formed: set[int] = field(default_factory=set)
+    # People whose prospect a marketer deleted while events of theirs with an email waited:
+    # those events create a new prospect with their own values, older ones included (the
+    # deleted prospect's stamps are not carried to a create; they are to a merge survivor).
+    deleted_waiting: set[int] = field(default_factory=set)
     counter: int = 0
 
     def __post_init__(self) -> None:
@@ -247,6 +251,8 @@ class Shared:
         self.changes.append(Change(person, self.clock(), value))
 
     def delete(self, person: int) -> None:
+        if any(a.person == person and "email" in a.payload["traits"] for a in self.pending):
+            self.deleted_waiting.add(person)
         for prospect_id in self.live(person):
             self.pardot.delete(prospect_id)
             self.changes.append(Change(person, self.clock(), None))
@@ -304,6 +310,8 @@ class Shared:
                 assert person in self.formed or len(live) == 1, (person, latest, held)
             else:
                 allowed = {latest.value} | {c.value for c in after}
+                if person in self.deleted_waiting:
+                    allowed |= {a.value for a in mine}
                 for prospect_id in live:
                     held = self.fields_of(prospect_id).get(NOTE)
                     assert held in allowed, (person, latest, held, after)
