@@ -19,7 +19,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from aiohttp import web
 from dependency_injector import containers, providers
 
 from adapters.memory.overlay_index import OverlayProspectIndex
@@ -47,9 +46,7 @@ from domain.ports import (
 )
 from entrypoints import assembly
 from entrypoints.config import ServiceConfig, TrackingConfig
-from entrypoints.http.app import create_app
-from entrypoints.http.status_page import add_status_routes
-from entrypoints.http.tracking import add_tracking_routes
+from entrypoints.http.serve_app import serve_app
 from entrypoints.metering import MeteredRepository, MeteredTokens
 from entrypoints.metrics import Metrics
 from entrypoints.operator.dry_run import DryRun
@@ -157,16 +154,6 @@ async def _notifications(
     assert isinstance(opened, PostgresStores)
     async with listening(opened.database, wakeup.notify):
         yield
-
-
-def _with_tracking(app: web.Application, tracking: TrackingConfig) -> web.Application:
-    add_tracking_routes(app, tracking)
-    return app
-
-
-def _with_status(app: web.Application, sources: StatusSources, admin_key: str) -> web.Application:
-    add_status_routes(app, sources, admin_key=admin_key)
-    return app
 
 
 async def _dry_repository(
@@ -335,23 +322,17 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
     )
     app = providers.Factory(
-        _with_status,
-        providers.Factory(
-            _with_tracking,
-            providers.Factory(
-                create_app,
-                queue,
-                write_keys=providers.Callable(assembly.reveal_all, config.provided.write_keys),
-                shared_secret=providers.Callable(assembly.reveal, config.provided.shared_secret),
-                webhook_batching=config.provided.webhook_batching,
-                on_stored=providers.Callable(assembly.waking, config, wakeup),
-                metrics=metrics,
-                readiness=readiness,
-            ),
-            tracking,
-        ),
-        service_status_sources,
+        serve_app,
+        queue,
+        tracking=tracking,
+        status_sources=service_status_sources,
         admin_key=providers.Callable(assembly.reveal, config.provided.admin_key),
+        write_keys=providers.Callable(assembly.reveal_all, config.provided.write_keys),
+        shared_secret=providers.Callable(assembly.reveal, config.provided.shared_secret),
+        webhook_batching=config.provided.webhook_batching,
+        on_stored=providers.Callable(assembly.waking, config, wakeup),
+        metrics=metrics,
+        readiness=readiness,
     )
 
     # The dry run: the same SyncService as `sync_service`, over a Pardot that answers from the
