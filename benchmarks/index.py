@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import cProfile
 import multiprocessing
 import sys
 import tempfile
@@ -57,6 +59,8 @@ IN_FLIGHT = 5
 DAILY = 25_000
 SAMPLE = 300
 LOOKUP = "org_id"
+SHOW_TIMELINE = False  # --timeline
+PROFILE = ""  # --profile FILE: cProfile of our first sync's event loop thread
 
 
 # -- the fake, in a child process --------------------------------------------------------
@@ -72,6 +76,19 @@ def _serve_fake(version: int, port_out: Any, ready: Any) -> None:
         max_concurrent=IN_FLIGHT,
         daily_budget=DAILY,
     )
+    fake.journal = []  # when each call came and was answered: the run's timeline
+
+    async def journal(_: web.Request) -> web.Response:
+        calls = [
+            (
+                e.operation,
+                e.received,
+                e.answered,
+                {k: v for k, v in e.params.items() if k != "prospects"},
+            )
+            for e in fake.journal or ()
+        ]
+        return web.json_response(calls)
 
     async def stats(_: web.Request) -> web.Response:
         live = [r for r in fake.records.values() if not r.archived]
@@ -83,6 +100,8 @@ def _serve_fake(version: int, port_out: Any, ready: Any) -> None:
                 "prospects": len(live),
                 "duplicates": sum(n - 1 for n in emails.values() if n > 1),
                 "audience": sum(1 for r in live if r.custom.get("audience") == "true"),
+                # The fake's own CPU: where its queries, not the 100 ms, set a pace.
+                "cpu": time.process_time(),
             }
         )
 
@@ -107,12 +126,14 @@ def _serve_fake(version: int, port_out: Any, ready: Any) -> None:
         """An empty account again, so a second client starts from the same seed."""
         fake.records.clear()
         fake.calls.clear()
+        fake.journal = []
         fake.reset_daily_budget()
         return web.json_response({})
 
     async def main() -> None:
         app = create_app(fake)
         app.router.add_get("/_bench/stats", stats)
+        app.router.add_get("/_bench/journal", journal)
         app.router.add_post("/_bench/seed", seed)
         app.router.add_post("/_bench/token", token)
         app.router.add_post("/_bench/reset", reset)
@@ -140,6 +161,28 @@ class Fake:
     async def stats(self) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=600) as client:
             return dict((await client.get(f"{self.url}/_bench/stats")).json())
+
+    async def journal(self) -> list[tuple[str, float, float | None]]:
+        async with httpx.AsyncClient(timeout=600) as client:
+            calls = (await client.get(f"{self.url}/_bench/journal")).json()
+            if SHOW_TIMELINE:
+                Path("/tmp/bench-journal.json").write_text(json.dumps(calls))
+            return [tuple(e[:3]) for e in calls]
+
+
+def timeline(calls: list[tuple[str, float, float | None]], start: float, end: float) -> str:
+    """Per second of the run: the slots held on average and the calls begun, by operation."""
+    lines = []
+    for second in range(int(end - start) + 1):
+        low, high = start + second, start + second + 1
+        held = sum(
+            max(0.0, min(high, answered or high) - max(low, received))
+            for _, received, answered in calls
+        )
+        begun = Counter(op for op, received, _ in calls if low <= received < high)
+        ops = " ".join(f"{op} {n}" for op, n in sorted(begun.items()))
+        lines.append(f"  {second:4d}s  slots {held:4.1f}  {ops}")
+    return "\n".join(lines)
 
 
 def start_fake(version: int) -> Fake:
@@ -171,6 +214,8 @@ def identify(n: int, second: int, lookup: bool, **traits: Any) -> dict[str, Any]
 
 
 class Ours:
+    batches_in_flight = WorkerOptions.batches_in_flight
+
     def __init__(self, fake: Fake, version: int, lookup: bool, folder: Path, token: str) -> None:
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(60.0), limits=httpx.Limits(max_connections=IN_FLIGHT)
@@ -224,14 +269,20 @@ class Ours:
             service,
             readiness=Readiness(),
             metrics=Metrics(),
-            options=WorkerOptions(backoff_initial=0.2, backoff_max=1.0),
+            options=WorkerOptions(
+                backoff_initial=0.2, backoff_max=1.0, batches_in_flight=self.batches_in_flight
+            ),
         )
-        while True:
+        # The worker's own loop, as `serve` and `worker` run it (batches in flight at once).
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        while not running.done():
             counts = await self.queue.counts()
             if not any(counts.get(s, 0) for s in ("pending", "retry", "leased")):
                 break
-            if not await worker.run_once():
-                await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
+        stop.set()
+        await running
         return Counter({k: v for k, v in (await self.queue.counts()).items() if v})
 
     async def close(self) -> None:
@@ -299,7 +350,18 @@ class Row:
     busy: float | None = None  # busy slot-seconds / (5 x our seconds)
 
 
-async def run_config(version: int, lookup: bool, members: int, folder: Path) -> list[Row]:
+async def run_config(
+    version: int, lookup: bool, members: int, folder: Path, *, first_sync_only: bool = False
+) -> list[Row]:
+    rows: list[Row] = []
+    # The Segment-style baseline's seconds per event (measured with the steady stream).
+    per_event = 0.0
+    if not first_sync_only:
+        rows, per_event = await steady_and_audience(version, lookup, folder)
+    return rows + await first_sync(version, lookup, members, folder, per_event)
+
+
+async def steady_and_audience(version: int, lookup: bool, folder: Path) -> tuple[list[Row], float]:
     name = f"v{version}" + (" lookup" if lookup else "")
     per_event_calls = 1 if version == 3 else 2
     rows: list[Row] = []
@@ -349,8 +411,16 @@ async def run_config(version: int, lookup: bool, members: int, folder: Path) -> 
         await ours.close()
     finally:
         fake.process.kill()
+    return rows, per_event
 
-    # 3. First sync of a large audience, most members already in Pardot: a fresh account.
+
+async def first_sync(
+    version: int, lookup: bool, members: int, folder: Path, per_event: float
+) -> list[Row]:
+    """3. First sync of a large audience, most members already in Pardot: a fresh account."""
+    name = f"v{version}" + (" lookup" if lookup else "")
+    per_event_calls = 1 if version == 3 else 2
+    rows: list[Row] = []
     fake = start_fake(version)
     try:
         token = (await fake.post("/_bench/token"))["token"]
@@ -360,23 +430,36 @@ async def run_config(version: int, lookup: bool, members: int, folder: Path) -> 
         folder_3.mkdir(exist_ok=True)
         ours = Ours(fake, version, lookup, folder_3, token)
         events = [identify(n, 40, lookup, audience=True) for n in range(members)]
-        before = (await fake.stats())["calls"]
+        stats = await fake.stats()
+        before, fake_cpu = stats["calls"], stats["cpu"]
+        stats_before_ops = stats["by_operation"]
         busy_before = ours.slot_use.busy_seconds()
-        started = time.perf_counter()
+        started, cpu, began = time.perf_counter(), time.process_time(), time.monotonic()
+        profile = cProfile.Profile() if PROFILE else None
+        if profile is not None:
+            profile.enable()
         states = await ours.deliver(events)
-        seconds = time.perf_counter() - started
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(PROFILE)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        if SHOW_TIMELINE:
+            calls_seen = await fake.journal()
+            print(f"our first sync, {name}:\n" + timeline(calls_seen, began, time.monotonic()))
         busy = (ours.slot_use.busy_seconds() - busy_before) / (IN_FLIGHT * seconds)
         stats = await fake.stats()
         calls = stats["calls"] - before
         note = (
             f"{stats['duplicates']} duplicates, {stats['audience']}/{members} carry the trait, "
-            f"queue {dict(states)}"
+            f"queue {dict(states)}, CPU ours {cpu:.1f}s fake {stats['cpu'] - fake_cpu:.1f}s, "
+            f"calls {dict(Counter(stats['by_operation']) - Counter(stats_before_ops))}"
         )
         await ours.close()
 
         # The floor, on the same fake: the account as it was before ours ran.
         await fake.post("/_bench/wipe")
         await seed(fake, known, lookup)
+        floor_fake_cpu = (await fake.stats())["cpu"]
         floor = await floor_first_sync(
             fake.url, version, token, DEFAULT_BUSINESS_UNIT_ID, events,
             lookup=LOOKUP if lookup and version == 4 else None, in_flight=IN_FLIGHT,
@@ -389,6 +472,7 @@ async def run_config(version: int, lookup: bool, members: int, folder: Path) -> 
             f"; floor: scan {floor.scan_seconds:.1f}s, slots busy {floor_busy:.2f}, "
             f"{check['duplicates']} duplicates, {check['audience']}/{members} carry "
             f"the trait, {check['prospects']:,} prospects, {floor.refused_rows} rows refused, "
+            f"fake CPU {check['cpu'] - floor_fake_cpu:.1f}s, "
             f"calls {dict(floor.calls)}"
         )
         rows.append(
@@ -435,7 +519,19 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--only", choices=["v3", "v4", "v4-lookup"], default=None)
+    parser.add_argument(
+        "--batches-in-flight", type=int, default=Ours.batches_in_flight,
+        help="the worker's DESTINATION_BATCHES_IN_FLIGHT (1: one batch after another)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--first-sync-only", action="store_true", help="skip the steady and audience scenarios"
+    )
+    parser.add_argument("--timeline", action="store_true", help="our first sync second by second")
+    parser.add_argument("--profile", default="", help="write a cProfile of our first sync here")
     args = parser.parse_args()
+    global SHOW_TIMELINE, PROFILE
+    SHOW_TIMELINE, PROFILE = args.timeline, args.profile
+    Ours.batches_in_flight = args.batches_in_flight
     # As `serve` runs: warnings only, so printing one line per event does not cost the run.
     configure_logging("warning")
     configs = [(3, False), (4, False), (4, True)]
@@ -445,7 +541,9 @@ async def main() -> None:
         for version, lookup in configs:
             if args.only and names[(version, lookup)] != args.only:
                 continue
-            rows += await run_config(version, lookup, args.members, Path(tmp))
+            rows += await run_config(
+                version, lookup, args.members, Path(tmp), first_sync_only=args.first_sync_only
+            )
             print(table(rows), flush=True)
     print()
     print(

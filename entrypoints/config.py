@@ -127,6 +127,9 @@ class ServiceConfig(BaseSettings):
     # bounds the wait when neither can reach it (a separate worker on SQLite).
     poll_seconds: float = _env("DESTINATION_POLL_SECONDS", 0.25, gt=0)
     wake_on_put: bool = _env("DESTINATION_WAKE_ON_PUT", True)
+    # Batches a worker has in hand at once: one is leased and resolved while another waits on
+    # Pardot. Pardot's 5 calls in flight stay the bound whatever this is.
+    batches_in_flight: int = _env("DESTINATION_BATCHES_IN_FLIGHT", 3, ge=1, le=16)
     retry_initial_seconds: float = _env("DESTINATION_RETRY_INITIAL_SECONDS", 5.0, gt=0)
     configuration_retry_seconds: float = _env("DESTINATION_CONFIG_RETRY_SECONDS", 30.0, gt=0)
     retention_days: float = _env("DESTINATION_RETENTION_DAYS", 7.0, gt=0)

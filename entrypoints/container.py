@@ -46,6 +46,7 @@ from domain.ports import (
 )
 from entrypoints import assembly
 from entrypoints.config import ServiceConfig, TrackingConfig
+from entrypoints.door_traffic import DoorTraffic
 from entrypoints.http.serve_app import serve_app
 from entrypoints.metering import MeteredRepository, MeteredTokens
 from entrypoints.metrics import Metrics
@@ -264,12 +265,14 @@ class Container(containers.DeclarativeContainer):
 
     # Delivery. `serve`'s door wakes its worker when a put stored events.
     wakeup = providers.Singleton(Wakeup)
+    door_traffic = providers.Singleton(DoorTraffic)  # `serve`'s worker gives way to its door
     # Entered wherever a worker runs (build_app, run_worker_alone).
     notifications = providers.Factory(_notifications, config, stores.provider, wakeup)
     worker_options = providers.Singleton(
         WorkerOptions,
         idle_seconds=config.provided.poll_seconds,
         lease_seconds=config.provided.lease_seconds,
+        batches_in_flight=config.provided.batches_in_flight,
         max_attempts=config.provided.max_attempts,
         backoff_initial=config.provided.retry_initial_seconds,
         configuration_retry=config.provided.configuration_retry_seconds,
@@ -286,6 +289,7 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         history=history,
         wakeup=wakeup,
+        door=door_traffic,
     )
 
     # The door: Segment's endpoints, health, metrics and /pardot.js.
@@ -331,6 +335,7 @@ class Container(containers.DeclarativeContainer):
         shared_secret=providers.Callable(assembly.reveal, config.provided.shared_secret),
         webhook_batching=config.provided.webhook_batching,
         on_stored=providers.Callable(assembly.waking, config, wakeup),
+        traffic=door_traffic,
         metrics=metrics,
         readiness=readiness,
     )

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -24,6 +25,7 @@ from domain.isolation import isolate, last_line
 from domain.ports import DeliveryHistory, EventQueue, QueuedEvent, Settlement, ordering_key_of
 from domain.settlement import RetryPolicy, settle
 from domain.sync import Delivered, Outcome, RetryLater, SyncService
+from entrypoints.door_traffic import DoorTraffic
 from entrypoints.history import entry, outcome_of
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
@@ -47,6 +49,8 @@ class WorkerOptions:
     # How long a lease lasts after its last renewal: a dead worker's events wait this long.
     lease_seconds: float = 10.0
     idle_seconds: float = 0.25
+    # Batches worked at once: one leased and resolved while another waits on Pardot.
+    batches_in_flight: int = 3
     max_attempts: int = 12
     backoff_initial: float = 5.0
     backoff_max: float = 3600.0
@@ -83,8 +87,11 @@ class DeliveryWorker:
         clock: Clock = lambda: datetime.now(UTC),
         history: DeliveryHistory | None = None,
         wakeup: Wakeup | None = None,
+        door: DoorTraffic | None = None,
     ) -> None:
         self._history = history
+        # Without a door in this process (`worker`), nothing to give way to.
+        self._door = door or DoorTraffic()
         # Without one (a worker nothing can notify), the idle wait is the poll alone.
         self._wakeup = wakeup or Wakeup()
         self._queue = queue
@@ -99,12 +106,26 @@ class DeliveryWorker:
         self._setup_problem = ""
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until `stop` is set; the batch in hand is finished first.
+        """Deliver until `stop` is set; the batches in hand are finished first.
+
+        Up to `batches_in_flight` batches are worked at once: while one waits on Pardot the
+        next is leased and resolved, so Pardot's slots stay busy whenever work waits. The
+        queue never leases one person's events to two batches, so each person's events stay
+        in order; the shared `PardotSlots` still bound the calls in flight.
 
         Every step of a round, the idle wait included, is guarded: a failing round is logged
         and tried again after a growing wait, and only after several in a row does `run`
         raise WorkerFailing, for its supervisor to restart it.
         """
+        rounds = _Rounds(self._options.batches_in_flight, self._wakeup)
+        try:
+            await self._conduct(stop, rounds)
+        except BaseException:
+            await rounds.cancel()
+            raise
+        await rounds.drain()
+
+    async def _conduct(self, stop: asyncio.Event, rounds: _Rounds) -> None:
         failed = 0
         while not stop.is_set():
             self._readiness.beat()
@@ -112,10 +133,15 @@ class DeliveryWorker:
             self._wakeup.arm()
             wakeable = False
             try:
+                rounds.raise_failure()
                 await self.purge_if_due()
                 await self.check_setup_if_due()
-                settled = await self.run_once()
-                wait, wakeable = (0.0, False) if settled else await self._idle_wait()
+                await rounds.room()
+                await self._door.give_way(stop)
+                leased = await self._lease()
+                if leased:
+                    rounds.start(self._work(leased))
+                wait, wakeable = (0.0, False) if leased else await self._idle_wait()
             except Exception as error:
                 failed += 1
                 log.error("delivery round failed", error=type(error).__name__, failed=failed)
@@ -177,12 +203,18 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         """One round: returns how many events were settled (0 when there was nothing due)."""
+        leased = await self._lease()
+        return await self._work(leased) if leased else 0
+
+    async def _lease(self) -> list[QueuedEvent]:
+        """The next batch, or none while the queue is paused (the daily limit)."""
         paused = await self._queue.paused_until()
         if paused is not None and paused > self._clock():
-            return 0
-        leased = await self._queue.lease(self._options.batch_size, self._options.lease_seconds)
-        if not leased:
-            return 0
+            return []
+        return await self._queue.lease(self._options.batch_size, self._options.lease_seconds)
+
+    async def _work(self, leased: list[QueuedEvent]) -> int:
+        """Deliver and settle one leased batch; returns how many settlements applied."""
         lease = leased[0].lease
         events: list[IdentifyEvent] = []
         usable: list[QueuedEvent] = []
@@ -361,6 +393,59 @@ class DeliveryWorker:
             if remaining > 0:
                 return min(remaining, 60.0), False
         return self._options.idle_seconds, True
+
+
+class _Rounds:
+    """The batches a worker has in hand: at most `limit` at once, each its own task.
+
+    A round that fails is kept for the conductor to count (`raise_failure`), as a failing
+    round was counted when rounds ran one by one. A round that ends wakes the conductor's
+    idle wait: the people it held may have later events now free to lease.
+    """
+
+    def __init__(self, limit: int, wakeup: Wakeup) -> None:
+        self._limit = max(1, limit)
+        self._wakeup = wakeup
+        self._tasks: set[asyncio.Task[int]] = set()
+        self._failures: list[BaseException] = []
+
+    def start(self, work: Coroutine[Any, Any, int]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[int]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._failures.append(task.exception())  # type: ignore[arg-type]
+        self._wakeup.notify()
+
+    async def room(self) -> None:
+        """Wait until fewer than `limit` rounds are in hand."""
+        while len(self._tasks) >= self._limit:
+            await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+
+    def raise_failure(self) -> None:
+        if self._failures:
+            failure = self._failures.pop(0)
+            self._failures.clear()
+            raise failure
+
+    async def drain(self) -> None:
+        """Finish every round in hand (a stop: the batches in hand are finished first)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+        for failure in self._failures:
+            log.error("delivery round failed at shutdown", error=type(failure).__name__)
+        self._failures.clear()
+
+    async def cancel(self) -> None:
+        """Cancel every round in hand; each hands its leases back before it ends."""
+        tasks = set(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
 
 def _people(items: Sequence[QueuedEvent]) -> list[list[int]]:

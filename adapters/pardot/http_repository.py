@@ -165,7 +165,7 @@ class PardotHttpRepository(PardotCalls):
             value = getattr(query, name)
             if value is not None:
                 form[name] = str(value)
-        for name in ("created_after", "updated_after", "updated_before"):
+        for name in ("created_after", "created_before", "updated_after", "updated_before"):
             value = getattr(query, name)
             if value is not None:
                 form[name] = value

@@ -165,6 +165,8 @@ class InMemoryPardot:
             rows = [r for r in rows if r.id < query.id_less_than]
         if query.created_after is not None:
             rows = [r for r in rows if pardot_time(r.created) > query.created_after]
+        if query.created_before is not None:
+            rows = [r for r in rows if pardot_time(r.created) < query.created_before]
         if query.updated_after is not None:
             rows = [r for r in rows if pardot_time(r.updated) > query.updated_after]
         if query.updated_before is not None:

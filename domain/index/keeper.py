@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -36,6 +36,8 @@ SCAN_ROWS_PER_CALL = QUERY_LIMIT
 SCAN_OVERHEAD_CALLS = 5
 RELABEL_PAGE = 1000  # index rows per store read when the lookup column is recomputed
 RECENT_REFRESHES = 60  # start times kept, enough to count a minute's refreshes
+# How long a refresh waits for this process's creates in flight, so that it learns them too.
+GATHER_CREATES_SECONDS = 5.0
 
 
 class IndexKeeper:
@@ -62,6 +64,12 @@ class IndexKeeper:
         self._refresh_lock = refresh_lock or contextlib.nullcontext
         self._lag = timedelta(seconds=lag_seconds)
         self._refreshing = asyncio.Lock()  # this process's callers queue here first
+        # Creates of this process not answered yet (`creating`), which a refresh waits for.
+        self._creates: set[asyncio.Future[None]] = set()
+        # This process's learns of created prospects: when the last began (store clock) and the
+        # latest created_at it saw, where the next one starts.
+        self._learn_began: datetime | None = None
+        self._created_mark: str | None = None
         self._size: int | None = None
         self._read_one_by_one = 0
         self.refreshes = 0  # refreshes this keeper completed (the metric counts them)
@@ -227,6 +235,12 @@ class IndexKeeper:
         async with self._refreshing:
             if await self.fresh_for(arrived):
                 return
+            # Batches worked at once create side by side: a refresh begun once the creates in
+            # flight now are answered learns them all, where one begun at once would leave
+            # each of the others to wait for one more refresh after it.
+            in_flight = set(self._creates)
+            if in_flight:
+                await asyncio.wait(in_flight, timeout=GATHER_CREATES_SECONDS)
             async with self._refresh_lock():
                 if await self.fresh_for(arrived):
                     return
@@ -235,6 +249,58 @@ class IndexKeeper:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 await self._pull("read")
+
+    async def learn_created(self, answered: datetime | None) -> None:
+        """Bring into the index every prospect created by `answered` (None: now): how creates,
+        whose answers carry no ids, are learned.
+
+        Pages of `created_after` from the latest create seen (by this process, or by the last
+        refresh), not a refresh, which would read back every update since as well. One learn
+        serves every caller waiting when it begins; it waits for this process's creates in
+        flight first. Raises BudgetShort when the budget does not allow it.
+        """
+        if not await self.ready():
+            return
+        if answered is None:
+            answered = await self.index.clock()
+        async with self._refreshing:
+            if await self._learned_since(answered):
+                return
+            in_flight = set(self._creates)
+            if in_flight:
+                await asyncio.wait(in_flight, timeout=GATHER_CREATES_SECONDS)
+            # Under the refresh lock: a learn's rows never race a refresh's.
+            async with self._refresh_lock():
+                if await self._learned_since(answered):
+                    return
+                wait = (answered + self._lag - await self.index.clock()).total_seconds()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                began = await self.index.clock() - self._lag
+                state = await self.index.state()
+                since = max(self._created_mark or "", state.high_water or "") or None
+                lag = self._lag.total_seconds()
+                mark = await refreshing.pull_created(self._feed, since, "read", lag=lag)
+                self._created_mark = max(mark or "", self._created_mark or "") or None
+                self._learn_began = began
+
+    async def _learned_since(self, moment: datetime) -> bool:
+        """Whether a learn or a refresh began after `moment`."""
+        if self._learn_began is not None and self._learn_began > moment:
+            return True
+        return await self.fresh_for(moment)
+
+    @contextlib.asynccontextmanager
+    async def creating(self) -> AsyncIterator[None]:
+        """Around a create call of this process: refreshes wait for its answer (see
+        `refresh_for`), so one refresh learns what batches worked at once created."""
+        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._creates.add(answered)
+        try:
+            yield
+        finally:
+            self._creates.discard(answered)
+            answered.set_result(None)
 
     async def refresh(self, *, force: bool = False) -> bool:
         """The periodic refresh, for what no event asks about (status, explain): runs when the

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Literal
 
 from domain.budget import Priority
 from domain.index.feed import IndexFeed
@@ -21,6 +22,7 @@ from domain.prospect import Prospect
 
 _TIME = "%Y-%m-%d %H:%M:%S"
 _DELETED_FIELDS = ("updated_at",)
+By = Literal["updated", "created"]  # which of Pardot's times pages a pull
 
 
 def earlier(pardot_time: str, seconds: float = 1) -> str:
@@ -55,6 +57,21 @@ async def pull_changes(
     return new_mark
 
 
+async def pull_created(
+    feed: IndexFeed, mark: str | None, priority: Priority, *, lag: float = 0
+) -> str | None:
+    """Every prospect created since `mark` (a `created_at`, or any `updated_at` bound that no
+    later create can precede) into the index; returns the latest `created_at` seen.
+
+    How the ids of our own creates are learned (batch answers carry none) without reading back
+    every update made since: a first sync writes tens of thousands of known prospects, and a
+    refresh after each create batch paged through all of them again. Rows the index holds as
+    changed later are kept.
+    """
+    bound = earlier(mark, 1 + lag) if mark else None
+    return await _pull(feed, bound, mark, priority, deleted=False, by="created")
+
+
 async def _pull(
     feed: IndexFeed,
     bound: str | None,
@@ -63,22 +80,27 @@ async def _pull(
     *,
     deleted: bool,
     into: list[Prospect] | None = None,
+    by: By = "updated",
 ) -> str | None:
     """Pages of live rows into the index, or of deleted rows into `into`."""
     while True:
-        query = ProspectQuery(updated_after=bound, sort_by="updated_at")
-        page = await _page(feed, priority, deleted, query, into)
+        query = ProspectQuery(sort_by=f"{by}_at", **{f"{by}_after": bound})  # type: ignore[arg-type]
+        page = await _page(feed, priority, deleted, query, into, by)
         if page.prospects:
-            mark = max(mark or "", page.prospects[-1].updated_at) or mark
+            mark = max(mark or "", _time(page.prospects[-1], by)) or mark
         if len(page.prospects) < QUERY_LIMIT or not page.prospects:
             return mark
-        last = page.prospects[-1].updated_at
+        last = _time(page.prospects[-1], by)
         following = earlier(last)
         if bound is not None and following <= bound:
             # A whole page within one second: page that second by id, then move on.
-            await _pull_second(feed, bound, last, priority, deleted, into)
+            await _pull_second(feed, bound, last, priority, deleted, into, by)
             following = last
         bound = following
+
+
+def _time(prospect: Prospect, by: By) -> str:
+    return prospect.updated_at if by == "updated" else prospect.created_at
 
 
 async def _pull_second(
@@ -88,12 +110,14 @@ async def _pull_second(
     priority: Priority,
     deleted: bool,
     into: list[Prospect] | None,
+    by: By,
 ) -> None:
     cursor = 0
     before = (datetime.strptime(second, _TIME) + timedelta(seconds=1)).strftime(_TIME)
     while True:
-        query = ProspectQuery(id_greater_than=cursor, updated_after=bound, updated_before=before)
-        page = await _page(feed, priority, deleted, query, into)
+        window = {f"{by}_after": bound, f"{by}_before": before}
+        query = ProspectQuery(id_greater_than=cursor, **window)  # type: ignore[arg-type]
+        page = await _page(feed, priority, deleted, query, into, by)
         if len(page.prospects) < QUERY_LIMIT:
             return
         cursor = page.prospects[-1].id
@@ -105,6 +129,7 @@ async def _page(
     deleted: bool,
     query: ProspectQuery,
     into: list[Prospect] | None,
+    by: By = "updated",
 ) -> ProspectPage:
     """One page of live rows into the index, or of deleted rows into `into`."""
     await feed.spend(priority)
@@ -113,6 +138,11 @@ async def _page(
     if deleted:
         assert into is not None
         into.extend(page.prospects)
+    elif by == "created":
+        held = await feed.index.by_ids([p.id for p in page.prospects])
+        await feed.put(
+            [p for p in page.prospects if p.id not in held or held[p.id].updated_at < p.updated_at]
+        )
     else:
         await feed.put(page.prospects)
     return page

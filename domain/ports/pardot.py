@@ -46,6 +46,7 @@ class ProspectQuery:
     id_greater_than: int | None = None
     id_less_than: int | None = None
     created_after: str | None = None
+    created_before: str | None = None
     updated_after: str | None = None
     updated_before: str | None = None
     sort_by: Literal["id", "created_at", "updated_at"] = "id"

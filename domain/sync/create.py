@@ -3,9 +3,10 @@
 In: the `NeedsCreate` answers of `resolve`, with the create locks of their emails held and the
 index fresh (`fresh.resolve_fresh`). Out: per need a `Target` (created, or found after all) or
 an outcome. Creates go 50 a call, one email per round (a second group of that email then finds
-what the first created); the new ids are learned from the next refresh of the index, begun
-after the creates were answered. Until then a `creating:<lock>` mark (email, lookup value) tells any
-process that takes the email's lock that the index may not hold that prospect yet.
+what the first created); the new ids are learned from the prospects created since the last
+refresh or learn (`IndexKeeper.learn_created`, begun after the creates were answered). Until
+then a `creating:<lock>` mark (email, lookup value) tells any process that takes the email's
+lock that the index may not hold that prospect yet.
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ async def create_batches(needs: list[NeedsCreate], context: Context) -> list[Tar
 async def _create_rows(
     needs: list[NeedsCreate], keeper: IndexKeeper, context: Context
 ) -> list[Target | Outcome]:
-    """batchCreate, then learn the new ids from a refresh begun after the answers.
+    """batchCreate, then learn the new ids from the creates Pardot shows once they are answered.
 
-    A batch whose answer was lost may have created its rows: the refresh says which exist,
+    A batch whose answer was lost may have created its rows: the learn says which exist,
     so nothing is created twice; the others come back later and are looked for again.
     """
     emails = [need.email.strip().lower() for need in needs]
@@ -87,10 +88,11 @@ async def _create_rows(
         for need in needs
     ]
     chunks = [range(i, min(i + BATCH_LIMIT, len(rows))) for i in range(0, len(rows), BATCH_LIMIT)]
-    answers = await asyncio.gather(
-        *(context.repository.write_batch([rows[i] for i in chunk]) for chunk in chunks),
-        return_exceptions=True,
-    )
+    async with keeper.creating():
+        answers = await asyncio.gather(
+            *(context.repository.write_batch([rows[i] for i in chunk]) for chunk in chunks),
+            return_exceptions=True,
+        )
     answered = await keeper.index.clock()
     failed: dict[int, Outcome] = {}
     for chunk, answer in zip(chunks, answers, strict=True):
@@ -109,7 +111,7 @@ async def _create_rows(
     learned: dict[str, Prospect] = {}
     if len(failed) < len(needs):
         try:
-            await keeper.refresh_for(answered)
+            await keeper.learn_created(answered)
         except ConfigurationError:
             raise
         except (BudgetShort, PardotError) as error:

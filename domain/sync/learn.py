@@ -70,10 +70,10 @@ async def created(context: Context, need: NeedsCreate, prospect: Prospect) -> Ta
 
 
 async def learn_upserted(keeper: IndexKeeper) -> None:
-    """v3 upserts may have created prospects and batches return no ids: the next refresh
-    brings them, and this one (begun after the upserts were answered) serves later batches."""
+    """v3 upserts may have created prospects and batches return no ids: learn what was
+    created by now (one learn serves later batches too)."""
     with contextlib.suppress(PardotError, BudgetShort):
-        await keeper.refresh_for(None)
+        await keeper.learn_created(None)
 
 
 def as_written(prospect: Prospect, fields: Fields, field_type: FieldType) -> Prospect:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from domain.ports import EventQueue, QueueFull
+from entrypoints.door_traffic import DoorTraffic
 from entrypoints.http import ingest
 from entrypoints.http.admin_key import admin_only
 from entrypoints.http.ingest import Arrival, ByteBudget, Intake, Refused, WriteKeys
@@ -44,6 +45,8 @@ class DoorOptions:
     body_timeout: float = ingest.BODY_TIMEOUT_SECONDS
     # Called once a request's events are stored: wakes `serve`'s idle worker.
     on_stored: Callable[[], None] = _nobody
+    # The requests being answered, which `serve`'s worker gives way to.
+    traffic: DoorTraffic = field(default_factory=DoorTraffic)
 
 
 DOOR = web.AppKey("door_options", DoorOptions)
@@ -77,6 +80,7 @@ def create_app(
     max_ingest_bytes: int = ingest.MAX_INGEST_BYTES,
     body_timeout: float = ingest.BODY_TIMEOUT_SECONDS,
     on_stored: Callable[[], None] = _nobody,
+    traffic: DoorTraffic | None = None,
 ) -> web.Application:
     if webhook_batching and not write_keys:
         raise ValueError(BATCHING_NEEDS_A_KEY)
@@ -89,7 +93,7 @@ def create_app(
     app[WRITE_KEYS] = WriteKeys(write_keys)
     app[SHARED_SECRET] = shared_secret
     app[BUDGET] = ByteBudget(max_ingest_bytes)
-    app[DOOR] = DoorOptions(webhook_batching, body_timeout, on_stored)
+    app[DOOR] = DoorOptions(webhook_batching, body_timeout, on_stored, traffic or DoorTraffic())
     if not write_keys:
         log.warning("DESTINATION_WRITE_KEY is not set: /v1 endpoints accept any sender")
     if not shared_secret and not write_keys:
@@ -106,6 +110,22 @@ def create_app(
 
 
 def guarded(handler: Handler) -> Handler:
+    """`handler`, counted in the door's traffic while it runs (`serve`'s worker gives way
+    while requests crowd), and whose every refusal is JSON (`refusing`)."""
+    answer = refusing(handler)
+
+    async def counted(request: web.Request) -> web.StreamResponse:
+        traffic = request.app[DOOR].traffic
+        traffic.entered()
+        try:
+            return await answer(request)
+        finally:
+            traffic.left()
+
+    return counted
+
+
+def refusing(handler: Handler) -> Handler:
     """`handler`, whose every refusal is JSON with `code` and `message` (analytics-python
     prints those)."""
 

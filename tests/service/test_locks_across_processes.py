@@ -5,7 +5,7 @@ one of two events, against the fake over HTTP.
 The interleaving is made deterministic by Pardot's latency: every call of the fake waits
 `latency` seconds *before* it is carried out. The first event is posted, and once its call is
 in flight at Pardot (the fake counts it) the second is posted; the first process is busy with
-its batch (one at a time), so the other process leases the second event and makes its
+its batch (one at a time: `DESTINATION_BATCHES_IN_FLIGHT=1`), so the other process leases the second event and makes its
 decision while the first call is still pending, and its own call lands after the first one.
 """
 
@@ -61,6 +61,9 @@ class Two:
 
 
 async def start_two(request: pytest.FixtureRequest, stack: Stack, store: str, **env: str) -> Two:
+    # One batch at a time per process: a process with several in flight would lease the second
+    # event itself (the same interleaving within one process), not leave it to the other.
+    env = {"DESTINATION_BATCHES_IN_FLIGHT": "1", **env}
     if store == "postgres":
         url: str | None = request.getfixturevalue("postgres_url")
         first = await stack.service(DESTINATION_QUEUE_URL=str(url), **env)
