@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import cProfile
 import multiprocessing
 import sys
@@ -79,15 +78,7 @@ def _serve_fake(version: int, port_out: Any, ready: Any) -> None:
     fake.journal = []  # when each call came and was answered: the run's timeline
 
     async def journal(_: web.Request) -> web.Response:
-        calls = [
-            (
-                e.operation,
-                e.received,
-                e.answered,
-                {k: v for k, v in e.params.items() if k != "prospects"},
-            )
-            for e in fake.journal or ()
-        ]
+        calls = [(e.operation, e.received, e.answered) for e in fake.journal or ()]
         return web.json_response(calls)
 
     async def stats(_: web.Request) -> web.Response:
@@ -165,9 +156,7 @@ class Fake:
     async def journal(self) -> list[tuple[str, float, float | None]]:
         async with httpx.AsyncClient(timeout=600) as client:
             calls = (await client.get(f"{self.url}/_bench/journal")).json()
-            if SHOW_TIMELINE:
-                Path("/tmp/bench-journal.json").write_text(json.dumps(calls))
-            return [tuple(e[:3]) for e in calls]
+            return [tuple(e) for e in calls]
 
 
 def timeline(calls: list[tuple[str, float, float | None]], start: float, end: float) -> str:
