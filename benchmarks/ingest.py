@@ -7,15 +7,19 @@ Install it with `apt-get install wrk` (Debian/Ubuntu) or `brew install wrk`.
 
 Both servers run in their own process on loopback and take the same wrk settings, one after
 the other, alternating for several rounds; every request carries a new messageId, so each is
-a real durable write. The service is measured twice: with deliveries paused (ingest alone)
-and with deliveries running against the fake Pardot in a third process (the worker then
-shares the CPUs and the database file with ingest).
+a real durable write. The service is measured with deliveries paused (ingest alone) and
+with deliveries running against the fake Pardot (answering at once) in a third process, v3
+and v4: the queue then holds a backlog of `--backlog` events before the burst, so the worker
+works flat out beside the door, sharing the interpreter, the CPUs and the database file.
+Beside those runs it prints the delivery rate during the burst and after it (the door comes
+first: `serve`'s worker gives way while requests crowd, entrypoints/door_traffic.py).
 
 This machine's speed drifts by half within minutes (a shared virtual machine), so each
 ratio is taken within one round, between runs seconds apart, and the median of those
 ratios is reported beside the median rates.
 
     .venv/bin/python -m benchmarks.ingest [--seconds 10] [--rounds 3] [--connections 32 64]
+        [--backlog 20000]
 """
 
 from __future__ import annotations
@@ -82,10 +86,10 @@ async def serve_bare() -> None:
     await asyncio.Event().wait()
 
 
-async def start(kind: str, workdir: Path, pardot_url: str) -> ChildServer:
+async def start(kind: str, workdir: Path, pardot_url: str, version: int) -> ChildServer:
     env = {
         **os.environ,
-        "PARDOT_API_VERSION": "4",
+        "PARDOT_API_VERSION": str(version),
         "PARDOT_ACCOUNT_ID": "1",
         "PARDOT_BUSINESS_UNIT_ID": "0Uv000000000001AAA",
         "PARDOT_BASE_URL": pardot_url,
@@ -123,63 +127,139 @@ async def pause_deliveries(workdir: Path) -> None:
         await queue.pause_until(datetime.now(UTC) + timedelta(days=1))
 
 
+async def fill_backlog(workdir: Path, events: int) -> None:
+    """Events waiting before the burst, so the worker delivers all through it."""
+    async with SQLiteEventQueue(workdir / "bench.db") as queue:
+        for start in range(0, events, 2_500):
+            await queue.put(
+                [
+                    {
+                        "type": "identify",
+                        "messageId": f"backlog-{n}",
+                        "userId": f"backlog-{n}",
+                        "timestamp": "2026-11-27T09:00:00Z",
+                        "traits": {"email": f"backlog{n}@example.com", "plan": "pro"},
+                    }
+                    for n in range(start, min(events, start + 2_500))
+                ]
+            )
+
+
+async def delivered(workdir: Path) -> tuple[int, int]:
+    """Events delivered so far, and events still waiting."""
+    async with SQLiteEventQueue(workdir / "bench.db") as queue:
+        counts = await queue.counts()
+    waiting = sum(counts.get(state, 0) for state in ("pending", "retry", "leased"))
+    return counts.get("delivered", 0), waiting
+
+
 @dataclass(frozen=True)
 class Case:
     kind: str  # "bare" or "service"
     deliveries: str  # "paused", "running" or "-"
+    version: int = 4
 
     @property
     def label(self) -> str:
-        return "bare aiohttp" if self.kind == "bare" else f"service, deliveries {self.deliveries}"
+        if self.kind == "bare":
+            return "bare aiohttp"
+        if self.deliveries == "paused":
+            return "service, deliveries paused"
+        return f"service, delivering v{self.version}"
 
 
-CASES = (Case("bare", "-"), Case("service", "paused"), Case("service", "running"))
+CASES = (
+    Case("bare", "-"),
+    Case("service", "paused"),
+    Case("service", "running", 4),
+    Case("service", "running", 3),
+)
 
 
-async def measure(case: Case, connections: int, seconds: float, pardot_url: str, run: str) -> float:
+@dataclass(frozen=True)
+class Measured:
+    rate: float  # requests per second wrk saw answered
+    during: float | None = None  # events delivered per second during the burst
+    after: float | None = None  # and in the seconds after it
+
+
+AFTER_SECONDS = 10.0  # how long the delivery rate after the burst is watched
+
+
+async def measure(
+    case: Case, connections: int, seconds: float, fakes: dict[int, str], run: str, backlog: int
+) -> Measured:
     with tempfile.TemporaryDirectory(prefix="pardot-bench-") as name:
         workdir = Path(name)
         if case.deliveries == "paused":
             await pause_deliveries(workdir)
-        server = await start(case.kind, workdir, pardot_url)
+        elif case.deliveries == "running":
+            await fill_backlog(workdir, backlog)
+        server = await start(case.kind, workdir, fakes[case.version], case.version)
         try:
             wrk(server.url, connections, 1, workdir, f"{run}-warm")  # imports, first pages
-            return await asyncio.to_thread(wrk, server.url, connections, seconds, workdir, run)
+            if case.deliveries != "running":
+                rate = await asyncio.to_thread(wrk, server.url, connections, seconds, workdir, run)
+                return Measured(rate)
+            before, _ = await delivered(workdir)
+            rate = await asyncio.to_thread(wrk, server.url, connections, seconds, workdir, run)
+            during, _ = await delivered(workdir)
+            await asyncio.sleep(AFTER_SECONDS)
+            after, _ = await delivered(workdir)
+            return Measured(rate, (during - before) / seconds, (after - during) / AFTER_SECONDS)
         finally:
             await server.stop()
 
 
-async def main(seconds: float, rounds: int, connections: list[int]) -> None:
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install wrk (Debian/Ubuntu) or brew install wrk")
+async def start_fake(version: int) -> tuple[asyncio.subprocess.Process, str]:
     fake = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "entrypoints.cli.main", "fake-pardot", "--port", "0",
-        stdout=asyncio.subprocess.PIPE,
+        "--api-version", str(version), stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert fake.stdout is not None
-    pardot_url = FAKE_PORT_LINE.search((await fake.stdout.readline()).decode()).group(1)  # type: ignore[union-attr]
+    url = FAKE_PORT_LINE.search((await fake.stdout.readline()).decode()).group(1)  # type: ignore[union-attr]
+    return fake, url
+
+
+async def main(seconds: float, rounds: int, connections: list[int], backlog: int) -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk (Debian/Ubuntu) or brew install wrk")
+    started = [await start_fake(version) for version in (3, 4)]
+    fakes = {3: started[0][1], 4: started[1][1]}
     try:
-        results: dict[tuple[int, Case], list[float]] = {}
+        results: dict[tuple[int, Case], list[Measured]] = {}
         for round_ in range(rounds):
             for count in connections:
                 for case in CASES:
-                    run = f"r{round_}-c{count}-{case.kind}-{case.deliveries}"
-                    rate = await measure(case, count, seconds, pardot_url, run)
-                    results.setdefault((count, case), []).append(rate)
+                    run = f"r{round_}-c{count}-{case.kind}-{case.deliveries}-{case.version}"
+                    found = await measure(case, count, seconds, fakes, run, backlog)
+                    results.setdefault((count, case), []).append(found)
     finally:
-        fake.terminate()
-        await fake.wait()
-    print(f"wrk -t1, {seconds:g} s per run, median of {rounds} rounds, POST /v1/identify")
-    print(f"{'connections':<12}{'server':<32}{'requests/s':>12}{'vs bare':>9}  ratio per round")
+        for process, _ in started:
+            process.terminate()
+            await process.wait()
+    print(
+        f"wrk -t1, {seconds:g} s per run, median of {rounds} rounds, POST /v1/identify; "
+        f"deliveries running: {backlog:,} events waiting before the burst, fake Pardot at 0 ms"
+    )
+    print(
+        f"{'connections':<12}{'server':<30}{'requests/s':>11}{'vs bare':>8}  "
+        f"{'ratio per round':<16}{'delivered/s during, after the burst':>36}"
+    )
     for count in connections:
-        bares = results[(count, CASES[0])]
+        bares = [m.rate for m in results[(count, CASES[0])]]
         for case in CASES:
-            rates = results[(count, case)]
-            ratios = [rate / bare for rate, bare in zip(rates, bares, strict=True)]
+            found = results[(count, case)]
+            ratios = [m.rate / bare for m, bare in zip(found, bares, strict=True)]
             spread = " ".join(f"{r:.2f}" for r in ratios)
+            rates = ""
+            if case.deliveries == "running":
+                during = statistics.median(m.during or 0.0 for m in found)
+                after = statistics.median(m.after or 0.0 for m in found)
+                rates = f"{during:,.0f}, {after:,.0f}"
             print(
-                f"{count:<12}{case.label:<32}{statistics.median(rates):12,.0f}"
-                f"{statistics.median(ratios):9.2f}  {spread}"
+                f"{count:<12}{case.label:<30}{statistics.median(m.rate for m in found):11,.0f}"
+                f"{statistics.median(ratios):8.2f}  {spread:<16}{rates:>36}"
             )
 
 
@@ -188,9 +268,10 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--backlog", type=int, default=20_000)
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve_bare:
         asyncio.run(serve_bare())
     else:
-        asyncio.run(main(options.seconds, options.rounds, options.connections))
+        asyncio.run(main(options.seconds, options.rounds, options.connections, options.backlog))

@@ -25,7 +25,7 @@ from domain.isolation import isolate, last_line
 from domain.ports import DeliveryHistory, EventQueue, QueuedEvent, Settlement, ordering_key_of
 from domain.settlement import RetryPolicy, settle
 from domain.sync import Delivered, Outcome, RetryLater, SyncService
-from entrypoints.door_traffic import DoorTraffic
+from entrypoints.door_traffic import CROWDED_BATCH, DoorTraffic
 from entrypoints.history import entry, outcome_of
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
@@ -137,8 +137,12 @@ class DeliveryWorker:
                 await self.purge_if_due()
                 await self.check_setup_if_due()
                 await rounds.room()
-                await self._door.give_way(stop)
-                leased = await self._lease()
+                limit = self._options.batch_size
+                if await self._door.give_way(stop):
+                    # Requests still crowd the door: one small batch at a time meanwhile.
+                    await rounds.finished()
+                    limit = min(limit, CROWDED_BATCH)
+                leased = await self._lease(limit)
                 if leased:
                     rounds.start(self._work(leased))
                 wait, wakeable = (0.0, False) if leased else await self._idle_wait()
@@ -203,15 +207,15 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         """One round: returns how many events were settled (0 when there was nothing due)."""
-        leased = await self._lease()
+        leased = await self._lease(self._options.batch_size)
         return await self._work(leased) if leased else 0
 
-    async def _lease(self) -> list[QueuedEvent]:
+    async def _lease(self, limit: int) -> list[QueuedEvent]:
         """The next batch, or none while the queue is paused (the daily limit)."""
         paused = await self._queue.paused_until()
         if paused is not None and paused > self._clock():
             return []
-        return await self._queue.lease(self._options.batch_size, self._options.lease_seconds)
+        return await self._queue.lease(limit, self._options.lease_seconds)
 
     async def _work(self, leased: list[QueuedEvent]) -> int:
         """Deliver and settle one leased batch; returns how many settlements applied."""
@@ -431,10 +435,14 @@ class _Rounds:
             self._failures.clear()
             raise failure
 
-    async def drain(self) -> None:
-        """Finish every round in hand (a stop: the batches in hand are finished first)."""
+    async def finished(self) -> None:
+        """Wait until no round is in hand."""
         while self._tasks:
             await asyncio.wait(set(self._tasks))
+
+    async def drain(self) -> None:
+        """Finish every round in hand (a stop: the batches in hand are finished first)."""
+        await self.finished()
         for failure in self._failures:
             log.error("delivery round failed at shutdown", error=type(failure).__name__)
         self._failures.clear()
