@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from domain.errors import InvalidEvent
 from domain.validation import describe_validation_error
@@ -37,6 +45,13 @@ class IdentifyEvent(BaseModel):
     original_timestamp: datetime | None = Field(default=None, alias="originalTimestamp")
     sent_at: datetime | None = Field(default=None, alias="sentAt")
     received_at: datetime | None = Field(default=None, alias="receivedAt")
+    # Who sent it (the queue's de-duplication scope): never read from the payload, so no
+    # sender can claim another's; a messageId is a duplicate only within it.
+    _sender: str = PrivateAttr(default="")
+
+    @property
+    def sender(self) -> str:
+        return self._sender
 
     @field_validator("user_id", "anonymous_id", mode="before")
     @classmethod
@@ -107,11 +122,17 @@ class IdentifyEvent(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def parse_event(payload: object) -> IdentifyEvent:
-    """Validate one decoded JSON value, or raise InvalidEvent saying which field and why."""
+def parse_event(payload: object, *, sender: str = "") -> IdentifyEvent:
+    """Validate one decoded JSON value, or raise InvalidEvent saying which field and why.
+
+    `sender`: the scope the queue stored the event under (`EventQueue.put`).
+    """
     if not isinstance(payload, dict):
         raise InvalidEvent([f"event: must be a JSON object, got {type(payload).__name__}"])
     try:
-        return IdentifyEvent.model_validate(payload)
+        event = IdentifyEvent.model_validate(payload)
     except ValidationError as exc:
         raise InvalidEvent(describe_validation_error(exc).split("; ")) from None
+    if sender:
+        event._sender = sender
+    return event

@@ -229,7 +229,8 @@ class DeliveryWorker:
                 # The event's time is judged against when *we* stored it, not a receivedAt
                 # its sender claimed.
                 arrival = item.received_at.isoformat()
-                events.append(parse_event({**item.payload, "receivedAt": arrival}))
+                payload = {**item.payload, "receivedAt": arrival}
+                events.append(parse_event(payload, sender=item.scope))
                 usable.append(item)
                 parsed[item.id] = events[-1]
             except InvalidEvent as exc:

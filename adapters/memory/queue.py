@@ -113,7 +113,9 @@ class InMemoryEventQueue:
             event.state, event.due_at, event.attempts = "leased", until, event.attempts + 1
             event.lease = lease
         return [
-            QueuedEvent(e.id, copy.deepcopy(e.payload), e.attempts, e.received_at, lease)
+            QueuedEvent(
+                e.id, copy.deepcopy(e.payload), e.attempts, e.received_at, lease, scope=e.scope
+            )
             for e in sorted(chosen, key=lambda e: e.id)
         ]
 

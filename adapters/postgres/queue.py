@@ -81,7 +81,7 @@ _TAKE = f"""
     UPDATE events SET state = 'leased', attempts = attempts + 1,
         due_at = {_NOW} + make_interval(secs => %(seconds)s::float8), lease_id = %(lease)s
     WHERE id = ANY(%(ids)s)
-    RETURNING id, payload, attempts, received_at"""  # noqa: S608
+    RETURNING id, payload, attempts, received_at, dedupe_scope"""  # noqa: S608
 
 
 class PostgresEventQueue:
@@ -148,8 +148,10 @@ class PostgresEventQueue:
 
         rows = await self._db.transact(take)
         return [
-            QueuedEvent(id=i, payload=json.loads(p), attempts=a, received_at=r, lease=lease)
-            for i, p, a, r in sorted(rows)
+            QueuedEvent(
+                id=i, payload=json.loads(p), attempts=a, received_at=r, lease=lease, scope=scope
+            )
+            for i, p, a, r, scope in sorted(rows)
         ]
 
     async def _take(self, conn: AsyncConnection[Any], params: dict[str, Any]) -> list[Any]:

@@ -73,12 +73,17 @@ def lease_due(
     leased = conn.execute(
         "UPDATE events SET state = 'leased', attempts = attempts + 1, due_at = ?, lease_id = ?"
         " WHERE id IN (SELECT value FROM json_each(?))"
-        " RETURNING id, payload, attempts, received_at",
+        " RETURNING id, payload, attempts, received_at, dedupe_scope",
         (until, lease, json.dumps(chosen)),
     ).fetchall()
     return [
         QueuedEvent(
-            id=i, payload=json.loads(p), attempts=a, received_at=from_micros(r), lease=lease
+            id=i,
+            payload=json.loads(p),
+            attempts=a,
+            received_at=from_micros(r),
+            lease=lease,
+            scope=scope,
         )
-        for i, p, a, r in sorted(leased)
+        for i, p, a, r, scope in sorted(leased)
     ]

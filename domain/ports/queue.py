@@ -26,6 +26,8 @@ class QueuedEvent:
     # Which lease handed it out: renewing and settling name it, so a worker whose lease
     # lapsed (and was taken over) can neither keep nor settle the event.
     lease: str = ""
+    # Who sent it: the `scope` it was put with (a messageId is unique only within it).
+    scope: str = ""
 
 
 # The queue's vocabulary, shared by every EventQueue so that they all mean the same by a state.

@@ -102,16 +102,19 @@ def plan_events(
     destination_keys: tuple[str, ...],
     create_campaign_id: str | None,
 ) -> Planned:
-    """Plan each event; a repeated messageId is skipped."""
+    """Plan each event; a messageId repeated by the same sender (`IdentifyEvent.sender`)
+    is skipped."""
     outcomes: list[Outcome | None] = [None] * len(events)
-    seen: set[str] = set()
+    # The queue's scope: one sender's messageId never makes another sender's event vanish.
+    seen: set[tuple[str, str]] = set()
     writes: list[tuple[int, Write]] = []
     for index, event in enumerate(events):
         if event.message_id is not None:
-            if event.message_id in seen:
+            sent = (event.sender, event.message_id)
+            if sent in seen:
                 outcomes[index] = Skipped(f"skipped: duplicate messageId {event.message_id}")
                 continue
-            seen.add(event.message_id)
+            seen.add(sent)
         decision = plan(
             event,
             settings,

@@ -21,6 +21,7 @@ from entrypoints.door_traffic import DoorTraffic
 from entrypoints.http import ingest
 from entrypoints.http.admin_key import admin_only
 from entrypoints.http.ingest import Arrival, ByteBudget, Intake, Refused, WriteKeys
+from entrypoints.http.put_apart import put_apart
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
 
@@ -171,7 +172,7 @@ def _single(event_type: str) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         keys = request.app[WRITE_KEYS]
         scope = keys.from_header(request.headers.get("Authorization"))
-        async with _Body(request) as raw:
+        async with _Body(request, proven=scope is not None or not keys) as raw:
             payload, plain = ingest.decode_json(raw)
             scope = scope if scope is not None else keys.from_body(payload)
             intake = ingest.single(payload, event_type, Arrival.now(len(raw), plain=plain))
@@ -183,7 +184,7 @@ def _single(event_type: str) -> Handler:
 async def _batch(request: web.Request) -> web.Response:
     keys = request.app[WRITE_KEYS]
     scope = keys.from_header(request.headers.get("Authorization"))
-    async with _Body(request) as raw:
+    async with _Body(request, proven=scope is not None or not keys) as raw:
         payload, plain = ingest.decode_json(raw)
         scope = scope if scope is not None else keys.from_body(payload)
         arrival = Arrival.now(len(raw), plain=plain)
@@ -194,8 +195,12 @@ async def _webhook(request: web.Request) -> web.Response:
     keys = request.app[WRITE_KEYS]
     secret = request.app[SHARED_SECRET]
     key_scope = keys.from_header(request.headers.get("Authorization"))
-    async with _Body(request) as raw:
-        if ingest.is_array(raw):
+    # Without a key in the header, the sender is proven only by what its body holds.
+    proven = key_scope is not None or not (secret or keys)
+    async with _Body(request, proven=proven) as sent:
+        raw = ingest.utf8(sent)
+        array = ingest.is_array(raw)
+        if array:
             if not request.app[DOOR].webhook_batching:
                 raise Refused(
                     400,
@@ -213,11 +218,13 @@ async def _webhook(request: web.Request) -> web.Response:
         if secret:
             # Checked on the raw bytes before parsing: nothing unauthenticated gets parsed.
             signature = request.headers.get("X-Signature")
-            ingest.check_signature(secret, signature, ingest.signed_part(raw))
+            signed = ingest.signed_part(raw) if array else sent
+            ingest.check_signature(secret, signature, signed)
         payload, plain = ingest.decode_json(raw)
         arrival = Arrival.now(len(raw), plain=plain)
         if isinstance(payload, list):
-            assert key_scope is not None  # refused above otherwise
+            if key_scope is None:  # refused above already: `raw` is what both steps read
+                raise Refused(401, "unauthorized", "a batch needs the write key")
             return await _store(request, ingest.array(payload, arrival), key_scope)
         if key_scope is not None:
             scope = key_scope
@@ -237,10 +244,11 @@ class _Body:
     generator version cost a measurable share of ingest.
     """
 
-    __slots__ = ("_held", "_request")
+    __slots__ = ("_held", "_proven", "_request")
 
-    def __init__(self, request: web.Request) -> None:
+    def __init__(self, request: web.Request, *, proven: bool) -> None:
         self._request = request
+        self._proven = proven  # whether the sender's key was checked before the body
         self._held: ingest.Held | None = None
 
     async def __aenter__(self) -> bytes:
@@ -258,7 +266,7 @@ class _Body:
             )
         compressed = "Content-Encoding" in request.headers
         size = declared if declared is not None and not compressed else ingest.MAX_REQUEST_BYTES
-        held = request.app[BUDGET].hold(size)
+        held = request.app[BUDGET].hold(size, proven=self._proven)
         held.__enter__()
         try:
             raw = await self._read()
@@ -290,7 +298,15 @@ async def _store(request: web.Request, intake: Intake, scope: str) -> web.Respon
     metrics = request.app[METRICS]
     started = time.perf_counter()
     if intake.store:
-        await request.app[QUEUE].put(intake.store, scope=scope)
+        queue = request.app[QUEUE]
+        try:
+            await queue.put(intake.store, scope=scope)
+        except QueueFull:
+            raise
+        except Exception as failure:
+            if len(intake.store) < 2:
+                raise
+            await put_apart(queue, intake, scope, failure)
         request.app[DOOR].on_stored()
     metrics.ingest_seconds.observe(time.perf_counter() - started)
     if intake.store:

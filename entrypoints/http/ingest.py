@@ -27,9 +27,18 @@ from entrypoints.http import event_checks
 MAX_EVENT_BYTES = 32 * 1024  # Segment's limit per event
 MAX_REQUEST_BYTES = 500 * 1024  # Segment's limit per batch request
 MAX_BATCH_EVENTS = 2500
+# What one request may become once stored. /v1/batch copies its top-level `context` into
+# every event, so a small body can ask for a huge store (2,400 events x a 30 KB context);
+# four bodies' worth leaves room for a real shared context and our receivedAt on each event.
+MAX_STORED_BYTES = 4 * MAX_REQUEST_BYTES
 # Request bodies being read and parsed at once, all requests together: a parsed 500 KB
 # body takes a few MB, so this keeps a burst of large posts to some tens of MB.
 MAX_INGEST_BYTES = 16 * 1024 * 1024
+# The share of that budget bodies of senders not yet proven may hold together: a signed
+# /webhook, or a /v1 call with `writeKey` in the body, can be judged only once its body is
+# read, so a crowd of slow unproven bodies (anyone can open one) would otherwise hold the
+# whole budget and refuse every authenticated sender.
+UNPROVEN_SHARE = 4  # a quarter: 4 MB, eight of the largest bodies at once
 # Segment's Webhooks destination gives up after 5 s; a body still arriving after 10 s is
 # someone holding a connection open, not a sender worth waiting for.
 BODY_TIMEOUT_SECONDS = 10.0
@@ -146,7 +155,9 @@ class ByteBudget:
 
     Bodies are bounded one by one (MAX_REQUEST_BYTES); this bounds them together, so a
     crowd of large posts cannot take all the memory. One request is always let in when
-    nothing else is being read, so the largest allowed body still fits.
+    nothing else is being read, so the largest allowed body still fits. Bodies whose
+    sender is not proven yet hold at most `1 / UNPROVEN_SHARE` of it together, so the
+    rest stays for senders whose write key was already checked.
 
     `hold(size)` is a context manager written as a class: one is entered per request, and
     a generator-based one costs several times more.
@@ -154,29 +165,39 @@ class ByteBudget:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.unproven_limit = limit // UNPROVEN_SHARE
         self.in_use = 0
+        self.unproven = 0  # the part of in_use held by unproven senders
 
-    def hold(self, size: int) -> Held:
-        return Held(self, size)
+    def hold(self, size: int, *, proven: bool = True) -> Held:
+        return Held(self, size, proven)
 
 
 class Held:
-    __slots__ = ("_budget", "_size")
+    __slots__ = ("_budget", "_proven", "_size")
 
-    def __init__(self, budget: ByteBudget, size: int) -> None:
+    def __init__(self, budget: ByteBudget, size: int, proven: bool) -> None:
         self._budget = budget
         self._size = size
+        self._proven = proven
 
     def __enter__(self) -> None:
         budget = self._budget
-        if budget.in_use and budget.in_use + self._size > budget.limit:
+        size = self._size
+        if (budget.in_use and budget.in_use + size > budget.limit) or (
+            not self._proven and budget.unproven and budget.unproven + size > budget.unproven_limit
+        ):
             raise Refused(
                 503, "busy", "too many requests are being read: retry shortly", retry_after=1
             )
-        budget.in_use += self._size
+        budget.in_use += size
+        if not self._proven:
+            budget.unproven += size
 
     def __exit__(self, *exc_info: object) -> None:
         self._budget.in_use -= self._size
+        if not self._proven:
+            self._budget.unproven -= self._size
 
 
 @dataclass
@@ -184,8 +205,10 @@ class Intake:
     """What one request brought: events to store, events only counted, per-event errors."""
 
     store: list[dict[str, Any]] = field(default_factory=list)
+    store_index: list[int] = field(default_factory=list)  # each one's index in the request
     counted: list[str] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    stored_bytes: int = 0  # the events of `store` as stored, when counted (`batch`)
 
 
 class Decoded(NamedTuple):
@@ -215,7 +238,9 @@ def decode_json(raw: bytes) -> Decoded:
             pass  # the standard library decides, and says why
         else:
             containers = raw.count(b"{") + raw.count(b"[")
-            return Decoded(value, plain=containers < event_checks.MAX_DEPTH)
+            # A NUL can only arrive escaped: JSON refuses raw control characters in strings.
+            plain = containers < event_checks.MAX_DEPTH and b"\\u0000" not in raw
+            return Decoded(value, plain=plain)
     try:
         return Decoded(json.loads(raw), plain=False)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -228,6 +253,29 @@ def decode_json(raw: bytes) -> Decoded:
 
 # 19 digits reach past a signed 64-bit integer (a negative one below -2**63 too).
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def utf8(sent: bytes) -> bytes:
+    """The body as UTF-8 without a byte-order mark: the one form every later step (is it
+    an array? what is signed? the JSON itself) reads, so no two of them can disagree.
+
+    The standard parser takes a BOM and UTF-16/32 (RFC 8259 lets a parser ignore a BOM);
+    judging the shape on the bytes as sent let `\\xef\\xbb\\xbf[...]` pass as "not an array".
+    """
+    if sent[:1] in (b"{", b"["):  # what every Segment sender posts: nothing to do
+        return sent
+    if sent.startswith(_UTF8_BOM):
+        return sent[len(_UTF8_BOM) :]
+    encoding = json.detect_encoding(sent)
+    if encoding in ("utf-8", "utf-8-sig"):
+        return sent
+    try:
+        return sent.decode(encoding).encode("utf-8")
+    except UnicodeError as exc:
+        raise Refused(400, "invalid_json", f"body is not valid JSON: {exc}") from None
 
 
 def check_signature(secret: str, signature: str | None, signed: bytes) -> None:
@@ -307,17 +355,44 @@ def single(payload: Any, path_type: str | None, arrival: Arrival) -> Intake:
 
 
 def batch(payload: Any, arrival: Arrival) -> Intake:
-    """Segment's /v1/batch: top-level context and integrations apply to every event."""
+    """Segment's /v1/batch: top-level context and integrations apply to every event.
+
+    Those are stored with each event, so what the request becomes once stored is bounded
+    (MAX_STORED_BYTES, 413 past it), measured only when the shared part could reach it and
+    then only until it does: refusing costs no more than the limit.
+    """
     if not isinstance(payload, dict) or not isinstance(payload.get("batch"), list):
         raise Refused(400, "invalid_batch", "body must be an object with a `batch` array")
     events = payload["batch"]
     if len(events) > MAX_BATCH_EVENTS:
         raise Refused(400, "invalid_batch", f"at most {MAX_BATCH_EVENTS} events per batch")
     shared = {key: payload[key] for key in ("context", "integrations") if key in payload}
+    # Each stored event holds at most its own bytes, the shared part and our receivedAt.
+    per_event = (stored_size(shared) if shared else 0) + RECEIVED_AT_BYTES
+    measure = arrival.body_bytes + len(events) * per_event > MAX_STORED_BYTES
     intake = Intake()
     for index, event in enumerate(events):
-        _take(intake, index, event, None, shared, arrival)
+        _take(intake, index, event, None, shared, arrival, measure=measure)
+        if intake.stored_bytes > MAX_STORED_BYTES:
+            raise Refused(
+                413,
+                "too_large",
+                f"the events of this request take over {MAX_STORED_BYTES // 1024} KB once "
+                "stored (the top-level context is stored with every event): send fewer "
+                "events per request, or less in the shared context",
+            )
     return intake
+
+
+RECEIVED_AT_BYTES = len(',"receivedAt":"2026-12-02T10:00:00.123456Z"')
+
+
+def stored_size(value: Any) -> int:
+    """Bytes of `value` as the queues store it (`adapters.shared.event_json`)."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:  # an integer past 64 bits: the standard library stores it
+        return len(json.dumps(value, separators=(",", ":")).encode())
 
 
 def array(payload: list[Any], arrival: Arrival) -> Intake:
@@ -337,6 +412,8 @@ def _take(
     path_type: str | None,
     shared: Mapping[str, Any],
     arrival: Arrival,
+    *,
+    measure: bool = False,
 ) -> None:
     if isinstance(payload, dict):
         payload = _merged(payload, path_type, shared, arrival.received_at)
@@ -356,6 +433,9 @@ def _take(
         return
     if event.type == "identify":
         intake.store.append(payload)
+        intake.store_index.append(index)
+        if measure:
+            intake.stored_bytes += stored_size(payload)
     elif event.type in EVENT_TYPES:
         intake.counted.append(event.type)
     else:
