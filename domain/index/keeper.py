@@ -64,6 +64,9 @@ class IndexKeeper:
         self._refresh_lock = refresh_lock or contextlib.nullcontext
         self._lag = timedelta(seconds=lag_seconds)
         self._refreshing = asyncio.Lock()  # this process's callers queue here first
+        self._learning = asyncio.Lock()  # and this process's learns of created prospects here
+        # The periodic refresh runs beside the batches, never in their way (`before_batch`).
+        self._periodic: asyncio.Task[bool] | None = None
         # Creates of this process not answered yet (`creating`), which a refresh waits for.
         self._creates: set[asyncio.Future[None]] = set()
         # This process's learns of created prospects: when the last began (store clock) and the
@@ -179,6 +182,15 @@ class IndexKeeper:
             await self.refresh()
         return True
 
+    async def _refresh_beside(self) -> bool:
+        try:
+            return await self.refresh()
+        except BudgetShort:
+            return False
+        except Exception as error:  # the next batch starts another; decisions refresh anyway
+            log.warning("the periodic refresh of the prospect index failed: %r", error)
+            return False
+
     # -- filling ----------------------------------------------------------------------------
 
     async def rebuild(
@@ -263,26 +275,29 @@ class IndexKeeper:
             return
         if answered is None:
             answered = await self.index.clock()
-        async with self._refreshing:
+        if (await self.index.state()).high_water is None:
+            # The account was empty when scanned, and no refresh has set a mark since: a
+            # refresh pulls every prospect (few), where a learn would miss the deletions since.
+            await self.refresh_for(answered)
+            return
+        async with self._learning:
             if await self._learned_since(answered):
                 return
             in_flight = set(self._creates)
             if in_flight:
                 await asyncio.wait(in_flight, timeout=GATHER_CREATES_SECONDS)
-            # Under the refresh lock: a learn's rows never race a refresh's.
-            async with self._refresh_lock():
-                if await self._learned_since(answered):
-                    return
-                wait = (answered + self._lag - await self.index.clock()).total_seconds()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                began = await self.index.clock() - self._lag
-                state = await self.index.state()
-                since = max(self._created_mark or "", state.high_water or "") or None
-                lag = self._lag.total_seconds()
-                mark = await refreshing.pull_created(self._feed, since, "read", lag=lag)
-                self._created_mark = max(mark or "", self._created_mark or "") or None
-                self._learn_began = began
+            # Not under the refresh locks: a refresh reading back a large sync's updates takes
+            # minutes, and what a learn puts never replaces a row the index holds as newer.
+            wait = (answered + self._lag - await self.index.clock()).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            began = await self.index.clock() - self._lag
+            state = await self.index.state()
+            since = max(self._created_mark or "", state.high_water or "")
+            lag = self._lag.total_seconds()
+            mark = await refreshing.pull_created(self._feed, since, "read", lag=lag)
+            self._created_mark = max(mark or "", self._created_mark or "") or None
+            self._learn_began = began
 
     async def _learned_since(self, moment: datetime) -> bool:
         """Whether a learn or a refresh began after `moment`."""

@@ -50,11 +50,16 @@ async def pull_changes(
         _pull(feed, bound, mark, priority, deleted=False),
         _pull(feed, bound, None, priority, deleted=True, into=deleted),
     )
+    await _drop(feed, deleted)
+    return new_mark
+
+
+async def _drop(feed: IndexFeed, deleted: list[Prospect]) -> None:
+    """Deleted prospects out of the index, unless it holds them as changed after (restored)."""
     held = await feed.index.by_ids([p.id for p in deleted])
     await feed.index.drop(
         [p.id for p in deleted if p.id not in held or held[p.id].updated_at <= p.updated_at]
     )
-    return new_mark
 
 
 async def pull_created(
@@ -66,10 +71,20 @@ async def pull_created(
     How the ids of our own creates are learned (batch answers carry none) without reading back
     every update made since: a first sync writes tens of thousands of known prospects, and a
     refresh after each create batch paged through all of them again. Rows the index holds as
-    changed later are kept.
+    changed later are kept. Deletions since the same bound are applied too, so a view with the
+    creates is never one without the deletions that came with them (a merge into a prospect an
+    import created: the survivor is new, the prospect merged away is in the recycle bin).
     """
     bound = earlier(mark, 1 + lag) if mark else None
-    return await _pull(feed, bound, mark, priority, deleted=False, by="created")
+    if bound is None:  # nothing known yet: nothing to delete either
+        return await _pull(feed, bound, mark, priority, deleted=False, by="created")
+    deleted: list[Prospect] = []
+    new_mark, _ = await asyncio.gather(
+        _pull(feed, bound, mark, priority, deleted=False, by="created"),
+        _pull(feed, bound, None, priority, deleted=True, into=deleted),
+    )
+    await _drop(feed, deleted)
+    return new_mark
 
 
 async def _pull(
