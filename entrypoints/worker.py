@@ -122,8 +122,18 @@ class DeliveryWorker:
             await self._conduct(stop, rounds)
         except BaseException:
             await rounds.cancel()
+            await self._close_service()
             raise
         await rounds.drain()
+        await self._close_service()
+
+    async def _close_service(self) -> None:
+        """The sync service's work beside the batches ends with the worker, before the store
+        closes under it."""
+        try:
+            await (await self._sync_service()).close()
+        except Exception as error:  # a service that cannot be made has nothing running
+            log.debug("no sync service to close", error=type(error).__name__)
 
     async def _conduct(self, stop: asyncio.Event, rounds: _Rounds) -> None:
         failed = 0

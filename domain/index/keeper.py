@@ -38,6 +38,7 @@ RELABEL_PAGE = 1000  # index rows per store read when the lookup column is recom
 RECENT_REFRESHES = 60  # start times kept, enough to count a minute's refreshes
 # How long a refresh waits for this process's creates in flight, so that it learns them too.
 GATHER_CREATES_SECONDS = 5.0
+PERIODIC_REFRESH_BACKLOG = 1_000  # queued events above which the periodic refresh waits
 
 
 class IndexKeeper:
@@ -166,8 +167,16 @@ class IndexKeeper:
             self._size = page.total if page.total is not None else len(page.prospects)
         return wanting > -(-self._size // SCAN_ROWS_PER_CALL) + SCAN_OVERHEAD_CALLS
 
-    async def before_batch(self, waiting: int) -> bool:
-        """Scan when it pays, refresh when due; True when decisions can use the index."""
+    async def before_batch(self, waiting: int, *, backlog: int = 0) -> bool:
+        """Scan when it pays, refresh when due; True when decisions can use the index.
+
+        The periodic refresh runs beside the batch, not before it, and only once no more than
+        PERIODIC_REFRESH_BACKLOG events (`backlog`) wait beside this batch: after a large sync
+        it reads back every update made since the last, 200 rows a call, one page after
+        another, while the waiting events need Pardot's slots and make their own decisions
+        fresh when they need to. Batches that need a refresh wait on the refresh lock as for
+        any refresh.
+        """
         if await self.scan_worth_it(waiting):
             report = await self.rebuild()
             log.info(
@@ -178,9 +187,18 @@ class IndexKeeper:
             )
         if not await self.ready():
             return False
-        with contextlib.suppress(BudgetShort):
-            await self.refresh()
+        idle = self._periodic is None or self._periodic.done()
+        if idle and backlog <= PERIODIC_REFRESH_BACKLOG and await self._due():
+            self._periodic = asyncio.create_task(self._refresh_beside())
         return True
+
+    async def close(self) -> None:
+        """Stop the periodic refresh running beside the batches (before the store closes)."""
+        periodic, self._periodic = self._periodic, None
+        if periodic is not None and not periodic.done():
+            periodic.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await periodic
 
     async def _refresh_beside(self) -> bool:
         try:

@@ -112,6 +112,11 @@ class SyncService:
             self._lookup_broken = None
         self._lookup = found
 
+    async def close(self) -> None:
+        """Stop what runs beside the batches (the index's periodic refresh)."""
+        if self._keeper is not None:
+            await self._keeper.close()
+
     async def sync(self, events: Sequence[IdentifyEvent]) -> list[Outcome]:
         """Deliver `events`; the i-th outcome belongs to the i-th event."""
         planned = plan_events(
@@ -149,8 +154,8 @@ class SyncService:
         if keeper is None:
             return context
         try:
-            waiting = groups + (await self._waiting() if self._waiting is not None else 0)
-            if await keeper.before_batch(waiting):
+            backlog = await self._waiting() if self._waiting is not None else 0
+            if await keeper.before_batch(groups + backlog, backlog=backlog):
                 arrived = latest_arrival(events)
                 fresh = await keeper.fresh_for(arrived)
                 return replace(context, index=keeper, arrived=arrived, fresh=fresh)

@@ -80,6 +80,15 @@ async def all_three_hold_leases(url: str) -> None:
         await asyncio.sleep(0.02)
 
 
+def add_settle_log(postgres_url: str) -> None:
+    """The settlement log, added while the nodes already poll: one transaction that takes the
+    queue table's lock first, so the nodes' leases cannot deadlock with its DDL."""
+    with psycopg.connect(postgres_url) as conn, conn.transaction():
+        conn.execute("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")
+        for statement in SETTLE_LOG:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
 async def test_three_nodes_share_one_postgres_and_survive_a_kill_9_mid_stream(
     v4_stack: Stack, postgres_url: str
 ) -> None:
@@ -90,9 +99,7 @@ async def test_three_nodes_share_one_postgres_and_survive_a_kill_9_mid_stream(
             *(v4_stack.service(DESTINATION_QUEUE_URL=postgres_url) for _ in range(3))
         )
     )
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        for statement in SETTLE_LOG:
-            conn.execute(statement)  # type: ignore[arg-type]
+    add_settle_log(postgres_url)
     victim = nodes[1]
     async with httpx.AsyncClient(timeout=30) as client:
         crowded = asyncio.create_task(all_three_hold_leases(postgres_url))
