@@ -47,6 +47,7 @@ from domain.ports import (
 from entrypoints import assembly
 from entrypoints.config import ServiceConfig, TrackingConfig
 from entrypoints.door_traffic import DoorTraffic
+from entrypoints.forget_wiring import Forgetting
 from entrypoints.http.serve_app import serve_app
 from entrypoints.metering import MeteredRepository, MeteredTokens
 from entrypoints.metrics import Metrics
@@ -263,6 +264,17 @@ class Container(containers.DeclarativeContainer):
         waiting=providers.Callable(assembly.backlog, queue),
     )
 
+    # Forgetting a person (entrypoints/forget_wiring.py): `forget`, /admin/forget, and the
+    # suppression list's checks at the door and in the worker.
+    forgetting = providers.Container(
+        Forgetting,
+        stores=stores,
+        prospect_store=prospect_store,
+        history=history,
+        prospect_index=prospect_index,
+        repository=repository,
+    )
+
     # Delivery. `serve`'s door wakes its worker when a put stored events.
     wakeup = providers.Singleton(Wakeup)
     door_traffic = providers.Singleton(DoorTraffic)  # `serve`'s worker gives way to its door
@@ -290,6 +302,7 @@ class Container(containers.DeclarativeContainer):
         history=history,
         wakeup=wakeup,
         door=door_traffic,
+        withdraw=forgetting.gate.provided.withdraw,
     )
 
     # The door: Segment's endpoints, health, metrics and /pardot.js.
@@ -338,6 +351,8 @@ class Container(containers.DeclarativeContainer):
         traffic=door_traffic,
         metrics=metrics,
         readiness=readiness,
+        forgetting=forgetting.sources,
+        suppression=forgetting.gate,
     )
 
     # The dry run: the same SyncService as `sync_service`, over a Pardot that answers from the
