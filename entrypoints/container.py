@@ -46,7 +46,7 @@ from domain.ports import (
 )
 from entrypoints import assembly
 from entrypoints.config import ServiceConfig, TrackingConfig
-from entrypoints.door_traffic import DoorTraffic
+from entrypoints.door_traffic import DoorFirstSlots, DoorTraffic
 from entrypoints.forget_wiring import Forgetting
 from entrypoints.http.serve_app import serve_app
 from entrypoints.metering import MeteredRepository, MeteredTokens
@@ -219,7 +219,11 @@ class Container(containers.DeclarativeContainer):
     )
     # Busy slot time: this process's for /metrics, every process's in the store for status.
     slot_use = providers.Singleton(assembly.slot_use, metrics, config.provided.max_concurrency)
-    metered_slots = providers.Singleton(MeteredSlots, pardot_slots, slot_use)
+    # `serve`'s worker gives way to its door, batch by batch and call by call.
+    door_traffic = providers.Singleton(DoorTraffic)
+    metered_slots = providers.Singleton(
+        MeteredSlots, providers.Singleton(DoorFirstSlots, pardot_slots, door_traffic), slot_use
+    )
     slot_busy_log = providers.Singleton(stores.provided.slot_busy.call())
     slot_use_recorder = providers.Singleton(SlotUseRecorder, slot_use, slot_busy_log)
     stored_slot_use = providers.Singleton(
@@ -277,7 +281,6 @@ class Container(containers.DeclarativeContainer):
 
     # Delivery. `serve`'s door wakes its worker when a put stored events.
     wakeup = providers.Singleton(Wakeup)
-    door_traffic = providers.Singleton(DoorTraffic)  # `serve`'s worker gives way to its door
     # Entered wherever a worker runs (build_app, run_worker_alone).
     notifications = providers.Factory(_notifications, config, stores.provider, wakeup)
     worker_options = providers.Singleton(

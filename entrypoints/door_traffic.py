@@ -8,13 +8,18 @@ delivery may lag seconds behind a burst, but the door may not. While the door is
 no new batch for up to `longest` seconds; then, the door still crowded, it finishes the
 batches in hand and starts one small one (`CROWDED_BATCH` events), so a door that never goes
 quiet still sees its events delivered, at a trickle. A request or two in flight is not a
-crowd: at ordinary traffic the worker keeps its full pace.
+crowd: at ordinary traffic the worker keeps its full pace. The batches in hand give way as
+well, before each Pardot call (`DoorFirstSlots`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+
+from domain.ports import PardotSlots
 
 CROWD = 4
 LONGEST_WAIT_SECONDS = 1.0
@@ -51,11 +56,12 @@ class DoorTraffic:
         commit answers many at once), and the lull between two is no time to start a batch."""
         return time.monotonic() - self._crowded_at < self._quiet
 
-    async def give_way(self, stop: asyncio.Event) -> bool:
+    async def give_way(self, stop: asyncio.Event | None = None) -> bool:
         """Wait until the door is not crowded, `longest` seconds at most, or `stop`; returns
         whether it is crowded still."""
         if not self.crowded:
             return False
+        stop = stop or asyncio.Event()
         started = time.monotonic()
         deadline = started + self._longest
         # Polled: the end of a crowd is a lull, which no request signals.
@@ -66,3 +72,18 @@ class DoorTraffic:
             await asyncio.sleep(min(self._quiet, left))
         self.waited += time.monotonic() - started
         return self.crowded
+
+
+class DoorFirstSlots:
+    """Pardot's slots, taken only once the door is not crowded (or `longest` has passed):
+    the batches already in hand give way too, call by call, not only the next batch."""
+
+    def __init__(self, inner: PardotSlots, traffic: DoorTraffic) -> None:
+        self._inner = inner
+        self._traffic = traffic
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self._traffic.give_way()
+        async with self._inner.slot():
+            yield

@@ -265,20 +265,26 @@ class IndexKeeper:
         async with self._refreshing:
             if await self.fresh_for(arrived):
                 return
-            # Batches worked at once create side by side: a refresh begun once the creates in
-            # flight now are answered learns them all, where one begun at once would leave
-            # each of the others to wait for one more refresh after it.
-            in_flight = set(self._creates)
-            if in_flight:
-                await asyncio.wait(in_flight, timeout=GATHER_CREATES_SECONDS)
+            await self._creates_answered()
             async with self._refresh_lock():
                 if await self.fresh_for(arrived):
                     return
-                # Pardot's queries may show a write `lag` late: begin only once that has passed.
-                wait = (arrived + self._lag - await self.index.clock()).total_seconds()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                await self._past_lag(arrived)
                 await self._pull("read")
+
+    async def _creates_answered(self) -> None:
+        """Wait for this process's creates in flight now. Batches worked at once create side
+        by side: a refresh or learn begun once they are answered learns them all, where one
+        begun at once would leave each of the others to wait for one more after it."""
+        in_flight = set(self._creates)
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=GATHER_CREATES_SECONDS)
+
+    async def _past_lag(self, moment: datetime) -> None:
+        """Pardot's queries may show a write `lag` late: begin only once that has passed."""
+        wait = (moment + self._lag - await self.index.clock()).total_seconds()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def learn_created(self, answered: datetime | None) -> None:
         """Bring into the index every prospect created by `answered` (None: now): how creates,
@@ -301,14 +307,10 @@ class IndexKeeper:
         async with self._learning:
             if await self._learned_since(answered):
                 return
-            in_flight = set(self._creates)
-            if in_flight:
-                await asyncio.wait(in_flight, timeout=GATHER_CREATES_SECONDS)
+            await self._creates_answered()
             # Not under the refresh locks: a refresh reading back a large sync's updates takes
             # minutes, and what a learn puts never replaces a row the index holds as newer.
-            wait = (answered + self._lag - await self.index.clock()).total_seconds()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            await self._past_lag(answered)
             began = await self.index.clock() - self._lag
             state = await self.index.state()
             since = max(self._created_mark or "", state.high_water or "")
