@@ -73,6 +73,9 @@ class IndexKeeper:
         # This process's learns of created prospects: when the last began (store clock) and the
         # latest created_at it saw, where the next one starts.
         self._learn_began: datetime | None = None
+        # Prospects this process wrote since its last refresh began: what a refresh would read
+        # back beside the creates a learn is for.
+        self._written = 0
         self._created_mark: str | None = None
         self._size: int | None = None
         self._read_one_by_one = 0
@@ -299,9 +302,11 @@ class IndexKeeper:
             return
         if answered is None:
             answered = await self.index.clock()
-        if (await self.index.state()).high_water is None:
-            # The account was empty when scanned, and no refresh has set a mark since: a
-            # refresh pulls every prospect (few), where a learn would miss the deletions since.
+        if (await self.index.state()).high_water is None or self._written < QUERY_LIMIT:
+            # A refresh costs about what a learn does when little was written since the last
+            # one (less than a page), and makes the index fresh too, which the next batch's
+            # decisions may want. And when the account was empty at the scan and no refresh
+            # has set a mark since, only a refresh pulls the deletions since.
             await self.refresh_for(answered)
             return
         async with self._learning:
@@ -368,6 +373,7 @@ class IndexKeeper:
             return False
         await self._feed.fields_to_pull()
         began = await self.index.clock()
+        self._written = 0
         lag = self._lag.total_seconds()
         mark = await refreshing.pull_changes(self._feed, state.high_water, priority, lag=lag)
         state = await self.index.state()
@@ -380,4 +386,7 @@ class IndexKeeper:
         return True
 
     async def put(self, prospects: Sequence[Prospect]) -> None:
+        """What this process wrote, in the index at once; counted, since the next refresh
+        reads it all back (`learn_created`)."""
+        self._written += len(prospects)
         await self._feed.put(prospects)

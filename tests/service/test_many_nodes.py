@@ -96,7 +96,14 @@ async def test_three_nodes_share_one_postgres_and_survive_a_kill_9_mid_stream(
     fake.latency = 0.25  # each node holds its lease a while: the victim dies holding one
     nodes = list(
         await asyncio.gather(
-            *(v4_stack.service(DESTINATION_QUEUE_URL=postgres_url) for _ in range(3))
+            # One batch at a time per node: three leases at once are then three nodes each
+            # holding one (a node with several batches in flight holds several itself).
+            *(
+                v4_stack.service(
+                    DESTINATION_QUEUE_URL=postgres_url, DESTINATION_BATCHES_IN_FLIGHT="1"
+                )
+                for _ in range(3)
+            )
         )
     )
     add_settle_log(postgres_url)
