@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from domain.forget import event_identities
 from domain.ports import (
     PURGEABLE,
     SETTLED,
@@ -93,25 +92,6 @@ class InMemoryEventQueue:
             )
             added += 1
         return added
-
-    def remove_where(
-        self, theirs: Callable[[Mapping[str, Any]], bool], *, dry_run: bool = False
-    ) -> list[str]:
-        """Remove the events whose payload `theirs` picks (a forgotten person's); returns
-        their states. Their messageIds stay known: a resent copy is still a duplicate."""
-        chosen = [e for e in self._events.values() if theirs(e.payload)]
-        if not dry_run:
-            for event in chosen:
-                del self._events[event.id]
-        return [e.state for e in chosen]
-
-    def identities_naming(self, identities: frozenset[str]) -> frozenset[str]:
-        """Every identity the events naming one of `identities` carry."""
-        named = [event_identities(e.payload) for e in self._events.values()]
-        return frozenset().union(*(names for names in named if names & identities))
-
-    def remove(self, event_ids: Sequence[int]) -> int:
-        return sum(self._events.pop(i, None) is not None for i in event_ids)
 
     async def lease(self, limit: int, lease_seconds: float) -> list[QueuedEvent]:
         now = self._clock()
