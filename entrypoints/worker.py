@@ -12,10 +12,9 @@ import asyncio
 import contextlib
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 
@@ -29,6 +28,7 @@ from entrypoints.door_traffic import CROWDED_BATCH, DoorTraffic
 from entrypoints.history import entry, outcome_of
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
+from entrypoints.rounds import Rounds
 from entrypoints.wakeup import Wakeup
 
 log = structlog.get_logger(__name__)
@@ -117,7 +117,7 @@ class DeliveryWorker:
         and tried again after a growing wait, and only after several in a row does `run`
         raise WorkerFailing, for its supervisor to restart it.
         """
-        rounds = _Rounds(self._options.batches_in_flight, self._wakeup)
+        rounds = Rounds(self._options.batches_in_flight, self._wakeup)
         try:
             await self._conduct(stop, rounds)
         except BaseException:
@@ -135,7 +135,7 @@ class DeliveryWorker:
         except Exception as error:  # a service that cannot be made has nothing running
             log.debug("no sync service to close", error=type(error).__name__)
 
-    async def _conduct(self, stop: asyncio.Event, rounds: _Rounds) -> None:
+    async def _conduct(self, stop: asyncio.Event, rounds: Rounds) -> None:
         failed = 0
         while not stop.is_set():
             self._readiness.beat()
@@ -408,63 +408,6 @@ class DeliveryWorker:
             if remaining > 0:
                 return min(remaining, 60.0), False
         return self._options.idle_seconds, True
-
-
-class _Rounds:
-    """The batches a worker has in hand: at most `limit` at once, each its own task.
-
-    A round that fails is kept for the conductor to count (`raise_failure`), as a failing
-    round was counted when rounds ran one by one. A round that ends wakes the conductor's
-    idle wait: the people it held may have later events now free to lease.
-    """
-
-    def __init__(self, limit: int, wakeup: Wakeup) -> None:
-        self._limit = max(1, limit)
-        self._wakeup = wakeup
-        self._tasks: set[asyncio.Task[int]] = set()
-        self._failures: list[BaseException] = []
-
-    def start(self, work: Coroutine[Any, Any, int]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._ended)
-
-    def _ended(self, task: asyncio.Task[int]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._failures.append(task.exception())  # type: ignore[arg-type]
-        self._wakeup.notify()
-
-    async def room(self) -> None:
-        """Wait until fewer than `limit` rounds are in hand."""
-        while len(self._tasks) >= self._limit:
-            await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
-
-    def raise_failure(self) -> None:
-        if self._failures:
-            failure = self._failures.pop(0)
-            self._failures.clear()
-            raise failure
-
-    async def finished(self) -> None:
-        """Wait until no round is in hand."""
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
-
-    async def drain(self) -> None:
-        """Finish every round in hand (a stop: the batches in hand are finished first)."""
-        await self.finished()
-        for failure in self._failures:
-            log.error("delivery round failed at shutdown", error=type(failure).__name__)
-        self._failures.clear()
-
-    async def cancel(self) -> None:
-        """Cancel every round in hand; each hands its leases back before it ends."""
-        tasks = set(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
 
 
 def _people(items: Sequence[QueuedEvent]) -> list[list[int]]:
