@@ -82,6 +82,9 @@ class MeteredRepository:
     async def custom_fields(self) -> list[CustomField]:
         return await self._count("custom_fields", self._inner.custom_fields)
 
+    async def delete_prospect(self, prospect_id: int) -> bool:
+        return await self._count("delete", lambda: self._inner.delete_prospect(prospect_id))
+
 
 @dataclass
 class TokenState:

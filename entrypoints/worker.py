@@ -88,7 +88,12 @@ class DeliveryWorker:
         history: DeliveryHistory | None = None,
         wakeup: Wakeup | None = None,
         door: DoorTraffic | None = None,
+        withdraw: Callable[[list[QueuedEvent]], Awaitable[set[int]]] | None = None,
     ) -> None:
+        """`withdraw` takes forgotten people's events out of a leased batch (issue 25,
+        entrypoints/suppression.py) and returns their ids: they are neither synced nor
+        settled nor recorded."""
+        self._withdraw = withdraw
         self._history = history
         # Without a door in this process (`worker`), nothing to give way to.
         self._door = door or DoorTraffic()
@@ -187,6 +192,12 @@ class DeliveryWorker:
             log.info(
                 "purged finished events", events=purged, older_than=str(self._options.retention)
             )
+        if self._history is not None:
+            # The history holds emails and values too: the same retention bounds it, traffic
+            # or not (its own purge goes only with new entries).
+            entries = await self._history.purge(now - self._options.retention)
+            if entries:
+                log.info("purged the delivery history", entries=entries)
         return purged
 
     async def check_setup_if_due(self) -> bool:
@@ -229,6 +240,11 @@ class DeliveryWorker:
 
     async def _work(self, leased: list[QueuedEvent]) -> int:
         """Deliver and settle one leased batch; returns how many settlements applied."""
+        if self._withdraw is not None:
+            withdrawn = await self._withdraw(leased)
+            leased = [item for item in leased if item.id not in withdrawn]
+            if not leased:
+                return len(withdrawn)
         lease = leased[0].lease
         events: list[IdentifyEvent] = []
         usable: list[QueuedEvent] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
 from adapters.shared.email_locks import EmailLocks
 from domain.ports import FieldStamp
@@ -33,6 +33,34 @@ class InMemoryProspectStore:
         for name, stamp in stamps.items():
             if later_or_equal(stamp, current.get(name)):
                 current[name] = stamp
+
+    def forget(
+        self,
+        prospects: Collection[str],
+        identities: Collection[str],
+        suffixes: Collection[str],
+        *,
+        dry_run: bool = False,
+    ) -> tuple[int, int]:
+        """Remove the stamps of `prospects` and every link to them, of `identities`, or a
+        `creating:lookup:` mark ending with one of `suffixes`; returns (stamps, links)."""
+        stamps = sum(len(self._stamps.get(p, {})) for p in prospects)
+        links = [
+            identity
+            for identity, prospect in self._links.items()
+            if prospect in prospects
+            or identity in identities
+            or (identity.startswith("creating:lookup:") and identity.endswith(tuple(suffixes)))
+        ]
+        if not dry_run:
+            for prospect in prospects:
+                self._stamps.pop(prospect, None)
+            for identity in links:
+                del self._links[identity]
+        return stamps, len(links)
+
+    def linked_to(self, prospects: Collection[str]) -> list[str]:
+        return [i for i, p in self._links.items() if p in prospects]
 
     def create_lock(self, email: str) -> contextlib.AbstractAsyncContextManager[None]:
         return self.hold([email])

@@ -93,6 +93,20 @@ class InMemoryEventQueue:
             added += 1
         return added
 
+    def remove_where(
+        self, theirs: Callable[[Mapping[str, Any]], bool], *, dry_run: bool = False
+    ) -> list[str]:
+        """Remove the events whose payload `theirs` picks (a forgotten person's); returns
+        their states. Their messageIds stay known: a resent copy is still a duplicate."""
+        chosen = [e for e in self._events.values() if theirs(e.payload)]
+        if not dry_run:
+            for event in chosen:
+                del self._events[event.id]
+        return [e.state for e in chosen]
+
+    def remove(self, event_ids: Sequence[int]) -> int:
+        return sum(self._events.pop(i, None) is not None for i in event_ids)
+
     async def lease(self, limit: int, lease_seconds: float) -> list[QueuedEvent]:
         now = self._clock()
         opened = [e for e in self._events.values() if e.state in _OPEN]

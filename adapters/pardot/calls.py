@@ -70,11 +70,13 @@ class PardotCalls:
         idempotent: bool = True,
         resource: str = "prospect",
         expect: str | None = None,
+        no_content: bool = False,
     ) -> Mapping[str, Any]:
         """One API call with the token refreshed once on 184 and retries with backoff.
 
         `expect` names the key a successful answer must hold (a read without `prospect`
-        would otherwise look like "not found"). Transport errors leave as domain errors: a
+        would otherwise look like "not found"); `no_content` takes an empty 204 for success
+        (a delete's answer), where any other call's empty body is no answer at all. Transport errors leave as domain errors: a
         create whose request may have reached Pardot as OutcomeUnknown, never retried here.
         """
         call = f"{resource}:{operation}"
@@ -89,7 +91,9 @@ class PardotCalls:
                 timeout=None,
             ):
                 with attempt:
-                    return await self._authenticated(version, call, form, idempotent, expect)
+                    return await self._authenticated(
+                        version, call, form, idempotent, expect, no_content
+                    )
         except httpx.TransportError as error:
             message = f"no answer from Pardot ({type(error).__name__})"
             if idempotent or isinstance(error, _UNSENT):
@@ -104,14 +108,15 @@ class PardotCalls:
         form: Mapping[str, str],
         idempotent: bool,
         expect: str | None,
+        no_content: bool = False,
     ) -> Mapping[str, Any]:
         token = await self._tokens.token()
         try:
-            body = await self._send(version, operation, form, token, idempotent)
+            body = await self._send(version, operation, form, token, idempotent, no_content)
         except AuthenticationExpired:
             await self._tokens.invalidate(token)
             fresh = await self._tokens.token()
-            body = await self._send(version, operation, form, fresh, idempotent)
+            body = await self._send(version, operation, form, fresh, idempotent, no_content)
         if expect is not None and expect not in body:
             message = f"Pardot's answer to {operation.split('/')[0]} holds no {expect}"
             raise RetryableError(message) if idempotent else OutcomeUnknown(message)
@@ -124,6 +129,7 @@ class PardotCalls:
         form: Mapping[str, str],
         token: str,
         idempotent: bool,
+        no_content: bool = False,
     ) -> Mapping[str, Any]:
         resource, _, operation = operation.partition(":")
         url = f"{self._base}/api/{resource}/version/{version}/do/{operation}"
@@ -137,6 +143,8 @@ class PardotCalls:
             response = await self._client.post(
                 url, data={**form, "format": "json"}, headers=headers
             )
+        if no_content and response.status_code == 204 and not response.content.strip():
+            return {}
         answer: Answer = decode(
             response.status_code, response.content, response.headers.get("content-type", "")
         )

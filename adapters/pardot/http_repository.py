@@ -192,6 +192,17 @@ class PardotHttpRepository(PardotCalls):
             if isinstance(raw, Mapping) and raw.get("field_id")
         ]
 
+    async def delete_prospect(self, prospect_id: int) -> bool:
+        try:
+            # Success is HTTP 204 with no body (PARDOT_API.md, "Delete"); repeating it after a
+            # lost answer is safe: the second finds the prospect gone.
+            await self._call(self.api_version, f"delete/id/{prospect_id}", {}, no_content=True)
+        except PermanentPardotError as error:
+            if error.code in NOT_FOUND_CODES:
+                return False
+            raise
+        return True
+
     async def _read(self, by: str, key: str) -> Mapping[str, Any]:
         try:
             return await self._call(

@@ -141,6 +141,13 @@ class InMemoryPardot:
         self._apply(record, fields)
         return self._view(record)
 
+    async def delete_prospect(self, prospect_id: int) -> bool:
+        await self._count_async("delete")
+        if prospect_id not in self._records:
+            return False
+        self.delete(prospect_id)
+        return True
+
     async def write_batch(self, writes: Sequence[ProspectWrite]) -> list[PardotError | None]:
         await self._count_async("batch")
         if len(writes) > BATCH_LIMIT:

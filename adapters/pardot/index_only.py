@@ -146,6 +146,9 @@ class IndexOnlyPardot:
             raise PermanentPardotError("Prospect email address already exists", code=9)
         return await self._new(email, fields)
 
+    async def delete_prospect(self, prospect_id: int) -> bool:
+        raise NeedsPardot(f"deleting prospect {prospect_id}")  # a dry run changes nothing
+
     async def write_batch(self, writes: Sequence[ProspectWrite]) -> list[PardotError | None]:
         if len(writes) > BATCH_LIMIT:
             raise ConfigurationError(f"batch of {len(writes)} exceeds {BATCH_LIMIT}", code=70)

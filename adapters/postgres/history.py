@@ -89,6 +89,12 @@ class PostgresDeliveryHistory:
 
         await self._db.transact(write)
 
+    async def purge(self, settled_before: datetime) -> int:
+        async with self._db.connection() as conn:
+            cursor = await conn.execute("DELETE FROM history WHERE at < %s", (settled_before,))
+            await conn.execute("DELETE FROM fields_seen WHERE last_seen < %s", (settled_before,))
+            return cursor.rowcount
+
     async def touching(
         self,
         *,

@@ -170,6 +170,24 @@ SLOT_BUSY: tuple[Step, ...] = (
     ("CREATE TABLE slot_busy (bucket bigint PRIMARY KEY, seconds double precision NOT NULL)",),
 )
 
+# Forgotten people (issue 25): digests of their identities, never the email or id, and the
+# salt they are made with, drawn once from PostgreSQL's strong random source (gen_random_uuid,
+# 122 random bits each). A copy of the list kept without its salt suppresses nobody.
+SUPPRESSION: tuple[Step, ...] = (
+    (
+        """CREATE TABLE suppressed (
+            digest text PRIMARY KEY,  -- domain.forget.digest: HMAC-SHA256 under the salt
+            added_at timestamptz NOT NULL DEFAULT now()
+        )""",
+        """CREATE TABLE suppression_salt (
+            id integer PRIMARY KEY CHECK (id = 1),
+            salt text NOT NULL  -- hex
+        )""",
+        "INSERT INTO suppression_salt (id, salt)"
+        " VALUES (1, replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''))",
+    ),
+)
+
 # In the order they are migrated: the history reads the prospect store's tables.
 COMPONENTS: dict[str, tuple[Step, ...]] = {
     "queue": QUEUE,
@@ -179,4 +197,5 @@ COMPONENTS: dict[str, tuple[Step, ...]] = {
     "prospect_index": PROSPECT_INDEX,
     "api_budget": API_BUDGET,
     "slot_busy": SLOT_BUSY,
+    "suppression": SUPPRESSION,
 }

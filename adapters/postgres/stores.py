@@ -15,6 +15,7 @@ from adapters.postgres.database import PostgresDatabase
 from adapters.postgres.history import PostgresDeliveryHistory
 from adapters.postgres.pardot_budget import PostgresApiCallCounts
 from adapters.postgres.pardot_slots import PostgresSlots
+from adapters.postgres.personal_data import PostgresPersonalData
 from adapters.postgres.prospect_index import PostgresProspectIndex
 from adapters.postgres.prospect_store import PostgresProspectStore
 from adapters.postgres.queue import PostgresEventQueue
@@ -52,6 +53,12 @@ class PostgresStores:
 
     def slot_busy(self) -> PostgresSlotBusyLog:
         return PostgresSlotBusyLog(self.database)
+
+    def personal_data(self) -> PostgresPersonalData:
+        return PostgresPersonalData(self.database)
+
+    def suppression(self) -> PostgresPersonalData:
+        return PostgresPersonalData(self.database)
 
     def history(
         self, *, retention: timedelta, clock: Callable[[], datetime]

@@ -16,9 +16,11 @@ from domain.ports import (
     DeliveryHistory,
     EventQueue,
     PardotSlots,
+    PersonalData,
     ProspectIndex,
     ProspectStore,
     SlotBusyLog,
+    SuppressionList,
 )
 
 
@@ -40,6 +42,12 @@ class Stores(Protocol):
     def api_calls(self) -> ApiCallCounts: ...
 
     def slot_busy(self) -> SlotBusyLog: ...
+
+    def personal_data(self) -> PersonalData:
+        """Forgetting a person: everything of theirs, in one transaction of this store."""
+        ...
+
+    def suppression(self) -> SuppressionList: ...
 
     def history(
         self, *, retention: timedelta, clock: Callable[[], datetime]

@@ -100,6 +100,9 @@ class SQLiteDeliveryHistory:
         }
         return await self._db.read(partial(_touching, wanted, limit))
 
+    async def purge(self, settled_before: datetime) -> int:
+        return await self._db.write(partial(_purge, to_micros(settled_before)))
+
     async def per_minute(self, since: datetime) -> dict[datetime, dict[str, int]]:
         return await self._db.read(partial(_per_minute, to_micros(minute_of(since))))
 
@@ -159,13 +162,17 @@ class SQLiteDeliveryHistory:
             [(name, to_micros(last), count) for name, (last, count) in counted.seen.items()],
         )
         if purge_before is not None:
-            cutoff = to_micros(purge_before - self._retention)
-            conn.execute("DELETE FROM history WHERE at < ?", (cutoff,))
-            conn.execute("DELETE FROM fields_seen WHERE last_seen < ?", (cutoff,))
+            _purge(to_micros(purge_before - self._retention), conn)
             conn.execute(
                 "DELETE FROM history_minutes WHERE minute < ?",
                 (to_micros(purge_before - MINUTES_KEPT),),
             )
+
+
+def _purge(cutoff: int, conn: sqlite3.Connection) -> int:
+    purged = conn.execute("DELETE FROM history WHERE at < ?", (cutoff,)).rowcount
+    conn.execute("DELETE FROM fields_seen WHERE last_seen < ?", (cutoff,))
+    return purged
 
 
 def _entry(row: tuple[Any, ...]) -> HistoryEntry:

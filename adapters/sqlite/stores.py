@@ -17,6 +17,7 @@ from adapters.sqlite.database import SQLiteDatabase
 from adapters.sqlite.history import SQLiteDeliveryHistory
 from adapters.sqlite.pardot_budget import SQLiteApiCallCounts
 from adapters.sqlite.pardot_slots import SQLiteStoreSlots
+from adapters.sqlite.personal_data import SQLitePersonalData
 from adapters.sqlite.prospect_index import SQLiteProspectIndex
 from adapters.sqlite.prospect_store import SQLiteProspectStore
 from adapters.sqlite.queue import SQLiteEventQueue
@@ -54,6 +55,12 @@ class SQLiteStores:
 
     def slot_busy(self) -> SQLiteSlotBusyLog:
         return SQLiteSlotBusyLog(self.database)
+
+    def personal_data(self) -> SQLitePersonalData:
+        return SQLitePersonalData(self.database)
+
+    def suppression(self) -> SQLitePersonalData:
+        return SQLitePersonalData(self.database)
 
     def history(
         self, *, retention: timedelta, clock: Callable[[], datetime]

@@ -4,6 +4,7 @@ One module per port family (`pardot`, `queue`, `history`, `store`); every public
 re-exported here, so `from domain.ports import X` names a port without knowing its module.
 """
 
+from domain.ports.forget import Person, PersonalData, Removed, SuppressionList
 from domain.ports.history import DeliveryHistory, HistoryEntry
 from domain.ports.pardot import (
     BATCH_LIMIT,
@@ -52,6 +53,8 @@ __all__ = [
     "IndexState",
     "PardotRepository",
     "PardotSlots",
+    "Person",
+    "PersonalData",
     "ProspectIndex",
     "ProspectPage",
     "ProspectQuery",
@@ -59,9 +62,11 @@ __all__ = [
     "ProspectWrite",
     "QueueFull",
     "QueuedEvent",
+    "Removed",
     "SettledState",
     "Settlement",
     "SlotBusyLog",
+    "SuppressionList",
     "TokenProvider",
     "message_id_of",
     "ordering_key_of",

@@ -49,6 +49,11 @@ class DeliveryHistory(Protocol):
         """The newest entries for these prospects, people (userId) or emails."""
         ...  # fmt: skip
 
+    async def purge(self, settled_before: datetime) -> int:
+        """Forget entries settled before the cutoff (the retention), whether or not new ones
+        arrive; returns how many. Counts per minute are kept for their own hour."""
+        ...
+
     async def per_minute(self, since: datetime) -> dict[datetime, dict[str, int]]:
         """Entries per minute (the minute's start) and outcome, since `since`."""
         ...

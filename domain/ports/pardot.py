@@ -107,6 +107,11 @@ class PardotRepository(Protocol):
         """Every custom field of the account (one call)."""
         ...
 
+    async def delete_prospect(self, prospect_id: int) -> bool:
+        """Move the prospect to Pardot's recycle bin (`do/delete/id/N`, one call); False when
+        Pardot has no live prospect with that id (already deleted, merged, never there)."""
+        ...
+
 
 class PardotSlots(Protocol):
     """Pardot's limit of requests in flight per business unit (5; the sixth gets error 66).

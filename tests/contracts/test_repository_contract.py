@@ -5,13 +5,14 @@ Where the two adapters disagree, one of them is wrong.
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from dataclasses import replace
 
 import pytest
 
 from domain.errors import PermanentPardotError
 from domain.ports import ProspectQuery, ProspectWrite
-from tests.contracts.conftest import Backend
+from tests.contracts.conftest import Backend, open_backend
 
 FID = "00Q5e00000AbCdEfGH"
 
@@ -241,3 +242,23 @@ async def test_an_update_by_id_of_a_deleted_prospect_fails_and_an_upsert_restore
     assert restored is not None and restored.fields["first_name"] == "Back"
     assert await _ids(v4, ProspectQuery(deleted=True)) == []
     assert v4.emails() == ["gone@x.io"]
+
+
+@pytest.mark.parametrize("version", [3, 4])
+async def test_delete_prospect_moves_it_to_the_recycle_bin_once(
+    backend_kind: str, version: int
+) -> None:
+    """`do/delete/id/N` (PARDOT_API.md, "Delete"): the prospect answers only `deleted=true`
+    queries afterwards; deleting it again, or an id Pardot never had, says False."""
+    async with AsyncExitStack() as stack:
+        backend = await open_backend(stack, backend_kind, version)
+        gone = backend.seed("gone@x.io", first_name="Gone")
+        kept = backend.seed("kept@x.io")
+        assert await backend.repo.delete_prospect(gone) is True
+        assert await backend.repo.read_by_id(gone) is None
+        assert await backend.repo.read_by_email("gone@x.io") == []
+        assert await _ids(backend, ProspectQuery(deleted=True)) == [gone]
+        assert await _ids(backend, ProspectQuery()) == [kept]
+        assert await backend.repo.delete_prospect(gone) is False
+        assert await backend.repo.delete_prospect(999_999) is False
+        assert backend.emails() == ["kept@x.io"]

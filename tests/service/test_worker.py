@@ -153,6 +153,23 @@ async def test_finished_events_are_purged_after_the_retention_and_dead_letters_k
     assert await rig.worker.purge_if_due() == 0  # at most once per interval
 
 
+async def test_the_retention_bounds_the_delivery_history_without_new_deliveries() -> None:
+    """Issue 25: the history holds emails and field values; DESTINATION_RETENTION_DAYS must
+    bound it as it bounds the queue, also when no event has come since (the history's own
+    purge goes only with new entries)."""
+    rig = await started_rig(retention=timedelta(days=7), purge_every=timedelta(hours=1))
+    history = await rig.container.history.async_()
+    await rig.queue.put([identify(1), identify(2)])
+    await rig.worker.run_once()
+    touched = {"prospects": [], "user_ids": ["u1", "u2"], "emails": []}
+    assert len(await history.touching(**touched)) == 2
+    await rig.worker.purge_if_due()
+    assert len(await history.touching(**touched)) == 2  # within the retention: kept
+    rig.clock.advance(8 * 86400)
+    await rig.worker.purge_if_due()
+    assert await history.touching(**touched) == []
+
+
 async def test_a_shutdown_mid_batch_hands_the_leases_back_at_once() -> None:
     rig = await started_rig(lease_seconds=300)
     started = asyncio.Event()
@@ -238,6 +255,9 @@ class RecordedHistory:
 
     async def record(self, rows: list[Any]) -> None:
         self.rows.extend(rows)
+
+    async def purge(self, settled_before: Any) -> int:
+        return 0
 
 
 async def test_a_worker_whose_lease_was_taken_over_records_nothing_it_did_not_settle() -> None:
