@@ -47,6 +47,7 @@ from domain.ports import (
 from entrypoints import assembly
 from entrypoints.config import ServiceConfig, TrackingConfig
 from entrypoints.door_traffic import DoorFirstSlots, DoorTraffic
+from entrypoints.forget_wiring import Forgetting
 from entrypoints.http.serve_app import serve_app
 from entrypoints.metering import MeteredRepository, MeteredTokens
 from entrypoints.metrics import Metrics
@@ -267,6 +268,17 @@ class Container(containers.DeclarativeContainer):
         waiting=providers.Callable(assembly.backlog, queue),
     )
 
+    # Forgetting a person (entrypoints/forget_wiring.py): `forget`, /admin/forget, and the
+    # suppression list's checks at the door and in the worker.
+    forgetting = providers.Container(
+        Forgetting,
+        stores=stores,
+        prospect_store=prospect_store,
+        history=history,
+        prospect_index=prospect_index,
+        repository=repository,
+    )
+
     # Delivery. `serve`'s door wakes its worker when a put stored events.
     wakeup = providers.Singleton(Wakeup)
     # Entered wherever a worker runs (build_app, run_worker_alone).
@@ -293,6 +305,7 @@ class Container(containers.DeclarativeContainer):
         history=history,
         wakeup=wakeup,
         door=door_traffic,
+        withdraw=forgetting.gate.provided.withdraw,
     )
 
     # The door: Segment's endpoints, health, metrics and /pardot.js.
@@ -341,6 +354,8 @@ class Container(containers.DeclarativeContainer):
         traffic=door_traffic,
         metrics=metrics,
         readiness=readiness,
+        forgetting=forgetting.sources,
+        suppression=forgetting.gate,
     )
 
     # The dry run: the same SyncService as `sync_service`, over a Pardot that answers from the

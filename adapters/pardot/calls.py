@@ -76,8 +76,9 @@ class PardotCalls:
 
         `expect` names the key a successful answer must hold (a read without `prospect`
         would otherwise look like "not found"); `no_content` takes an empty 204 for success
-        (a delete's answer), where any other call's empty body is no answer at all. Transport errors leave as domain errors: a
-        create whose request may have reached Pardot as OutcomeUnknown, never retried here.
+        (a delete's answer), where any other call's empty body is no answer at all. Transport
+        errors leave as domain errors: a create whose request may have reached Pardot as
+        OutcomeUnknown, never retried here.
         """
         call = f"{resource}:{operation}"
         retry_on = _retry_safe if idempotent else _retry_create

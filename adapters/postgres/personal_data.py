@@ -104,7 +104,8 @@ async def _remove(person: Person, conn: AsyncConnection[Any]) -> Removed:
     counted = tally(state for _, state in theirs)
     cursor = await conn.execute(
         "DELETE FROM history WHERE prospect = ANY(%s) OR user_id = ANY(%s) OR email = ANY(%s)"
-        " OR EXISTS (SELECT 1 FROM unnest(%s::text[]) v WHERE strpos(lower(history.reason), lower(v)) > 0)",
+        " OR EXISTS (SELECT 1 FROM unnest(%s::text[]) v"
+        "     WHERE strpos(lower(history.reason), lower(v)) > 0)",
         (prospects, users, emails, users + emails),
     )
     history_rows = cursor.rowcount

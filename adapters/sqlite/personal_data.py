@@ -135,7 +135,8 @@ def _remove(person: Person, conn: sqlite3.Connection) -> Removed:
         "DELETE FROM history WHERE prospect IN (SELECT value FROM json_each(?))"
         " OR user_id IN (SELECT value FROM json_each(?))"
         " OR email IN (SELECT value FROM json_each(?))"
-        " OR EXISTS (SELECT 1 FROM json_each(?) WHERE instr(lower(history.reason), lower(value)) > 0)",
+        " OR EXISTS (SELECT 1 FROM json_each(?)"
+        "     WHERE instr(lower(history.reason), lower(value)) > 0)",
         (
             prospects,
             as_list(users_of(person.identities)),

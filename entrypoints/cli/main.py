@@ -8,6 +8,7 @@ from entrypoints.cli.connect import connect
 from entrypoints.cli.dead_letters import dead_letters, requeue_dead
 from entrypoints.cli.explain import explain
 from entrypoints.cli.fields import fields_group
+from entrypoints.cli.forget import forget
 from entrypoints.cli.index import index
 from entrypoints.cli.offline import demo, fake_pardot
 from entrypoints.cli.plan import plan_command
@@ -36,6 +37,7 @@ for command in (
     dead_letters,
     requeue_dead,
     explain,
+    forget,
     fields_group,
     sync_command,
 ):

@@ -22,6 +22,7 @@ from entrypoints.http import ingest
 from entrypoints.http.admin_key import admin_only
 from entrypoints.http.ingest import Arrival, ByteBudget, Intake, Refused, WriteKeys
 from entrypoints.http.put_apart import put_apart
+from entrypoints.http.suppressed import without_suppressed
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
 
@@ -297,6 +298,7 @@ class _Body:
 async def _store(request: web.Request, intake: Intake, scope: str) -> web.Response:
     metrics = request.app[METRICS]
     started = time.perf_counter()
+    intake.store = await without_suppressed(request.app, intake.store, metrics.refused)
     if intake.store:
         queue = request.app[QUEUE]
         try:

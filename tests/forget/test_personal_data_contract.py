@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,8 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             stores = PostgresStores(await stack.enter_async_context(PostgresDatabase(url)))
             path = None
         queue = stores.queue(max_pending=None)
-        queue._clock = clock  # noqa: SLF001 - leases and settlements on the test's clock
-        history = stores.history(retention=__import__("datetime").timedelta(days=7), clock=clock)
+        queue._clock = clock  # leases and settlements on the test's clock
+        history = stores.history(retention=timedelta(days=7), clock=clock)
         yield Store(
             request.param,
             queue,
@@ -127,7 +127,9 @@ async def fill(backend: Store) -> None:
         }
     )
     now = datetime(2024, 5, 1, tzinfo=UTC)
-    await store.record("1001", {"email": FieldStamp(EMAIL, now), "first_name": FieldStamp("G", now)})
+    await store.record(
+        "1001", {"email": FieldStamp(EMAIL, now), "first_name": FieldStamp("G", now)}
+    )
     await store.record("2002", {"email": FieldStamp("keep@x.io", now)})
     if backend.history is not None:
         await backend.history.record(
@@ -218,7 +220,7 @@ async def test_events_of_a_suppressed_person_are_dropped_whatever_their_state(
     backend: Store,
 ) -> None:
     await backend.queue.put([identify("a", userId=USER), identify("b", userId="u-keep")])
-    [a, b] = await backend.queue.lease(10, 60)
+    [a, _] = await backend.queue.lease(10, 60)
     assert await backend.data.drop_events([a.id]) == 1
     assert await backend.data.drop_events([a.id]) == 0
     assert {k: v for k, v in (await backend.queue.counts()).items() if v} == {"leased": 1}
