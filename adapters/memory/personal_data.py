@@ -37,6 +37,9 @@ class InMemoryPersonalData:
             self._suppressed.update(suppress)
         return Removed(stamps=stamps, links=links, **tally(states))
 
+    async def identities_in_events(self, identities: Collection[str]) -> frozenset[str]:
+        return self._queue.identities_naming(frozenset(identities))
+
     async def drop_events(self, event_ids: Sequence[int]) -> int:
         return self._queue.remove(event_ids)
 

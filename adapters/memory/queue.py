@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from domain.forget import event_identities
 from domain.ports import (
     PURGEABLE,
     SETTLED,
@@ -103,6 +104,11 @@ class InMemoryEventQueue:
             for event in chosen:
                 del self._events[event.id]
         return [e.state for e in chosen]
+
+    def identities_naming(self, identities: frozenset[str]) -> frozenset[str]:
+        """Every identity the events naming one of `identities` carry."""
+        named = [event_identities(e.payload) for e in self._events.values()]
+        return frozenset().union(*(names for names in named if names & identities))
 
     def remove(self, event_ids: Sequence[int]) -> int:
         return sum(self._events.pop(i, None) is not None for i in event_ids)

@@ -18,7 +18,14 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from adapters.postgres.database import PostgresDatabase
-from adapters.shared.forget_match import create_names, is_theirs, lookup_suffixes, needles, tally
+from adapters.shared.forget_match import (
+    create_names,
+    is_theirs,
+    lookup_suffixes,
+    names_in,
+    needles,
+    tally,
+)
 from domain.forget import emails_of, users_of
 from domain.ports.forget import Person, Removed
 
@@ -51,6 +58,12 @@ class PostgresPersonalData:
             return await self._db.transact(work)
         except _DryRun as done:
             return done.removed
+
+    async def identities_in_events(self, identities: Collection[str]) -> frozenset[str]:
+        person = Person(frozenset(identities))
+        async with self._db.connection() as conn:
+            named = [names_in(payload) for _, _, payload in await _candidates(person, conn)]
+        return frozenset().union(*(names for names in named if names & person.identities))
 
     async def drop_events(self, event_ids: Sequence[int]) -> int:
         if not event_ids:
@@ -88,18 +101,24 @@ class PostgresPersonalData:
             return cursor.rowcount
 
 
+async def _candidates(
+    person: Person, conn: AsyncConnection[Any], *, lock: bool = False
+) -> list[tuple[int, str, str]]:
+    """Events whose text holds one of the person's ids or emails (a cheap filter; the exact
+    test reads each payload); `lock` keeps other nodes off them until the transaction ends."""
+    query = (
+        "SELECT id, state, payload FROM events"
+        " WHERE EXISTS (SELECT 1 FROM unnest(%s::text[]) n WHERE strpos(lower(payload), n) > 0)"
+    )
+    cursor = await conn.execute(query + " FOR UPDATE" if lock else query, (needles(person),))
+    return [(int(i), str(state), str(payload)) for i, state, payload in await cursor.fetchall()]
+
+
 async def _remove(person: Person, conn: AsyncConnection[Any]) -> Removed:
     prospects = sorted(person.prospects)
     users, emails = users_of(person.identities), emails_of(person.identities)
-    cursor = await conn.execute(
-        "SELECT id, state, payload FROM events"
-        " WHERE EXISTS (SELECT 1 FROM unnest(%s::text[]) n WHERE strpos(lower(payload), n) > 0)"
-        " FOR UPDATE",
-        (needles(person),),
-    )
-    theirs = [
-        (i, state) for i, state, payload in await cursor.fetchall() if is_theirs(payload, person)
-    ]
+    rows = await _candidates(person, conn, lock=True)
+    theirs = [(i, state) for i, state, payload in rows if is_theirs(payload, person)]
     await conn.execute("DELETE FROM events WHERE id = ANY(%s)", ([i for i, _ in theirs],))
     counted = tally(state for _, state in theirs)
     cursor = await conn.execute(

@@ -43,11 +43,16 @@ def needles(person: Person) -> list[str]:
 
 def is_theirs(payload_text: str, person: Person) -> bool:
     """Whether a stored event names one of the person's identities."""
+    return bool(names_in(payload_text) & person.identities)
+
+
+def names_in(payload_text: str) -> frozenset[str]:
+    """The identities a stored event names (`domain.forget.event_identities`)."""
     try:
         payload = json.loads(payload_text)
     except ValueError:
-        return False
-    return isinstance(payload, Mapping) and bool(event_identities(payload) & person.identities)
+        return frozenset()
+    return event_identities(payload) if isinstance(payload, Mapping) else frozenset()
 
 
 def create_names(person: Person, lookup_links: Iterable[str]) -> list[str]:

@@ -26,6 +26,7 @@ from adapters.shared.forget_match import (
     create_names,
     is_theirs,
     lookup_suffixes,
+    names_in,
     needles,
     tally,
 )
@@ -83,6 +84,10 @@ class SQLitePersonalData:
         self.wal_truncated = await asyncio.to_thread(_truncate_wal, self._db.path)
         return removed
 
+    async def identities_in_events(self, identities: Collection[str]) -> frozenset[str]:
+        person = Person(frozenset(identities))
+        return await self._db.read(partial(_identities_in_events, person))
+
     async def drop_events(self, event_ids: Sequence[int]) -> int:
         if not event_ids:
             return 0
@@ -120,13 +125,24 @@ def _forget(
     return removed
 
 
-def _remove(person: Person, conn: sqlite3.Connection) -> Removed:
-    prospects = as_list(person.prospects)
+def _candidates(person: Person, conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
+    """Events whose text holds one of the person's ids or emails (a cheap filter; the exact
+    test reads each payload)."""
     found = " OR ".join(["instr(lower(payload), ?) > 0"] * len(needles(person))) or "0"
-    rows = conn.execute(
+    return conn.execute(
         f"SELECT id, state, payload FROM events WHERE {found}",  # noqa: S608
         needles(person),
     ).fetchall()
+
+
+def _identities_in_events(person: Person, conn: sqlite3.Connection) -> frozenset[str]:
+    named = [names_in(payload) for _, _, payload in _candidates(person, conn)]
+    return frozenset().union(*(names for names in named if names & person.identities))
+
+
+def _remove(person: Person, conn: sqlite3.Connection) -> Removed:
+    prospects = as_list(person.prospects)
+    rows = _candidates(person, conn)
     theirs = [(event_id, state) for event_id, state, payload in rows if is_theirs(payload, person)]
     _delete_ids(conn, "events", [event_id for event_id, _ in theirs])
     counted = tally(state for _, state in theirs)

@@ -62,6 +62,11 @@ class PersonalData(Protocol):
         """
         ...
 
+    async def identities_in_events(self, identities: Collection[str]) -> frozenset[str]:
+        """Every identity the stored events naming one of `identities` carry: the anonymousId
+        an event of a userId came with, the email it set."""
+        ...
+
     async def drop_events(self, event_ids: Sequence[int]) -> int:
         """Remove these events whatever their state (a suppressed person's, leased by a
         worker that must not deliver them); returns how many were there."""

@@ -32,6 +32,9 @@ from domain.ports import (
 )
 from entrypoints.operator.fields import RepositoryProvider
 
+# How far a forget follows ids from event to event: bounded, since an id several people share
+# (a family's device, a shared inbox) would otherwise draw in each of them in turn.
+EVENT_ROUNDS = 3
 HISTORY_LIMIT = 10_000  # events of one person `explain`'s walk reads to find their prospects
 
 Fate = Literal[
@@ -176,6 +179,13 @@ async def find_person(asked: frozenset[str], sources: ForgetSources) -> Person:
         if written is not None and isinstance(written.value, str) and written.value.strip():
             identities.add(EMAIL + written.value.strip().lower())
     prospects.pop("pending", None)  # a create mark's placeholder, not a prospect
+    # The ids and emails their stored events came with (the anonymousId of a userId's event,
+    # say) are theirs too, and so are those events' companions in turn.
+    for _ in range(EVENT_ROUNDS):
+        more = await sources.personal_data.identities_in_events(identities) - identities
+        if not more:
+            break
+        identities |= more
     return Person(frozenset(identities), frozenset(prospects))
 
 

@@ -216,6 +216,15 @@ async def test_a_forget_removes_exactly_the_persons_data_and_suppresses_them(
         assert postgres_hits(backend.url, [USER]) == {"events.payload": 1}
 
 
+async def test_the_identities_an_events_companions_carry_are_found(backend: Store) -> None:
+    await fill(backend)
+    found = await backend.data.identities_in_events({f"anonymous:{ANONYMOUS}"})
+    assert found == {f"anonymous:{ANONYMOUS}"}
+    found = await backend.data.identities_in_events({f"user:{USER}"})
+    assert found == {f"user:{USER}", f"email:{EMAIL.lower()}"}  # not the friend's own
+    assert await backend.data.identities_in_events({"user:nobody"}) == frozenset()
+
+
 async def test_events_of_a_suppressed_person_are_dropped_whatever_their_state(
     backend: Store,
 ) -> None:
