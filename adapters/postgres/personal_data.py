@@ -108,7 +108,8 @@ async def _candidates(
     test reads each payload); `lock` keeps other nodes off them until the transaction ends."""
     query = (
         "SELECT id, state, payload FROM events"
-        " WHERE EXISTS (SELECT 1 FROM unnest(%s::text[]) n WHERE strpos(lower(payload), n) > 0)"
+        " WHERE EXISTS (SELECT 1 FROM unnest(%s::text[]) n"
+        "     WHERE strpos(payload, n) > 0 OR strpos(lower(payload), n) > 0)"
     )
     cursor = await conn.execute(query + " FOR UPDATE" if lock else query, (needles(person),))
     return [(int(i), str(state), str(payload)) for i, state, payload in await cursor.fetchall()]

@@ -30,14 +30,15 @@ CREATING = "creating:"  # domain.sync.create's mark of a create whose prospect i
 
 
 def needles(person: Person) -> list[str]:
-    """Lower-case strings one of which the JSON text of each of the person's events holds: each
-    id and email as written, and as JSON escapes it (the standard library's ASCII escapes, for
-    the payloads orjson refused)."""
+    """Strings one of which the JSON text of each of the person's events holds, as written or
+    in lower case: each id and email, and as JSON escapes it (the standard library's ASCII
+    escapes, for the payloads orjson refused). Both spellings, since a database's lower() may
+    fold ASCII only (SQLite's; PostgreSQL's under the C locale)."""
     found: set[str] = set()
     for identity in person.identities:
         value = value_of(identity)
-        found.add(value.lower())
-        found.add(json.dumps(value)[1:-1].lower())
+        for text in (value, json.dumps(value)[1:-1]):
+            found.update((text, text.lower()))
     return sorted(found)
 
 

@@ -128,11 +128,17 @@ def _forget(
 def _candidates(person: Person, conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
     """Events whose text holds one of the person's ids or emails (a cheap filter; the exact
     test reads each payload)."""
-    found = " OR ".join(["instr(lower(payload), ?) > 0"] * len(needles(person))) or "0"
+    # SQLite's own lower() folds ASCII only: `Ü` in a userId would slip past the filter.
+    conn.create_function("unicode_lower", 1, _lower, deterministic=True)
+    found = " OR ".join(["instr(unicode_lower(payload), ?) > 0"] * len(needles(person))) or "0"
     return conn.execute(
         f"SELECT id, state, payload FROM events WHERE {found}",  # noqa: S608
         needles(person),
     ).fetchall()
+
+
+def _lower(text: str | None) -> str | None:
+    return None if text is None else text.lower()
 
 
 def _identities_in_events(person: Person, conn: sqlite3.Connection) -> frozenset[str]:

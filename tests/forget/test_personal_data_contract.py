@@ -9,7 +9,9 @@ suppresses their digests; afterwards the SQL stores hold neither email nor userI
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -257,3 +259,74 @@ def test_an_event_is_named_by_its_ids_and_email_whatever_their_spelling(
 
         assert normalise_email(email.upper()) is None
     assert all(n.startswith(("user:", "anonymous:", "email:")) for n in names)
+
+
+_PEOPLE = ["u0", "u1", "ü2", "Ü2", 'q"3', "42"]
+_EMAILS = ["A@x.io", "a@x.io", "b@x.io", "c+tag@x.io"]
+
+
+@st.composite
+def _events(draw: st.DrawFn) -> list[dict[str, Any]]:
+    events = []
+    for n in range(draw(st.integers(1, 12))):
+        event: dict[str, Any] = {"type": "identify", "messageId": f"m{n}"}
+        user = draw(st.sampled_from([None, *_PEOPLE]))
+        anonymous = draw(st.sampled_from([None, *_PEOPLE]))
+        if user is not None:
+            event["userId"] = int(user) if user.isdigit() else user
+        if anonymous is not None:
+            event["anonymousId"] = anonymous
+        if user is None and anonymous is None:
+            event["anonymousId"] = "nobody"
+        email = draw(st.sampled_from([None, *_EMAILS]))
+        if email is not None:
+            where = draw(st.sampled_from(["traits", "context"]))
+            traits = {"email": email, "note": draw(st.sampled_from(_PEOPLE))}
+            event[where] = {"traits": traits} if where == "context" else traits
+        events.append(event)
+    return events
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=_events(),
+    asked=st.sets(
+        st.sampled_from(
+            [f"user:{p}" for p in _PEOPLE]
+            + [f"anonymous:{p}" for p in _PEOPLE]
+            + [f"email:{e.lower()}" for e in _EMAILS]
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_a_forget_removes_exactly_the_events_naming_the_person_in_memory_and_sqlite(
+    events: list[dict[str, Any]], asked: set[str]
+) -> None:
+    """Whatever the mix (ids as numbers, quotes, non-ASCII, the id only in another trait, the
+    email in either place and any case), both stores remove the same events: exactly those
+    that name one of the person's identities."""
+    person = Person(frozenset(asked))
+    theirs = {e["messageId"] for e in events if event_identities(e) & person.identities}
+
+    async def remaining(queue: Any, data: Any) -> tuple[set[str], int]:
+        await queue.put(events)
+        removed = await data.forget(person, suppress=(), dry_run=False)
+        left = {item.payload["messageId"] for item in await queue.lease(100, 60)}
+        return left, removed.events
+
+    memory_queue, memory_store = InMemoryEventQueue(), InMemoryProspectStore()
+    memory = asyncio.run(remaining(memory_queue, InMemoryPersonalData(memory_queue, memory_store)))
+
+    async def in_sqlite() -> tuple[set[str], int]:
+        with tempfile.TemporaryDirectory() as folder:
+            database = SQLiteDatabase(Path(folder) / "q.db")
+            try:
+                stores = SQLiteStores(database)
+                return await remaining(stores.queue(max_pending=None), stores.personal_data())
+            finally:
+                await database.close()
+
+    expected = ({e["messageId"] for e in events} - theirs, len(theirs))
+    assert memory == expected
+    assert asyncio.run(in_sqlite()) == expected
