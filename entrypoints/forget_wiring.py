@@ -23,11 +23,14 @@ from entrypoints.suppression import SuppressionGate
 
 def ready_repository(repository: Callable[[], Any]) -> RepositoryProvider:
     """Pardot for a forget, asked for only with `--in-pardot`: its version known (a delete's
-    URL names it), a missing credential raised before anything is removed."""
+    URL names it) and one call answered (the account's custom fields: the cheapest call that
+    always succeeds), so a missing credential or an unreachable Pardot is raised before
+    anything is removed."""
 
     async def ready() -> PardotRepository:
         pardot: PardotRepository = await assembly.awaiting(repository)()
         await pardot.detect_version()
+        await pardot.custom_fields()
         return pardot
 
     return ready

@@ -13,6 +13,7 @@ import sys
 import click
 from rich.table import Table
 
+from domain.errors import PardotError
 from domain.forget import InvalidPerson, from_query
 from entrypoints.cli.support import EXIT_USAGE, console, run_with_container
 from entrypoints.container import Container
@@ -66,11 +67,19 @@ def forget(who: str, in_pardot: bool, dry_run: bool, lift: bool, as_json: bool) 
         _lift(who, asked, as_json)
         return
 
-    async def run(container: Container) -> ForgetReport:
+    async def run(container: Container) -> ForgetReport | PardotError:
         sources = await container.forgetting.sources.async_()
-        return await forget_person(asked, sources, in_pardot=in_pardot, dry_run=dry_run)
+        try:
+            return await forget_person(asked, sources, in_pardot=in_pardot, dry_run=dry_run)
+        except PardotError as error:  # raised before anything is removed
+            return error
 
     report = run_with_container(run)
+    if isinstance(report, PardotError):
+        click.echo(
+            f"pardot-destination: Pardot could not be used, nothing removed: {report}", err=True
+        )
+        sys.exit(EXIT_USAGE)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
     else:

@@ -5,6 +5,7 @@ nothing left in plain text, other people untouched, bad input refused with nothi
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,19 @@ async def test_lift_takes_the_person_off_the_suppression_list(v4: Operator) -> N
     assert _suppressed(v4) == 1
     again = await v4.run("forget", "--lift", EMAIL)
     assert again.exit_code == 1 and "not on the suppression list" in again.stdout
+
+
+async def test_with_pardot_unreachable_a_forget_in_pardot_removes_nothing(v4: Operator) -> None:
+    """Pardot answers before anything goes: otherwise the person would be gone here while their
+    prospect stays there, with no record left of which prospect it was."""
+    await _ada_and_bob(v4)
+    before = sqlite_hits(_db(v4), [EMAIL, USER])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    told = await v4.run("forget", EMAIL, "--in-pardot", PARDOT_BASE_URL=closed)
+    assert told.exit_code == 2, told.output
+    assert "Pardot could not be used, nothing removed" in told.output
+    assert sqlite_hits(_db(v4), [EMAIL, USER]) == before
+    assert _suppressed(v4) == 0
+    assert len(v4.fake.prospects_by_email(EMAIL)) == 1
