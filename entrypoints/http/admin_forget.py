@@ -5,7 +5,8 @@ In: `{"email": ...}`, `{"userId": ...}` or `{"anonymousId": ...}` (exactly one),
 Bearer token or HTTP Basic password. Out: the report `forget` prints, as JSON
 (`ForgetReport.as_dict`): 200 when something was forgotten (or would be, in a dry run), 404
 when nothing matched (nothing removed, nobody suppressed), 502 when a prospect could not be
-deleted in Pardot. Refused (403) while DESTINATION_ADMIN_KEY is unset: this route removes data.
+deleted in Pardot, 503 when Pardot could not be used at all (nothing removed). Refused (403)
+while DESTINATION_ADMIN_KEY is unset: this route removes data.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 
 from aiohttp import web
 
-from domain.errors import ConfigurationError, PardotError
+from domain.errors import ConfigurationError, PardotError, RetryableError
 from domain.forget import KINDS, InvalidPerson, requested
 from entrypoints.http.admin_key import ADMIN_DIGEST, Handler, admin_only
 from entrypoints.http.app import guarded
@@ -55,7 +56,7 @@ async def _forget(request: web.Request) -> web.Response:
             in_pardot=options["inPardot"],
             dry_run=options["dryRun"],
         )
-    except ConfigurationError as error:
+    except (ConfigurationError, RetryableError) as error:  # unset, refused, or unreachable
         raise Refused(503, "pardot_unavailable", f"nothing removed: {error}") from None
     except PardotError as error:
         raise Refused(502, "pardot_error", f"nothing removed: {error}") from None
