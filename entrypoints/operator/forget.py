@@ -30,6 +30,7 @@ from domain.ports import (
     Removed,
     SuppressionList,
 )
+from entrypoints.assembly import REFRESH_LOCK
 from entrypoints.operator.fields import RepositoryProvider
 
 # How far a forget follows ids from event to event: bounded, since an id several people share
@@ -129,10 +130,14 @@ async def forget(
     done = replace(found, removed=removed, suppressed=suppressed)
     if repository is None:
         return replace(done, prospects=_fates(ids, "kept in Pardot"))
-    fates = await _delete_in_pardot(ids, repository)
-    gone = [p.prospect_id for p in fates if p.fate in ("deleted in Pardot", "not in Pardot")]
-    dropped = len(await sources.index.by_ids([i for i in gone if i is not None]))
-    await sources.index.drop([i for i in gone if i is not None])
+    # Under the index's refresh lock: a refresh in flight (the periodic one runs beside the
+    # batches) may have read the prospect before its delete and would put it back after the
+    # drop, plain email and all, until the refresh after it.
+    async with sources.store.create_lock(REFRESH_LOCK):
+        fates = await _delete_in_pardot(ids, repository)
+        gone = [p.prospect_id for p in fates if p.fate in ("deleted in Pardot", "not in Pardot")]
+        dropped = len(await sources.index.by_ids([i for i in gone if i is not None]))
+        await sources.index.drop([i for i in gone if i is not None])
     return replace(done, removed=replace(removed, index=dropped), prospects=fates)
 
 
