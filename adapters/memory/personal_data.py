@@ -43,6 +43,9 @@ class InMemoryPersonalData:
     async def drop_events(self, event_ids: Sequence[int]) -> int:
         return self._queue.remove(event_ids)
 
+    async def scrub(self) -> bool:
+        return True  # nothing outlives the process
+
     async def salt(self) -> bytes:
         return self._salt
 

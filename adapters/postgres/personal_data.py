@@ -72,6 +72,11 @@ class PostgresPersonalData:
             cursor = await conn.execute("DELETE FROM events WHERE id = ANY(%s)", (list(event_ids),))
             return cursor.rowcount
 
+    async def scrub(self) -> bool:
+        # Dead rows stay in the table files until VACUUM FULL rewrites them, which locks each
+        # table for its whole run: the operator's call (docs/operating.md, "What we keep").
+        return False
+
     async def salt(self) -> bytes:
         async with self._db.connection() as conn:
             cursor = await conn.execute("SELECT salt FROM suppression_salt WHERE id = 1")

@@ -4,8 +4,9 @@ One write transaction removes the person's events, history rows, field stamps, i
 create marks and create locks, and adds their digests to the suppression list. The connection
 runs with `PRAGMA secure_delete = ON` (every connection to the file does), so freed cells and
 pages are overwritten with zeros rather than left for a reader of the file; afterwards the
-write-ahead log is checkpointed and truncated when no other connection is reading, so the old
-page images it held go too (`wal_truncated` says whether that happened).
+write-ahead log is checkpointed and truncated by `scrub` (once the whole forget is over, the
+index's rows dropped too), waiting for other connections' reads to end, so the old page images
+it and the file held go too.
 
 The suppression list's salt is made by the schema step that creates the list (SQLite's
 `randomblob`), in the same file: a copy of the file without it suppresses nobody.
@@ -49,7 +50,10 @@ _V1 = (
     "INSERT OR IGNORE INTO suppression_salt (id, salt) VALUES (1, lower(hex(randomblob(32))))",
 )
 MIGRATIONS: tuple[Step, ...] = (_V1,)
-WAL_TRUNCATE_WAIT_SECONDS = 2.0  # for the other processes' transactions to end
+# For the other connections' reads to end: a busy service starts new ones all the time, and
+# each try waits only while a reader is in the log (SQLite's busy handler), so try again.
+WAL_TRUNCATE_TRY_SECONDS = 1.0
+WAL_TRUNCATE_WAIT_SECONDS = 15.0
 # Every component whose tables a forget reads, in the order a file is created.
 _COMPONENTS = (
     (queue_schema.SCHEMA_COMPONENT, queue_schema.MIGRATIONS),
@@ -74,15 +78,21 @@ class SQLitePersonalData:
         self._db = database
         for component, steps in _COMPONENTS:
             self._db.prepare(partial(migrate, component=component, steps=steps))
-        self.wal_truncated: bool | None = None  # whether the last forget emptied the WAL
 
     async def forget(self, person: Person, *, suppress: Collection[str], dry_run: bool) -> Removed:
         try:
             removed = await self._db.write(partial(_forget, person, sorted(suppress), dry_run))
         except _DryRun as done:
             return done.removed
-        self.wal_truncated = await asyncio.to_thread(_truncate_wal, self._db.path)
         return removed
+
+    async def scrub(self) -> bool:
+        deadline = time.monotonic() + WAL_TRUNCATE_WAIT_SECONDS
+        while not await asyncio.to_thread(_truncate_wal, self._db.path):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     async def identities_in_events(self, identities: Collection[str]) -> frozenset[str]:
         person = Person(frozenset(identities))
@@ -212,10 +222,10 @@ def _drop_events(ids: str, conn: sqlite3.Connection) -> int:
 
 
 def _truncate_wal(path: Path) -> bool:
-    """Copy the WAL into the file and empty it, unless another connection still reads an older
-    snapshot (then the next checkpoint overwrites those frames). A connection of its own: the
+    """Copy the WAL into the file and empty it, unless another connection still reads from it.
+    A connection of its own: the
     database thread's is always in or between transactions, where SQLite refuses this."""
-    conn = sqlite3.connect(path, timeout=WAL_TRUNCATE_WAIT_SECONDS, isolation_level=None)
+    conn = sqlite3.connect(path, timeout=WAL_TRUNCATE_TRY_SECONDS, isolation_level=None)
     try:
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     finally:

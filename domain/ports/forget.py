@@ -72,6 +72,12 @@ class PersonalData(Protocol):
         worker that must not deliver them); returns how many were there."""
         ...
 
+    async def scrub(self) -> bool:
+        """Leave no old copy of removed rows in the store's own files, where the backend can
+        (SQLite: the write-ahead log copied in and emptied, waiting a while for readers);
+        returns whether it did. Run once a forget is over, the index's rows dropped too."""
+        ...
+
 
 class SuppressionList(Protocol):
     """Digests of forgotten people's identities (`domain.forget.digest`), never the plain

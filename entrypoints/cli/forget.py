@@ -133,3 +133,8 @@ def _print(who: str, report: ForgetReport) -> None:
         "are refused at the door until `forget --lift`. A write a worker had already sent to "
         "Pardot cannot be withdrawn."
     )
+    if report.scrubbed is False:
+        click.echo(
+            "the store's files may still hold old copies of the removed rows until the "
+            'database reclaims that space: see "What we keep" in docs/operating.md'
+        )

@@ -65,6 +65,9 @@ class ForgetReport:
     prospects: list[ProspectFate] = field(default_factory=list)
     suppressed: int = 0  # identities on the suppression list now (digests, never the values)
     identities: int = 0  # identities of the person found
+    # Whether the store's files hold no old copy of what went (PersonalData.scrub); None in a
+    # dry run or when nothing matched.
+    scrubbed: bool | None = None
 
     @property
     def nothing_matched(self) -> bool:
@@ -88,6 +91,7 @@ class ForgetReport:
             ],
             "identities": self.identities,
             "suppressed": self.suppressed,
+            "scrubbed": self.scrubbed,
         }
 
 
@@ -129,7 +133,8 @@ async def forget(
     suppressed = len(await sources.suppression.suppressed(digests(salt, person.identities)))
     done = replace(found, removed=removed, suppressed=suppressed)
     if repository is None:
-        return replace(done, prospects=_fates(ids, "kept in Pardot"))
+        scrubbed = await sources.personal_data.scrub()
+        return replace(done, prospects=_fates(ids, "kept in Pardot"), scrubbed=scrubbed)
     # Under the index's refresh lock: a refresh in flight (the periodic one runs beside the
     # batches) may have read the prospect before its delete and would put it back after the
     # drop, plain email and all, until the refresh after it.
@@ -138,7 +143,10 @@ async def forget(
         gone = [p.prospect_id for p in fates if p.fate in ("deleted in Pardot", "not in Pardot")]
         dropped = len(await sources.index.by_ids([i for i in gone if i is not None]))
         await sources.index.drop([i for i in gone if i is not None])
-    return replace(done, removed=replace(removed, index=dropped), prospects=fates)
+    scrubbed = await sources.personal_data.scrub()
+    return replace(
+        done, removed=replace(removed, index=dropped), prospects=fates, scrubbed=scrubbed
+    )
 
 
 async def lift(asked: Collection[str], suppression: SuppressionList) -> int:

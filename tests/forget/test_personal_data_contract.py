@@ -211,7 +211,7 @@ async def test_a_forget_removes_exactly_the_persons_data_and_suppresses_them(
         assert sqlite_hits(backend.path, [EMAIL, ANONYMOUS]) == {}
         assert sqlite_hits(backend.path, [USER]) == {"events.payload": 1}
         # Nor in the file's free space or its write-ahead log (secure_delete, the WAL emptied).
-        assert backend.data.wal_truncated is True
+        assert await backend.data.scrub() is True
         assert file_bytes_hits(backend.path, [EMAIL, ANONYMOUS]) == []
     if backend.url is not None:
         assert postgres_hits(backend.url, [EMAIL, ANONYMOUS]) == {}
