@@ -119,9 +119,16 @@ def serve_forever(
     client_secret: str = DEFAULT_CLIENT_SECRET,
     refresh_token: str = DEFAULT_REFRESH_TOKEN,
     custom_fields: Iterable[str] = (),
+    bulk: Mapping[str, Any] | None = None,
 ) -> None:
-    """Run a fake for demos until interrupted; prints where, never the secrets."""
+    """Run a fake for demos until interrupted; prints where, never the secrets.
+
+    `bulk` sets the Import/Export knobs of FakePardot by name (`import_rows_per_second`,
+    `import_queue_delay`, `export_rows_per_second`, `export_queue_delay`, `import_enabled`,
+    `export_user_time_zone`).
+    """
     fake = FakePardot(
+        **dict(bulk or {}),
         version=version,
         business_unit_ids={business_unit_id},
         custom_fields=set(custom_fields),
