@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
 
+from contracts.fake_pardot_bulk import BULK_PATHS, MAX_BODY_BYTES, bulk_call, journal_name
 from contracts.fake_pardot_oauth import AUTHORIZE_PATH, TOKEN_PATH, SalesforceOAuth
 from contracts.fake_pardot_ops import Reply, custom_field_query, dispatch, parse_path_identifiers
 from contracts.fake_pardot_state import (
@@ -80,11 +81,13 @@ class RunningFakePardot:
 
 
 def create_app(fake: FakePardot) -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[FAKE_KEY] = fake
     app.router.add_route("*", PROSPECT_PATH, _prospect_call)
     app.router.add_route("*", PROSPECT_PATH + "/{tail:.+}", _prospect_call)
     app.router.add_route("*", CUSTOM_FIELD_PATH, _prospect_call)
+    for path in BULK_PATHS:
+        app.router.add_route("*", path, _bulk_call)
     SalesforceOAuth(fake).add_routes(app)
     return app
 
@@ -116,9 +119,16 @@ def serve_forever(
     client_secret: str = DEFAULT_CLIENT_SECRET,
     refresh_token: str = DEFAULT_REFRESH_TOKEN,
     custom_fields: Iterable[str] = (),
+    bulk: Mapping[str, Any] | None = None,
 ) -> None:
-    """Run a fake for demos until interrupted; prints where, never the secrets."""
+    """Run a fake for demos until interrupted; prints where, never the secrets.
+
+    `bulk` sets the Import/Export knobs of FakePardot by name (`import_rows_per_second`,
+    `import_queue_delay`, `export_rows_per_second`, `export_queue_delay`, `import_enabled`,
+    `export_user_time_zone`).
+    """
     fake = FakePardot(
+        **dict(bulk or {}),
         version=version,
         business_unit_ids={business_unit_id},
         custom_fields=set(custom_fields),
@@ -142,20 +152,49 @@ async def _serve(fake: FakePardot, host: str, port: int) -> None:
 async def _prospect_call(request: web.Request) -> web.StreamResponse:
     fake = request.app[FAKE_KEY]
     custom_fields = request.match_info.get("object") == "customField"
-    fake.calls["customField" if custom_fields else request.match_info["operation"]] += 1
     params = await _params(request)
+
+    async def work() -> web.StreamResponse:
+        reply = _prospect_work(fake, request, params)
+        return _reply_response(reply, params.get("format") == "json")
+
+    counter = "customField" if custom_fields else request.match_info["operation"]
+    return await _counted(fake, request, counter, request.match_info["operation"], params, work)
+
+
+async def _bulk_call(request: web.Request) -> web.StreamResponse:
+    fake = request.app[FAKE_KEY]
+    name = journal_name(request)
+    params = dict(request.query)
+    return await _counted(fake, request, name, name, params, lambda: bulk_call(fake, request))
+
+
+async def _counted(
+    fake: FakePardot,
+    request: web.Request,
+    counter: str,
+    operation: str,
+    params: dict[str, str],
+    work: Callable[[], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """Every API call, prospect or bulk: counted, journaled, then answered."""
+    fake.calls[counter] += 1
     if fake.journal is not None:
-        entry = JournalEntry(request.match_info["operation"], params, time.monotonic())
+        entry = JournalEntry(operation, params, time.monotonic())
         fake.journal.append(entry)
         try:
-            return await _answer_call(fake, request, params)
+            return await _answer_call(fake, request, operation, params, work)
         finally:
             entry.answered = time.monotonic()
-    return await _answer_call(fake, request, params)
+    return await _answer_call(fake, request, operation, params, work)
 
 
 async def _answer_call(
-    fake: FakePardot, request: web.Request, params: Mapping[str, str]
+    fake: FakePardot,
+    request: web.Request,
+    operation: str,
+    params: Mapping[str, str],
+    work: Callable[[], Awaitable[web.StreamResponse]],
 ) -> web.StreamResponse:
     as_json = params.get("format") == "json"
     if fake.resets_pending > 0:
@@ -163,14 +202,13 @@ async def _answer_call(
         if request.transport is not None:
             request.transport.abort()
         return web.Response(status=500)  # never delivered: the connection is gone
-    operation = request.match_info["operation"]
     pending_here = [p for p in fake.foreign_pending if p.operation in (None, operation)]
     if pending_here:
         pending = pending_here[0]
         fake.foreign_pending.remove(pending)
         if pending.after_call:
             with suppress(PardotError, _BareFailure):
-                await _handle(fake, request, params)
+                await _handle(fake, request, work)
         answer = pending.answer
         return web.Response(
             status=answer.status,
@@ -178,7 +216,7 @@ async def _answer_call(
             headers={**answer.headers, "Content-Type": answer.content_type},
         )
     try:
-        reply = await _handle(fake, request, params)
+        return await _handle(fake, request, work)
     except PardotError as err:
         fake.errors.append(AnsweredError(err.code, err.message))
         return _error_response(err, as_json)
@@ -188,10 +226,11 @@ async def _answer_call(
             text=f"<html><body><h1>{failure.status}</h1></body></html>",
             content_type="text/html",
         )
-    return _reply_response(reply, as_json)
 
 
-async def _handle(fake: FakePardot, request: web.Request, params: Mapping[str, str]) -> Reply:
+async def _handle(
+    fake: FakePardot, request: web.Request, work: Callable[[], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """The checks in the order a client meets them: token, business unit, limits, the call."""
     fake.use_access_token(request.headers.get("Authorization"))
     unit = fake.check_business_unit(request.headers.get(BUSINESS_UNIT_HEADER))
@@ -211,14 +250,19 @@ async def _handle(fake: FakePardot, request: web.Request, params: Mapping[str, s
             if failure.err_code is None:
                 raise _BareFailure(failure.status)
             raise PardotError(failure.err_code, failure.message, status=failure.status)
-        version = int(request.match_info["version"])
-        if request.match_info.get("object") == "customField":
-            return custom_field_query(fake, version, request.match_info["operation"])
-        path_ids = parse_path_identifiers(request.match_info.get("tail", ""))
-        operation = request.match_info["operation"]
-        return dispatch(fake, version, operation, path_ids, params, request.method)
+        fake.advance_bulk()  # whatever imports and exports did meanwhile, this call sees
+        return await work()
     finally:
         fake.in_flight[unit] -= 1
+
+
+def _prospect_work(fake: FakePardot, request: web.Request, params: Mapping[str, str]) -> Reply:
+    version = int(request.match_info["version"])
+    if request.match_info.get("object") == "customField":
+        return custom_field_query(fake, version, request.match_info["operation"])
+    path_ids = parse_path_identifiers(request.match_info.get("tail", ""))
+    operation = request.match_info["operation"]
+    return dispatch(fake, version, operation, path_ids, params, request.method)
 
 
 async def _params(request: web.Request) -> dict[str, str]:

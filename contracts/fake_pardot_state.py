@@ -13,7 +13,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from contracts.fake_pardot_bulk_books import ExportBook, ImportBook
 
 # Pardot error codes (the body's err_code carries the meaning, not the HTTP status).
 INVALID_ACTION = 2
@@ -349,6 +353,22 @@ class FakePardot:
     # `updated_after` must overlap the last second and drop rows already seen.
     distinct_seconds: bool = True
 
+    # The bulk lane (PARDOT_API.md "Bulk: Import and Export"): how fast Pardot works through
+    # imports and exports, by `clock`. False: the account refuses to create imports.
+    import_enabled: bool = True
+    import_rows_per_second: float = 5000.0
+    import_queue_delay: float = 0.0
+    export_rows_per_second: float = 5000.0
+    export_queue_delay: float = 0.0
+    export_rows_per_file: int = 10_000
+    # Pardot's docs do not say custom fields can be exported: off, so code cannot count on it.
+    export_custom_fields: bool = False
+    # The zone of `clock` and of every stored time, and the zone of the API user, in which
+    # exports write their dates: different by default, so no client can mistake one for the
+    # other (or either for UTC).
+    account_time_zone: str = "UTC"
+    export_user_time_zone: str = "America/Los_Angeles"
+
     # Counters, read by tests.
     calls: Counter[str] = field(default_factory=Counter)
     max_in_flight: int = 0
@@ -374,6 +394,8 @@ class FakePardot:
     foreign_pending: list[PendingForeignAnswer] = field(default_factory=list)
     # A list to record every prospect and custom field call in (off by default: unbounded).
     journal: list[JournalEntry] | None = None
+    imports: ImportBook = field(default_factory=lambda: _books().ImportBook(), init=False)
+    exports: ExportBook = field(default_factory=lambda: _books().ExportBook(), init=False)
     _next_id: int = field(default=1001, init=False)
     # Prospects by lower-case email, so an account of 100,000 answers by-email calls quickly.
     _by_email: dict[str, list[ProspectRecord]] = field(default_factory=dict, init=False)
@@ -436,8 +458,9 @@ class FakePardot:
         self.refresh_busy_remaining += n
 
     def reset_daily_budget(self) -> None:
-        """What the account's midnight does."""
+        """What the account's midnight does (to calls and to import batches alike)."""
         self.budget_used.clear()
+        self.imports.batches_today = 0
 
     def issue_access_token(self, client_id: str = DEFAULT_CLIENT_ID) -> str:
         """A bearer token the Pardot endpoints accept, without going through OAuth."""
@@ -466,10 +489,17 @@ class FakePardot:
         for token in self.access_tokens.values():
             token.revoked = True
 
+    def advance_bulk(self) -> None:
+        """Let imports and exports progress as far as `clock` says they have by now."""
+        books = _books()
+        books.advance_imports(self)
+        books.advance_exports(self)
+
     # ---- inspection that never counts as an API call ------------------------------------
 
     def all_prospects(self, *, include_archived: bool = False) -> list[dict[str, Any]]:
         """Every prospect as a full read would render it, oldest id first."""
+        self.advance_bulk()
         return [
             self.render(r, "full")
             for r in sorted(self.records.values(), key=lambda r: r.id)
@@ -477,14 +507,17 @@ class FakePardot:
         ]
 
     def get_prospect(self, prospect_id: int) -> dict[str, Any] | None:
+        self.advance_bulk()
         record = self.records.get(prospect_id)
         return None if record is None else self.render(record, "full")
 
     def prospects_by_email(self, email: str) -> list[dict[str, Any]]:
+        self.advance_bulk()
         return [self.render(r, "full") for r in self.find_by_email(email)]
 
     def latest_by_email(self, email: str) -> dict[str, Any] | None:
         """The prospect with this email written last (by internal sequence, not the clock)."""
+        self.advance_bulk()
         matches = self.find_by_email(email)
         if not matches:
             return None
@@ -810,6 +843,13 @@ class FakePardot:
             name: computed[name] if name in computed else record.values.get(name)
             for name in STANDARD_FIELDS
         }
+
+
+def _books() -> ModuleType:
+    # Imported late: the bulk modules build on this one.
+    import contracts.fake_pardot_bulk_books as books
+
+    return books
 
 
 def _apply(record: ProspectRecord, changes: Mapping[str, Any]) -> None:

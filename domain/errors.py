@@ -88,3 +88,13 @@ class ConfigurationError(PardotError):
 class StoreUnusable(DestinationError):
     """The store (the queue's database) cannot be opened or is damaged; the message says
     which file and what to do. Start-up stops with it rather than run without a queue."""
+
+
+class ImportUnavailable(PardotError):
+    """The account will not take imports (the Import API is off for it, or the API user's
+    role lacks the Prospect Import ability): the work goes back to batches, with a warning."""
+
+
+class BulkLimitExceeded(PermanentPardotError):
+    """An import refused a batch by Pardot's limits (10 MB a batch, 10 batches an import,
+    1,000 batches a day): start another import, or send those rows by batches."""

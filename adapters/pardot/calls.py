@@ -26,6 +26,9 @@ from domain.errors import (
 )
 from domain.ports import PardotSlots, TokenProvider
 
+# Sends one request given the auth headers; reads a response (status, body, content type).
+Send = Callable[[Mapping[str, str]], Awaitable[httpx.Response]]
+Read = Callable[[int, bytes, str], Answer]
 # Read, update and upsert-by-key calls can be repeated safely after a lost answer; a
 # create cannot (the first may have succeeded), so it is retried only when nothing was sent.
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -72,15 +75,35 @@ class PardotCalls:
         expect: str | None = None,
         no_content: bool = False,
     ) -> Mapping[str, Any]:
+        """One form-encoded call of the legacy API (see `_exchange`). `no_content` takes an
+        empty 204 for success (a delete's answer), where any other call's empty body is no
+        answer at all."""
+        url = f"{self._base}/api/{resource}/version/{version}/do/{operation}"
+
+        async def post(headers: Mapping[str, str]) -> httpx.Response:
+            return await self._client.post(url, data={**form, "format": "json"}, headers=headers)
+
+        call = f"{resource}:{operation}"
+        read = _empty_204_or(decode) if no_content else decode
+        return await self._exchange(call, post, read, idempotent=idempotent, expect=expect)
+
+    async def _exchange(
+        self,
+        call: str,
+        send: Send,
+        read: Read,
+        *,
+        idempotent: bool = True,
+        expect: str | None = None,
+    ) -> Mapping[str, Any]:
         """One API call with the token refreshed once on 184 and retries with backoff.
 
-        `expect` names the key a successful answer must hold (a read without `prospect`
-        would otherwise look like "not found"); `no_content` takes an empty 204 for success
-        (a delete's answer), where any other call's empty body is no answer at all. Transport
-        errors leave as domain errors: a create whose request may have reached Pardot as
-        OutcomeUnknown, never retried here.
+        `send` makes the request given the auth headers; `read` turns the response into an
+        Answer. `expect` names the key a successful answer must hold (a read without
+        `prospect` would otherwise look like "not found"). Transport errors leave as domain
+        errors: a create whose request may have reached Pardot as OutcomeUnknown, never
+        retried here.
         """
-        call = f"{resource}:{operation}"
         retry_on = _retry_safe if idempotent else _retry_create
         try:
             async for attempt in stamina.retry_context(
@@ -92,9 +115,7 @@ class PardotCalls:
                 timeout=None,
             ):
                 with attempt:
-                    return await self._authenticated(
-                        version, call, form, idempotent, expect, no_content
-                    )
+                    return await self._authenticated(call, send, read, idempotent, expect)
         except httpx.TransportError as error:
             message = f"no answer from Pardot ({type(error).__name__})"
             if idempotent or isinstance(error, _UNSENT):
@@ -103,50 +124,33 @@ class PardotCalls:
         raise AssertionError("unreachable: stamina re-raises the last error")
 
     async def _authenticated(
-        self,
-        version: int,
-        operation: str,
-        form: Mapping[str, str],
-        idempotent: bool,
-        expect: str | None,
-        no_content: bool = False,
+        self, call: str, send: Send, read: Read, idempotent: bool, expect: str | None
     ) -> Mapping[str, Any]:
         token = await self._tokens.token()
         try:
-            body = await self._send(version, operation, form, token, idempotent, no_content)
+            body = await self._send(call, send, read, token, idempotent)
         except AuthenticationExpired:
             await self._tokens.invalidate(token)
             fresh = await self._tokens.token()
-            body = await self._send(version, operation, form, fresh, idempotent, no_content)
+            body = await self._send(call, send, read, fresh, idempotent)
         if expect is not None and expect not in body:
-            message = f"Pardot's answer to {operation.split('/')[0]} holds no {expect}"
+            operation = call.partition(":")[2].split("/")[0]
+            message = f"Pardot's answer to {operation} holds no {expect}"
             raise RetryableError(message) if idempotent else OutcomeUnknown(message)
         return body
 
     async def _send(
-        self,
-        version: int,
-        operation: str,
-        form: Mapping[str, str],
-        token: str,
-        idempotent: bool,
-        no_content: bool = False,
+        self, call: str, send: Send, read: Read, token: str, idempotent: bool
     ) -> Mapping[str, Any]:
-        resource, _, operation = operation.partition(":")
-        url = f"{self._base}/api/{resource}/version/{version}/do/{operation}"
         headers = {
             "Authorization": f"Bearer {token}",
             "Pardot-Business-Unit-Id": self._business_unit,
         }
         async with self._slots.slot():
             if self._on_call is not None:
-                await self._on_call(operation)
-            response = await self._client.post(
-                url, data={**form, "format": "json"}, headers=headers
-            )
-        if no_content and response.status_code == 204 and not response.content.strip():
-            return {}
-        answer: Answer = decode(
+                await self._on_call(call.partition(":")[2])
+            response = await send(headers)
+        answer: Answer = read(
             response.status_code, response.content, response.headers.get("content-type", "")
         )
         if answer.ok:
@@ -193,3 +197,12 @@ def _retry_create(error: Exception) -> bool:
     if isinstance(error, RetryableError):
         return not error.maybe_applied
     return isinstance(error, _UNSENT)
+
+
+def _empty_204_or(read: Read) -> Read:
+    def reading(status: int, content: bytes, content_type: str) -> Answer:
+        if status == 204 and not content.strip():
+            return Answer(True, {})
+        return read(status, content, content_type)
+
+    return reading

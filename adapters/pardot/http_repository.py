@@ -21,7 +21,7 @@ import httpx
 
 from adapters.memory.pardot_slots import InMemorySlots
 from adapters.pardot.batch_writes import write_v3, write_v4
-from adapters.pardot.calls import PardotCalls
+from adapters.pardot.bulk_http import PardotBulkCalls
 from adapters.pardot.responses import as_list, row_errors, to_prospect
 from domain.errors import (
     ConfigurationError,
@@ -45,8 +45,8 @@ DEFAULT_MAX_CONCURRENCY = 5  # Pardot answers 66 to the sixth concurrent request
 NOT_FOUND_CODES = frozenset({3, 4, 77})
 
 
-class PardotHttpRepository(PardotCalls):
-    """A PardotRepository that talks to Pardot (or our fake) over HTTP."""
+class PardotHttpRepository(PardotBulkCalls):
+    """A PardotRepository (and BulkPardot) that talks to Pardot (or our fake) over HTTP."""
 
     def __init__(
         self,
@@ -84,12 +84,6 @@ class PardotHttpRepository(PardotCalls):
 
     def __repr__(self) -> str:
         return f"PardotHttpRepository({self._base!r}, version={self._version})"
-
-    @property
-    def api_version(self) -> int:
-        if self._version is None:
-            raise ConfigurationError("the API version has not been detected yet")
-        return self._version
 
     async def detect_version(self) -> int:
         """Ask Pardot which version this business unit speaks (88 means 4, 89 means 3)."""

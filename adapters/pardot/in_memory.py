@@ -11,9 +11,10 @@ import asyncio
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 
+from adapters.pardot.in_memory_bulk import InMemoryBulk, _Export, _Import
 from domain.errors import ConfigurationError, PardotError, PermanentPardotError
 from domain.ports import BATCH_LIMIT, ProspectPage, ProspectQuery, ProspectWrite
 from domain.prospect import (
@@ -45,8 +46,8 @@ def pardot_time(tick: int) -> str:
     return (EPOCH + timedelta(seconds=tick)).strftime(_TIME)
 
 
-class InMemoryPardot:
-    """A PardotRepository that keeps prospects in a dict."""
+class InMemoryPardot(InMemoryBulk):
+    """A PardotRepository (and BulkPardot) that keeps prospects in a dict."""
 
     def __init__(
         self,
@@ -54,10 +55,14 @@ class InMemoryPardot:
         version: int = 4,
         custom_fields: Iterable[str] | Mapping[str, str] = (),
         yields: Iterator[int] | None = None,
+        import_enabled: bool = True,
+        account_zone: tzinfo = UTC,
     ) -> None:
         """`custom_fields` names the account's custom fields, or maps them to their types
         (`Text`, `Number`, `Date`). `yields` says how often each call gives way to the event
         loop before it acts (default once), so tests can draw interleavings that reproduce.
+        `import_enabled=False` refuses imports as such an account does; `account_zone` is the
+        zone of the stored times (exports write theirs in the zone they are asked for).
         """
         if version not in (3, 4):
             raise ValueError("version must be 3 or 4")
@@ -72,6 +77,11 @@ class InMemoryPardot:
         self._ids = itertools.count(1001)
         self._clock = itertools.count(1)
         self.calls: dict[str, int] = {}
+        self.import_enabled = import_enabled
+        self.account_zone = account_zone
+        self.bulk_imports: dict[int, _Import] = {}
+        self.bulk_exports: dict[int, _Export] = {}
+        self.batches_today = 0
 
     @property
     def api_version(self) -> int:

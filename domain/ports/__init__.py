@@ -1,9 +1,22 @@
 """The ports: what the domain needs from the outside world, as small async Protocols.
 
-One module per port family (`pardot`, `queue`, `history`, `store`); every public name is
+One module per port family (`pardot`, `bulk`, `queue`, `history`, `store`); every public name is
 re-exported here, so `from domain.ports import X` names a port without knowing its module.
 """
 
+from domain.ports.bulk import (
+    BULK_BATCH_BYTES,
+    BULK_BATCHES_PER_DAY,
+    BULK_BATCHES_PER_IMPORT,
+    BulkPardot,
+    ExportRequest,
+    ExportStatus,
+    ImportColumn,
+    ImportRowError,
+    ImportStatus,
+    export_time,
+    pardot_time_in,
+)
 from domain.ports.forget import Person, PersonalData, Removed, SuppressionList
 from domain.ports.history import DeliveryHistory, HistoryEntry
 from domain.ports.pardot import (
@@ -40,16 +53,25 @@ from domain.ports.store import (
 
 __all__ = [
     "BATCH_LIMIT",
+    "BULK_BATCHES_PER_DAY",
+    "BULK_BATCHES_PER_IMPORT",
+    "BULK_BATCH_BYTES",
     "PURGEABLE",
     "QUERY_LIMIT",
     "SETTLED",
     "SLOT_BUCKET_SECONDS",
     "STATES",
     "ApiCallCounts",
+    "BulkPardot",
     "DeliveryHistory",
     "EventQueue",
+    "ExportRequest",
+    "ExportStatus",
     "FieldStamp",
     "HistoryEntry",
+    "ImportColumn",
+    "ImportRowError",
+    "ImportStatus",
     "IndexState",
     "PardotRepository",
     "PardotSlots",
@@ -68,6 +90,8 @@ __all__ = [
     "SlotBusyLog",
     "SuppressionList",
     "TokenProvider",
+    "export_time",
     "message_id_of",
     "ordering_key_of",
+    "pardot_time_in",
 ]

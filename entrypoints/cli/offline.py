@@ -21,11 +21,49 @@ from entrypoints.cli.support import console
     "--api-version", "version", default="4", show_default=True, type=click.Choice(["3", "4"])
 )
 @click.option("--custom-field", "custom_fields", multiple=True, help="a custom field id (repeat)")
-def fake_pardot(host: str, port: int, version: str, custom_fields: tuple[str, ...]) -> None:
+@click.option(
+    "--import-rows-per-second", default=5000.0, show_default=True, help="import processing rate"
+)
+@click.option(
+    "--import-delay", default=0.0, show_default=True, help="seconds a submitted import waits"
+)
+@click.option(
+    "--export-rows-per-second", default=5000.0, show_default=True, help="export processing rate"
+)
+@click.option("--export-delay", default=0.0, show_default=True, help="seconds an export waits")
+@click.option(
+    "--no-imports", is_flag=True, help="refuse to create imports, as an account without them"
+)
+@click.option(
+    "--export-time-zone",
+    default="America/Los_Angeles",
+    show_default=True,
+    help="the API user's zone, in which exports write dates",
+)
+def fake_pardot(
+    host: str,
+    port: int,
+    version: str,
+    custom_fields: tuple[str, ...],
+    import_rows_per_second: float,
+    import_delay: float,
+    export_rows_per_second: float,
+    export_delay: float,
+    no_imports: bool,
+    export_time_zone: str,
+) -> None:
     """Run the fake Pardot (and Salesforce login) to try a pipeline offline."""
     from contracts.fake_pardot import serve_forever
 
-    serve_forever(host, port, version=int(version), custom_fields=list(custom_fields))
+    bulk = {
+        "import_rows_per_second": import_rows_per_second,
+        "import_queue_delay": import_delay,
+        "export_rows_per_second": export_rows_per_second,
+        "export_queue_delay": export_delay,
+        "import_enabled": not no_imports,
+        "export_user_time_zone": export_time_zone,
+    }
+    serve_forever(host, port, version=int(version), custom_fields=list(custom_fields), bulk=bulk)
 
 
 @click.command()

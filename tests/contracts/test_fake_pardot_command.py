@@ -41,3 +41,34 @@ def test_the_fake_pardot_command_serves_the_readme_example() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_the_fake_pardot_command_takes_the_bulk_knobs() -> None:
+    """`--no-imports` reaches the fake: creating an import is refused as Pardot refuses it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "entrypoints.cli.main", "fake-pardot", "--port", "0",
+         "--no-imports", "--import-delay", "30", "--export-time-zone", "Asia/Tokyo"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        found = re.search(r"on (http://127\.0\.0\.1:\d+)", process.stdout.readline())
+        assert found is not None
+        base = found.group(1)
+        token = httpx.post(
+            f"{base}/services/oauth2/token",
+            data={"grant_type": "refresh_token", "refresh_token": "demo-refresh-token",
+                  "client_id": "demo-client-id", "client_secret": "demo-client-secret"},
+        ).json()["access_token"]  # fmt: skip
+        refused = httpx.post(
+            f"{base}/api/import/version/4/do/create?format=json",
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Pardot-Business-Unit-Id": "0Uv000000000001AAA",
+            },
+            json={"operation": "Upsert", "object": "Prospect"},
+        )
+        assert refused.json()["@attributes"]["err_code"] == 46
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
