@@ -23,10 +23,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from domain.ports import BATCH_LIMIT, ProspectWrite
+from domain.ports import (
+    BATCH_LIMIT,
+    BULK_BATCH_BYTES,
+    BULK_BATCHES_PER_IMPORT,
+    ImportColumn,
+    ProspectWrite,
+)
 
-MAX_FILE_BYTES = 10 * 1000 * 1000 - 1  # Pardot: each file under 10 MB
-MAX_FILES = 10  # files an import may hold
+MAX_FILE_BYTES = BULK_BATCH_BYTES - 1  # Pardot: each file (batch) smaller than 10 MB
+MAX_FILES = BULK_BATCHES_PER_IMPORT
 # The calls an import costs beside its files: create, submit, reading the errors, and the
 # status reads of a run of a few minutes (backing off from 5 s to 60 s: 5, 10, 20, 40, 60...).
 IMPORT_FIXED_CALLS = 11
@@ -35,15 +41,6 @@ MIN_IMPORT_ROWS = BATCH_LIMIT * (IMPORT_FIXED_CALLS + 1) + 1
 
 Match = Literal["prospect_id", "salesforce_fid", "email"]
 _MATCH_BY: dict[str, Match] = {"id": "prospect_id", "fid": "salesforce_fid", "email": "email"}
-
-
-@dataclass(frozen=True)
-class ImportColumn:
-    """A column of an import: `overwrite` false only fills new prospects (v3 creates)."""
-
-    name: str
-    overwrite: bool = True
-    null_overwrite: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,7 +104,7 @@ def plan_imports(
         members = [rows[p] for p in positions]
         columns = tuple(
             [ImportColumn(n, True, any(r.fields[n] == "" for r in members)) for n in sorted(names)]
-            + [ImportColumn(n, False, False) for n in sorted(only_new)]
+            + [ImportColumn(n, overwrite=False, null_overwrite=False) for n in sorted(only_new)]
         )
         plan.imports.extend(_split(match, columns, positions, rows, max_file_bytes))
     plan.by_batches.sort()
@@ -131,7 +128,7 @@ def _split(
     max_file_bytes: int,
 ) -> list[PlannedImport]:
     """The rows as files under `max_file_bytes`, at most MAX_FILES an import."""
-    header = _line([match, *(c.name for c in columns)])
+    header = _line([match, *(c.field for c in columns)])
     imports: list[PlannedImport] = []
     files: list[bytes] = []
     carried: list[int] = []
@@ -156,7 +153,7 @@ def _split(
 
 
 def _cell(row: ProspectWrite, column: ImportColumn) -> str:
-    value = row.fields[column.name] if column.overwrite else row.create_fields[column.name]
+    value = row.fields[column.field] if column.overwrite else row.create_fields[column.field]
     assert isinstance(value, str)  # importable() let no multi-value field through
     return value
 

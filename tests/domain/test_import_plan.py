@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.ports import ProspectWrite
+from domain.ports import ImportColumn
 from domain.sync.imports import (
     MAX_FILES,
     MIN_IMPORT_ROWS,
-    ImportColumn,
     importable,
     pays,
     plan_imports,
@@ -88,7 +88,7 @@ def test_each_row_is_planned_once_and_its_files_say_exactly_what_it_writes(
         assert 1 <= len(planned.files) <= MAX_FILES
         assert all(len(f) <= max_file_bytes for f in planned.files)
         header, lines = read(planned.files)
-        assert header == [planned.match, *(c.name for c in planned.columns)]
+        assert header == [planned.match, *(c.field for c in planned.columns)]
         assert len(lines) == len(planned.rows)
         members = [drawn[p] for p in planned.rows]
         keys = [m.key.lower() if m.by == "email" else m.key for m in members]
@@ -96,14 +96,14 @@ def test_each_row_is_planned_once_and_its_files_say_exactly_what_it_writes(
         for row, line in zip(members, lines, strict=True):
             assert importable(row, version)
             assert line[0] == row.key
-            written = {c.name: v for c, v in zip(planned.columns, line[1:], strict=True)}
-            overwrite = {c.name for c in planned.columns if c.overwrite}
+            written = {c.field: v for c, v in zip(planned.columns, line[1:], strict=True)}
+            overwrite = {c.field for c in planned.columns if c.overwrite}
             assert {n: written[n] for n in overwrite} == row.fields
             assert {n: written[n] for n in written if n not in overwrite} == {
                 n: v for n, v in row.create_fields.items() if n not in row.fields
             }
         for column in planned.columns:
-            clears = any(m.fields.get(column.name) == "" for m in members)
+            clears = any(m.fields.get(column.field) == "" for m in members)
             assert column.null_overwrite == (column.overwrite and clears)
         if version >= 4:
             assert planned.match in ("prospect_id", "salesforce_fid")
@@ -112,7 +112,7 @@ def test_each_row_is_planned_once_and_its_files_say_exactly_what_it_writes(
             assert planned.match == "email"
     shapes: dict[tuple[str, frozenset[str]], int] = {}
     for planned in plan.imports:
-        shape = (planned.match, frozenset(c.name for c in planned.columns if c.overwrite))
+        shape = (planned.match, frozenset(c.field for c in planned.columns if c.overwrite))
         shapes[shape] = shapes.get(shape, 0) + len(planned.rows)
     assert all(n >= min_rows for n in shapes.values())
 
@@ -137,7 +137,7 @@ def test_v3_fields_for_new_prospects_only_are_columns_that_do_not_overwrite() ->
         for i in range(4)
     ]
     [planned] = plan_imports(drawn, version=3, min_rows=4).imports
-    assert planned.columns[-1] == ImportColumn("campaign_id", overwrite=False)
+    assert planned.columns[-1] == ImportColumn("campaign_id", overwrite=False, null_overwrite=False)
     assert planned.files[0].decode().splitlines()[:2] == [
         "email,first_name,campaign_id",
         "p0@x.io,P,7",
