@@ -44,8 +44,9 @@ def settle(
     the ceiling, so events that failed together do not all come back together.
     """
     if isinstance(outcome, Delivered):
+        reason = f"{outcome.reason} ({outcome.via})" if outcome.via else outcome.reason
         return Settlement(
-            "delivered", outcome.reason, prospect=outcome.prospect, fields=dict(outcome.fields)
+            "delivered", reason, prospect=outcome.prospect, fields=dict(outcome.fields)
         )
     if isinstance(outcome, Skipped):
         return Settlement("skipped", outcome.reason)

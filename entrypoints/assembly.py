@@ -24,9 +24,11 @@ from pydantic import SecretStr
 from domain.budget import DailyBudget
 from domain.errors import ConfigurationError, InvalidSettings
 from domain.index import IndexKeeper
-from domain.ports import EventQueue, PardotRepository, ProspectIndex, ProspectStore
+from domain.ports import BulkPardot, EventQueue, PardotRepository, ProspectIndex, ProspectStore
 from domain.settings import DestinationSettings
 from domain.sync import SyncService
+from domain.sync.import_lane import ImportLane, ImportPolling
+from domain.sync.imports import MIN_IMPORT_ROWS
 from entrypoints.config import ServiceConfig
 from entrypoints.metering import MeteredTokens
 from entrypoints.metrics import Metrics
@@ -96,8 +98,19 @@ def sync_service(
     index: IndexKeeper | None,
     *,
     waiting: Callable[[], Awaitable[int]] | None = None,
+    bulk: BulkPardot | None = None,
 ) -> SyncService:
-    """The sync service the configuration asks for: the real run's and the dry run's."""
+    """The sync service the configuration asks for: the real run's (with `bulk`, Pardot's
+    Import API for large backlogs unless DESTINATION_BULK=off) and the dry run's."""
+    imports = None
+    if bulk is not None and config.bulk == "auto":
+        imports = ImportLane(
+            bulk,
+            destination.api_version,
+            min_rows=config.bulk_min_rows or MIN_IMPORT_ROWS,
+            polling=ImportPolling(first=config.import_poll_seconds),
+            timeout=config.import_timeout_seconds,
+        )
     return SyncService(
         repository,
         destination,
@@ -108,6 +121,7 @@ def sync_service(
         index=index,
         change_detection=config.change_detection,
         waiting=waiting,
+        imports=imports,
     )
 
 

@@ -136,6 +136,14 @@ class ServiceConfig(BaseSettings):
     index_refresh_seconds: float = _env("DESTINATION_INDEX_REFRESH_SECONDS", 60.0, gt=0)
     index_lag_seconds: float = _env("DESTINATION_INDEX_LAG_SECONDS", 0.0, ge=0)
     change_detection: bool = _env("DESTINATION_CHANGE_DETECTION", True)
+    # The bulk lane (Pardot's Import API) for large backlogs: `off` keeps batches of 50 only.
+    bulk: Literal["auto", "off"] = _env("DESTINATION_BULK", "auto")
+    # The fewest rows an import carries; unset, where an import's fixed calls beat batches.
+    bulk_min_rows: int | None = _env("DESTINATION_BULK_MIN_ROWS", None, ge=1)
+    # A submitted import cannot be cancelled: past this, `status` and the log warn.
+    import_timeout_seconds: float = _env("DESTINATION_IMPORT_TIMEOUT_SECONDS", 1800.0, gt=0)
+    # The first wait before reading an import's state (then doubling, at most 60 s).
+    import_poll_seconds: float = _env("DESTINATION_IMPORT_POLL_SECONDS", 5.0, gt=0)
 
     @field_validator("write_keys", "destination_keys", mode="before")
     @classmethod

@@ -266,6 +266,7 @@ class Container(containers.DeclarativeContainer):
         prospect_store,
         index_keeper,
         waiting=providers.Callable(assembly.backlog, queue),
+        bulk=repository,
     )
 
     # Forgetting a person (entrypoints/forget_wiring.py): `forget`, /admin/forget, and the

@@ -12,10 +12,20 @@ import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from domain.errors import PardotError
-from domain.ports import PardotRepository, ProspectWrite, TokenProvider
+from domain.ports import (
+    BulkPardot,
+    ExportRequest,
+    ExportStatus,
+    ImportColumn,
+    ImportRowError,
+    ImportStatus,
+    PardotRepository,
+    ProspectWrite,
+    TokenProvider,
+)
 from domain.prospect import CustomField, Fields, Prospect
 from entrypoints.metrics import Metrics
 
@@ -27,6 +37,8 @@ class MeteredRepository:
 
     def __init__(self, inner: PardotRepository, metrics: Metrics) -> None:
         self._inner = inner
+        # Both repository adapters (HTTP, in memory) serve the bulk lane as well.
+        self._bulk = cast("BulkPardot", inner)
         self._metrics = metrics
         self.calls = 0
 
@@ -85,6 +97,36 @@ class MeteredRepository:
     async def delete_prospect(self, prospect_id: int) -> bool:
         return await self._count("delete", lambda: self._inner.delete_prospect(prospect_id))
 
+    # The bulk lane (BulkPardot), counted like any call: /metrics shows imports and exports.
+    async def create_import(
+        self, columns: Sequence[ImportColumn], *, restore_deleted: bool = False
+    ) -> ImportStatus:
+        return await self._count(
+            "import_create",
+            lambda: self._bulk.create_import(columns, restore_deleted=restore_deleted),
+        )
+
+    async def add_import_batch(self, import_id: int, csv_data: bytes) -> None:
+        await self._count("import_batch", lambda: self._bulk.add_import_batch(import_id, csv_data))
+
+    async def submit_import(self, import_id: int) -> ImportStatus:
+        return await self._count("import_submit", lambda: self._bulk.submit_import(import_id))
+
+    async def read_import(self, import_id: int) -> ImportStatus:
+        return await self._count("import_read", lambda: self._bulk.read_import(import_id))
+
+    async def import_errors(self, import_id: int) -> list[ImportRowError]:
+        return await self._count("import_errors", lambda: self._bulk.import_errors(import_id))
+
+    async def create_export(self, request: ExportRequest) -> ExportStatus:
+        return await self._count("export_create", lambda: self._bulk.create_export(request))
+
+    async def read_export(self, export_id: int) -> ExportStatus:
+        return await self._count("export_read", lambda: self._bulk.read_export(export_id))
+
+    async def download_export(self, ref: str) -> list[dict[str, str]]:
+        return await self._count("export_download", lambda: self._bulk.download_export(ref))
+
 
 @dataclass
 class TokenState:
@@ -115,6 +157,8 @@ class MeteredTokens:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._inner = inner
+        # Both repository adapters (HTTP, in memory) serve the bulk lane as well.
+        self._bulk = cast("BulkPardot", inner)
         self._metrics = metrics
         self._clock = clock
         self._seen: bytes | None = None

@@ -24,6 +24,7 @@ from domain.isolation import isolate, last_line
 from domain.ports import DeliveryHistory, EventQueue, QueuedEvent, Settlement, ordering_key_of
 from domain.settlement import RetryPolicy, settle
 from domain.sync import Delivered, Outcome, RetryLater, SyncService
+from entrypoints.bulk_leases import BulkLeases
 from entrypoints.door_traffic import CROWDED_BATCH, DoorTraffic
 from entrypoints.history import entry, outcome_of
 from entrypoints.metrics import Metrics
@@ -100,6 +101,7 @@ class DeliveryWorker:
         # Without one (a worker nothing can notify), the idle wait is the poll alone.
         self._wakeup = wakeup or Wakeup()
         self._queue = queue
+        self._bulk = BulkLeases(queue)
         self._sync_service = sync_service
         self._readiness = readiness
         self._metrics = metrics
@@ -157,6 +159,9 @@ class DeliveryWorker:
                     # Requests still crowd the door: one small batch at a time meanwhile.
                     await rounds.finished()
                     limit = min(limit, CROWDED_BATCH)
+                else:
+                    service = await self._sync_service()
+                    limit = await self._bulk.limit(service.imports) or limit
                 leased = await self._lease(limit)
                 if leased:
                     rounds.start(self._work(leased))

@@ -16,6 +16,7 @@ from domain.index import IndexKeeper
 from domain.ports import PardotRepository, ProspectStore
 from domain.prospect import CustomField, Prospect, stored_form
 from domain.sync.grouping import Group
+from domain.sync.import_lane import ImportLane
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class Context:
     # from the index only while it is `fresh`: its watermark began after that arrival.
     arrived: datetime | None = None
     fresh: bool = False
+    # Large sets of updates go by Pardot imports (the bulk lane); None: batches only.
+    imports: ImportLane | None = None
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,8 @@ _MATCH_BY: dict[str, Match] = {"id": "prospect_id", "fid": "salesforce_fid", "em
 
 @dataclass(frozen=True)
 class PlannedImport:
-    """One import: its columns after the match column, the positions (in the rows planned) of
-    the rows it carries, and its files, each with the header row."""
+    """One import: its columns (the match column first, as in the files), the positions (in
+    the rows planned) of the rows it carries, and its files, each with the header row."""
 
     match: Match
     columns: tuple[ImportColumn, ...]
@@ -103,7 +103,11 @@ def plan_imports(
             continue
         members = [rows[p] for p in positions]
         columns = tuple(
-            [ImportColumn(n, True, any(r.fields[n] == "" for r in members)) for n in sorted(names)]
+            [ImportColumn(match, overwrite=False, null_overwrite=False)]
+            + [
+                ImportColumn(n, True, any(r.fields[n] == "" for r in members))
+                for n in sorted(names)
+            ]
             + [ImportColumn(n, overwrite=False, null_overwrite=False) for n in sorted(only_new)]
         )
         plan.imports.extend(_split(match, columns, positions, rows, max_file_bytes))
@@ -128,14 +132,14 @@ def _split(
     max_file_bytes: int,
 ) -> list[PlannedImport]:
     """The rows as files under `max_file_bytes`, at most MAX_FILES an import."""
-    header = _line([match, *(c.field for c in columns)])
+    header = _line([c.field for c in columns])
     imports: list[PlannedImport] = []
     files: list[bytes] = []
     carried: list[int] = []
     current = [header]
     size = len(header)
     for position in positions:
-        line = _line([rows[position].key, *(_cell(rows[position], c) for c in columns)])
+        line = _line([rows[position].key, *(_cell(rows[position], c) for c in columns[1:])])
         if len(header) + len(line) > max_file_bytes:
             raise ValueError(f"one row of {len(line)} bytes cannot fit in an import file")
         if size + len(line) > max_file_bytes:

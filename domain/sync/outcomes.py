@@ -33,6 +33,7 @@ class Delivered:
     # For the operator's "why?" (explain, history): not part of what the outcome means.
     fields: Mapping[str, FieldValue] = field(default_factory=dict, compare=False)
     prospect: str | None = field(default=None, compare=False)
+    via: str = field(default="", compare=False)  # the Pardot import that wrote it, if any
 
     @property
     def unchanged(self) -> bool:

@@ -35,6 +35,7 @@ from domain.sync.context import Context, LookupValues, NeedsCreate, Stale, Targe
 from domain.sync.create import written_by_create
 from domain.sync.fresh import resolve_fresh
 from domain.sync.grouping import Group, group_planned, plan_events, settle
+from domain.sync.import_lane import ImportLane
 from domain.sync.learn import learn_upserted
 from domain.sync.outcomes import Delivered, Outcome, Rejected, RetryLater
 from domain.sync.write import indexed, write_targets
@@ -68,11 +69,14 @@ class SyncService:
         index: IndexKeeper | None = None,
         change_detection: bool = True,
         waiting: Callable[[], Awaitable[int]] | None = None,
+        imports: ImportLane | None = None,
     ) -> None:
         """`index` lets decisions read the account from the store (scanned when it pays,
         refreshed from Pardot's own times); `waiting` counts the queued events, which decides
         whether a scan pays. `change_detection` skips writes of values the index holds.
+        `imports` writes large sets of updates by Pardot imports (the bulk lane).
         """
+        self._imports = imports
         self._repository = repository
         self._keeper = index
         self._change_detection = change_detection
@@ -90,6 +94,10 @@ class SyncService:
     @property
     def settings(self) -> DestinationSettings:
         return self._settings
+
+    @property
+    def imports(self) -> ImportLane | None:
+        return self._imports
 
     async def prepare(self) -> None:
         """Check the setup before the first delivery: the lookup field must exist.
@@ -149,6 +157,7 @@ class SyncService:
             self._store,
             LookupValues(self._settings.lookup_field, self._lookup),
             self._note_broken,
+            imports=self._imports,
         )
         keeper = self._keeper
         if keeper is None:

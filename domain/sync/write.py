@@ -142,6 +142,19 @@ async def write_chunk(
             for group in item.groups:
                 settle(outcomes, group, outcome_of(error))
         return []
+    return await applied(chunk, errors, outcomes, context)
+
+
+async def applied(
+    chunk: list[Pending],
+    errors: list[PardotError | None],
+    outcomes: list[Outcome | None],
+    context: Context,
+    *,
+    via: str = "",
+) -> list[Group]:
+    """Learn and settle what a write call (or an import, `via` naming it) answered per row;
+    returns the groups whose prospect Pardot no longer has (error 3), to resolve again."""
     gone: list[Group] = []
     written: list[Prospect] = []
     await asyncio.gather(
@@ -154,7 +167,9 @@ async def write_chunk(
     for item, row_error in zip(chunk, errors, strict=True):
         if row_error is None:
             target = item.target
-            outcome: Outcome = Delivered(target.reason, target.prospect_id, prospect=target.key)
+            outcome: Outcome = Delivered(
+                target.reason, target.prospect_id, prospect=target.key, via=via
+            )
             if item.indexed is not None:
                 assert context.index is not None
                 written.append(as_written(item.indexed, item.row.fields, context.index.field_type))
@@ -225,9 +240,39 @@ async def write_targets(
             decisions = [ride(d) if isinstance(d.verdict, Unchanged) else d for d in decisions]
         prepared = await asyncio.gather(*(prepare_write(d, outcomes, context) for d in decisions))
         pending = [item for item in prepared if item is not None]
-        chunks = [pending[i : i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
+        batched = await by_imports(pending, outcomes, context)
+        chunks = [batched[i : i + BATCH_LIMIT] for i in range(0, len(batched), BATCH_LIMIT)]
         lists = await asyncio.gather(*(write_chunk(c, outcomes, context) for c in chunks))
     return Written(pending, [group for gone in lists for group in gone])
+
+
+async def by_imports(
+    pending: list[Pending], outcomes: list[Outcome | None], context: Context
+) -> list[Pending]:
+    """Write what pays by Pardot imports (`import_lane`), settling those rows; returns the
+    rows left for batch calls (all of them without a lane, or when no import pays)."""
+    lane = context.imports
+    if lane is None or not pending:
+        return pending
+    plan = lane.plan([item.row for item in pending])
+    if not plan.imports:
+        return pending
+    left = list(plan.by_batches)
+    keys = [item.row.key for item in pending]
+    results = await asyncio.gather(*(lane.send(keys, planned) for planned in plan.imports))
+    for planned, imported in zip(plan.imports, results, strict=True):
+        if imported is None:
+            left.extend(planned.rows)
+            continue
+        # A row the import refused goes by a batch call: its answer has Pardot's code, so a
+        # prospect gone since the index saw it (3) is resolved again, and a row Pardot
+        # refuses either way is settled with Pardot's reason, as a batch row's is.
+        written = [i for i in planned.rows if imported.refusals[i] is None]
+        left.extend(i for i in planned.rows if imported.refusals[i] is not None)
+        carried = [pending[i] for i in written]
+        errors: list[PardotError | None] = [None] * len(carried)
+        await applied(carried, errors, outcomes, context, via=f"import {imported.id}")
+    return [pending[i] for i in sorted(left)]
 
 
 async def _refreshed(context: Context) -> bool:

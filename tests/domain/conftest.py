@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -8,6 +10,7 @@ from adapters.pardot.in_memory import InMemoryPardot
 from domain.events import parse_event
 from domain.settings import DestinationSettings
 from domain.sync import Outcome, SyncService
+from domain.sync.import_lane import ImportLane, ImportPolling
 from tests.strategies import BUSINESS_UNIT
 
 
@@ -21,6 +24,19 @@ def make_settings(**overrides: Any) -> DestinationSettings:
     return DestinationSettings(**values)
 
 
+# The rule properties hold with the bulk lane on: the updates of one column set in a
+# call go by a Pardot import, every one of them (PARDOT_TEST_BULK=off: batches only).
+BULK = os.environ.get("PARDOT_TEST_BULK", "auto") != "off"
+
+
+async def _no_wait(seconds: float) -> None:
+    await asyncio.sleep(0)
+
+
+def bulk_lane(pardot: InMemoryPardot, version: int) -> ImportLane:
+    return ImportLane(pardot, version, min_rows=1, polling=ImportPolling(0, 0), sleep=_no_wait)
+
+
 class World:
     """An in-memory Pardot, an identity map and the sync service wired together."""
 
@@ -31,6 +47,7 @@ class World:
         *,
         create_campaign_id: str | None = None,
         yields: Iterator[int] | None = None,
+        bulk: bool = BULK,
     ) -> None:
         self.settings = settings
         lookup = settings.lookup_field
@@ -45,7 +62,11 @@ class World:
         )
         self.store = InMemoryProspectStore()
         self.service = SyncService(
-            self.pardot, settings, self.store, create_campaign_id=create_campaign_id
+            self.pardot,
+            settings,
+            self.store,
+            create_campaign_id=create_campaign_id,
+            imports=bulk_lane(self.pardot, settings.api_version) if bulk else None,
         )
 
     async def send(self, *payloads: dict[str, Any]) -> list[Outcome]:

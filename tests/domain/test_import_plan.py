@@ -15,8 +15,7 @@ import io
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.ports import ProspectWrite
-from domain.ports import ImportColumn
+from domain.ports import ImportColumn, ProspectWrite
 from domain.sync.imports import (
     MAX_FILES,
     MIN_IMPORT_ROWS,
@@ -88,7 +87,8 @@ def test_each_row_is_planned_once_and_its_files_say_exactly_what_it_writes(
         assert 1 <= len(planned.files) <= MAX_FILES
         assert all(len(f) <= max_file_bytes for f in planned.files)
         header, lines = read(planned.files)
-        assert header == [planned.match, *(c.field for c in planned.columns)]
+        assert header == [c.field for c in planned.columns]
+        assert planned.columns[0].field == planned.match
         assert len(lines) == len(planned.rows)
         members = [drawn[p] for p in planned.rows]
         keys = [m.key.lower() if m.by == "email" else m.key for m in members]
@@ -96,13 +96,14 @@ def test_each_row_is_planned_once_and_its_files_say_exactly_what_it_writes(
         for row, line in zip(members, lines, strict=True):
             assert importable(row, version)
             assert line[0] == row.key
-            written = {c.field: v for c, v in zip(planned.columns, line[1:], strict=True)}
-            overwrite = {c.field for c in planned.columns if c.overwrite}
+            columns = planned.columns[1:]
+            written = {c.field: v for c, v in zip(columns, line[1:], strict=True)}
+            overwrite = {c.field for c in columns if c.overwrite}
             assert {n: written[n] for n in overwrite} == row.fields
             assert {n: written[n] for n in written if n not in overwrite} == {
                 n: v for n, v in row.create_fields.items() if n not in row.fields
             }
-        for column in planned.columns:
+        for column in planned.columns[1:]:
             clears = any(m.fields.get(column.field) == "" for m in members)
             assert column.null_overwrite == (column.overwrite and clears)
         if version >= 4:
@@ -112,7 +113,7 @@ def test_each_row_is_planned_once_and_its_files_say_exactly_what_it_writes(
             assert planned.match == "email"
     shapes: dict[tuple[str, frozenset[str]], int] = {}
     for planned in plan.imports:
-        shape = (planned.match, frozenset(c.field for c in planned.columns if c.overwrite))
+        shape = (planned.match, frozenset(c.field for c in planned.columns[1:] if c.overwrite))
         shapes[shape] = shapes.get(shape, 0) + len(planned.rows)
     assert all(n >= min_rows for n in shapes.values())
 
@@ -126,6 +127,7 @@ def test_a_blank_overwrites_only_in_a_column_that_an_event_clears() -> None:
     ]
     [planned] = plan_imports(drawn, version=4, min_rows=5).imports
     assert planned.columns == (
+        ImportColumn("prospect_id", overwrite=False, null_overwrite=False),
         ImportColumn("company", overwrite=True, null_overwrite=True),
         ImportColumn("plan", overwrite=True, null_overwrite=False),
     )
