@@ -6,12 +6,14 @@ Facts from Pardot's Import and Export pages (PARDOT_API.md, "Bulk: Import and Ex
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from adapters.pardot.in_memory import InMemoryPardot
+from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID
 from domain.errors import BulkLimitExceeded, ImportUnavailable, PermanentPardotError
 from domain.ports import (
     BULK_BATCH_BYTES,
@@ -21,7 +23,7 @@ from domain.ports import (
     ImportStatus,
     export_time,
 )
-from tests.contracts.conftest import Backend
+from tests.contracts.conftest import Backend, open_backend
 
 USER_ZONE = ZoneInfo("America/Los_Angeles")  # the API user's zone, not the account's (UTC)
 
@@ -232,3 +234,48 @@ async def test_exports_finish_one_at_a_time_oldest_first(v4: Backend) -> None:
     second = await v4.repo.create_export(request)  # type: ignore[attr-defined]
     await finished_export(v4, second.id)
     assert (await v4.repo.read_export(first.id)).state == "Complete"  # type: ignore[attr-defined]
+
+
+async def test_every_bulk_call_is_counted_like_any_call() -> None:
+    """The budget hook hears of each bulk request, downloads and status reads included."""
+    heard: list[str] = []
+
+    async def on_call(operation: str) -> None:
+        heard.append(operation.split("/")[0])
+
+    async with AsyncExitStack() as stack:
+        backend = await open_backend(stack, "http", 3, on_call=on_call)
+        status = await run_import(
+            backend, [ImportColumn("email")], "email\nnew@example.com\nbroken\n"
+        )
+        await backend.repo.import_errors(status.id)  # type: ignore[attr-defined]
+        assert backend.fake is not None
+        assert heard[:3] == ["create", "batch", "update"]
+        assert heard[3:-1] == ["read"] * (len(heard) - 4) and heard[-1] == "downloadErrors"
+        assert backend.fake.budget_used[DEFAULT_BUSINESS_UNIT_ID] == len(heard)
+
+
+async def test_a_submit_whose_answer_was_lost_is_found_submitted() -> None:
+    """Pardot took the submit but a proxy ate the answer: the retry's 155 ("must be Open")
+    is read as done, not as a failure."""
+    async with AsyncExitStack() as stack:
+        backend = await open_backend(stack, "http", 3)
+        assert backend.fake is not None
+        repo = backend.repo
+        created = await repo.create_import([])  # type: ignore[attr-defined]
+        await repo.add_import_batch(created.id, b"email\na@example.com\n")  # type: ignore[attr-defined]
+        backend.fake.answer_next(1, "gateway", after_call=True, operation="import/update")
+        submitted = await repo.submit_import(created.id)  # type: ignore[attr-defined]
+        assert submitted.state != "Open"
+        assert (await finished_import(backend, created.id)).created == 1
+
+
+async def test_an_answer_that_is_not_pardots_is_retried_not_believed() -> None:
+    async with AsyncExitStack() as stack:
+        backend = await open_backend(stack, "http", 4)
+        assert backend.fake is not None
+        created = await backend.repo.create_import([])  # type: ignore[attr-defined]
+        backend.fake.answer_next(1, "empty_object", operation="import/read")
+        status = await backend.repo.read_import(created.id)  # type: ignore[attr-defined]
+        assert status.state == "Open"
+        assert backend.fake.calls["import/read"] == 2
