@@ -245,8 +245,8 @@ async def _handle(
         if fake.daily_budget is not None and fake.budget_used[unit] >= fake.daily_budget:
             raise PardotError(DAILY_LIMIT)
         fake.budget_used[unit] += 1
-        if fake.failures:
-            failure = fake.failures.pop(0)
+        failure = fake.next_failure(request.path)
+        if failure is not None:
             if failure.err_code is None:
                 raise _BareFailure(failure.status)
             raise PardotError(failure.err_code, failure.message, status=failure.status)

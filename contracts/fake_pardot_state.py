@@ -199,6 +199,7 @@ class InjectedFailure:
     status: int
     err_code: int | None
     message: str | None
+    only: str | None = None  # a part of the request's path: only such calls get it
 
 
 @dataclass(frozen=True)
@@ -415,12 +416,21 @@ class FakePardot:
         status: int = 400,
         err_code: int | None = UNABLE_TO_SAVE,
         message: str | None = None,
+        only: str | None = None,
     ) -> None:
         """Answer the next `n` authenticated calls with this error instead of doing them.
 
-        `err_code=None` sends a bare non-Pardot answer (say a 503 from a proxy).
+        `err_code=None` sends a bare non-Pardot answer (say a 503 from a proxy); `only`
+        (a part of the path, say `/import/version/4/do/batch`) spares every other call.
         """
-        self.failures.extend(InjectedFailure(status, err_code, message) for _ in range(n))
+        self.failures.extend(InjectedFailure(status, err_code, message, only) for _ in range(n))
+
+    def next_failure(self, path: str) -> InjectedFailure | None:
+        """The queued failure this call gets, if any (taken off the queue)."""
+        for position, failure in enumerate(self.failures):
+            if failure.only is None or failure.only in path:
+                return self.failures.pop(position)
+        return None
 
     def reset_next(self, n: int = 1) -> None:
         """Drop the connection of the next `n` calls without answering (before any check)."""

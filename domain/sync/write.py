@@ -27,7 +27,7 @@ from domain.sync.grouping import Group, Stamped, settle
 from domain.sync.learn import as_written, remember
 from domain.sync.locks import write_locks
 from domain.sync.merge import Merged, merge
-from domain.sync.outcomes import UNCHANGED, Delivered, Outcome, outcome_of
+from domain.sync.outcomes import UNCHANGED, Delivered, Outcome, Rejected, outcome_of
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class Pending:
     indexed: Prospect | None = None  # what the index holds for the prospect, if anything
     # What the row writes, each field with the event it came from (for the outcomes).
     written: dict[str, Stamped] = field(default_factory=dict)
+    refused_by: str = ""  # the import that refused the row and why, before a batch call
 
 
 async def indexed(targets: list[Target], context: Context) -> dict[str, Prospect | None]:
@@ -190,6 +191,8 @@ async def applied(
             gone.extend(item.groups)
             continue
         outcome = outcome_of(row_error)
+        if item.refused_by and isinstance(outcome, Rejected):
+            outcome = Rejected(f"{outcome.reason} (refused by {item.refused_by} too)")
         for group in item.groups:
             settle(outcomes, group, outcome)
     if written and context.index is not None:
@@ -268,7 +271,10 @@ async def by_imports(
         # prospect gone since the index saw it (3) is resolved again, and a row Pardot
         # refuses either way is settled with Pardot's reason, as a batch row's is.
         written = [i for i in planned.rows if imported.refusals[i] is None]
-        left.extend(i for i in planned.rows if imported.refusals[i] is not None)
+        for i in planned.rows:
+            if (reason := imported.refusals[i]) is not None:
+                pending[i].refused_by = f"import {imported.id}: {reason}"
+                left.append(i)
         carried = [pending[i] for i in written]
         errors: list[PardotError | None] = [None] * len(carried)
         await applied(carried, errors, outcomes, context, via=f"import {imported.id}")
