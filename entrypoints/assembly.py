@@ -98,19 +98,12 @@ def sync_service(
     index: IndexKeeper | None,
     *,
     waiting: Callable[[], Awaitable[int]] | None = None,
-    bulk: BulkPardot | None = None,
+    imports: ImportLane | None = None,
 ) -> SyncService:
-    """The sync service the configuration asks for: the real run's (with `bulk`, Pardot's
-    Import API for large backlogs unless DESTINATION_BULK=off) and the dry run's."""
-    imports = None
-    if bulk is not None and config.bulk == "auto":
-        imports = ImportLane(
-            bulk,
-            destination.api_version,
-            min_rows=config.bulk_min_rows or MIN_IMPORT_ROWS,
-            polling=ImportPolling(first=config.import_poll_seconds),
-            timeout=config.import_timeout_seconds,
-        )
+    """The sync service the configuration asks for: the real run's (with `imports`, the bulk
+    lane) and the dry run's."""
+    if imports is not None:
+        imports.version = destination.api_version  # known once Pardot named it
     return SyncService(
         repository,
         destination,
@@ -123,6 +116,22 @@ def sync_service(
         waiting=waiting,
         imports=imports,
     )
+
+
+def import_lane(config: ServiceConfig, bulk: BulkPardot, metrics: Metrics) -> ImportLane | None:
+    """Pardot's Import API for large backlogs, unless DESTINATION_BULK=off; its version is set
+    by `sync_service`, once Pardot named it."""
+    if config.bulk == "off":
+        return None
+    lane = ImportLane(
+        bulk,
+        version=4,
+        min_rows=config.bulk_min_rows or MIN_IMPORT_ROWS,
+        polling=ImportPolling(first=config.import_poll_seconds),
+        timeout=config.import_timeout_seconds,
+    )
+    metrics.watch_imports(lane)
+    return lane
 
 
 def slot_use(metrics: Metrics, limit: int) -> SlotUse:

@@ -258,6 +258,7 @@ class Container(containers.DeclarativeContainer):
         destination,
         metrics=metrics,
     )
+    import_lane = providers.Singleton(assembly.import_lane, config, repository, metrics)
     sync_service = providers.Singleton(
         assembly.sync_service,
         config,
@@ -266,7 +267,7 @@ class Container(containers.DeclarativeContainer):
         prospect_store,
         index_keeper,
         waiting=providers.Callable(assembly.backlog, queue),
-        bulk=repository,
+        imports=import_lane,
     )
 
     # Forgetting a person (entrypoints/forget_wiring.py): `forget`, /admin/forget, and the
@@ -341,6 +342,7 @@ class Container(containers.DeclarativeContainer):
         slot_use=stored_slot_use,
         repository=providers.Callable(assembly.awaiting, repository.provider),
         clock=clock,
+        imports=import_lane,
     )
     app = providers.Factory(
         serve_app,

@@ -24,6 +24,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from domain.sync.import_lane import ImportLane
+
 log = logging.getLogger(__name__)
 
 
@@ -132,6 +134,33 @@ class Metrics:
         )
         self.index = IndexMetrics()
         r.register(self.index)
+
+    def watch_imports(self, lane: ImportLane) -> None:
+        """The bulk lane's figures, read at each scrape."""
+        running = Gauge(
+            "pardot_destination_imports_in_progress",
+            "Pardot imports this process follows now",
+            registry=self.registry,
+        )
+        running.set_function(lambda: len(lane.running))
+        rows = Gauge(
+            "pardot_destination_import_rows_in_progress",
+            "Rows inside the imports this process follows now",
+            registry=self.registry,
+        )
+        rows.set_function(lambda: sum(i.rows for i in lane.running.values()))
+        done = Gauge(
+            "pardot_destination_imports_finished",
+            "Pardot imports this process followed to their end since it started",
+            registry=self.registry,
+        )
+        done.set_function(lambda: lane.done)
+        imported = Gauge(
+            "pardot_destination_import_rows_written",
+            "Rows Pardot imports wrote for this process since it started",
+            registry=self.registry,
+        )
+        imported.set_function(lambda: lane.rows_imported)
 
     def watch_slot_use(self, ratio: Callable[[], float]) -> None:
         self.pardot_slots_busy.set_function(ratio)

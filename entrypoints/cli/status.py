@@ -68,6 +68,14 @@ def render(report: StatusReport) -> Table:
         table.add_row("index refreshes in the last minute", str(index.age.refreshes_last_minute))
     if report.ready is not None:
         table.add_row("ready", "yes" if report.ready else f"no: {report.unready_reason}")
+    for job in report.imports:
+        late = (
+            " [bold yellow](past DESTINATION_IMPORT_TIMEOUT_SECONDS)[/]" if job["overdue"] else ""
+        )
+        table.add_row(
+            f"Pardot import {job['id']}",
+            f"{job['rows']:,} rows, {job['state']}, {_age(job['age_seconds'])}{late}",
+        )
     fields = report.fields
     if fields.warning:
         table.add_row("[bold yellow]fields[/]", fields.warning)

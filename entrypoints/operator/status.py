@@ -9,12 +9,14 @@ doors print, so the command and the page never disagree.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from domain.ports import DeliveryHistory, EventQueue
+from domain.sync.import_lane import ImportLane
 from entrypoints.operator.fields import FRESH_ENOUGH, FieldsReport, RepositoryProvider, check
 from entrypoints.readiness import Readiness
 
@@ -103,6 +105,7 @@ class StatusSources:
     repository: RepositoryProvider | None = None
     fields_max_age: timedelta = FRESH_ENOUGH
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    imports: ImportLane | None = None  # only the running service follows imports
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ class StatusReport:
     token: dict[str, Any]
     index: IndexFigures | None
     fields: FieldsReport
+    imports: list[dict[str, Any]] = field(default_factory=list)  # in progress, this process
 
     @property
     def depth(self) -> int:
@@ -202,6 +206,7 @@ class StatusReport:
             "token": self.token,
             "index": self.index.as_dict() if self.index else None,
             "fields": self.fields.as_dict() | {"warning": self.fields.warning},
+            "imports": self.imports,
         }
 
 
@@ -235,7 +240,24 @@ async def build_report(sources: StatusSources) -> StatusReport:
         token=await sources.token_state() if sources.token_state else {"state": "unknown"},
         index=await _index(sources.index),
         fields=fields,
+        imports=_imports(sources.imports),
     )
+
+
+def _imports(lane: ImportLane | None) -> list[dict[str, Any]]:
+    if lane is None:
+        return []
+    now = time.monotonic()
+    return [
+        {
+            "id": job.id,
+            "rows": job.rows,
+            "state": job.state,
+            "age_seconds": round(now - job.started, 1),
+            "overdue": now - job.started > lane.timeout,
+        }
+        for job in lane.running.values()
+    ]
 
 
 def _chart(minutes: dict[datetime, dict[str, int]], start: datetime) -> dict[str, list[int]]:

@@ -41,6 +41,18 @@ def prospect(fake: Any, prospect_id: int) -> dict[str, Any]:
     return dict(found)
 
 
+async def until_importing(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    """/status.json once it shows an import in progress (and /metrics agrees)."""
+    for _ in range(100):
+        status: dict[str, Any] = (await client.get(f"{url}/status.json")).json()
+        if status["imports"]:
+            metrics = (await client.get(f"{url}/metrics")).text
+            assert "pardot_destination_imports_in_progress 1.0" in metrics
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError("no import showed in /status.json")
+
+
 def imports(stack: Stack) -> list[Any]:
     stack.fake.advance_bulk()
     return list(stack.fake.imports.jobs.values())
@@ -57,11 +69,13 @@ async def test_a_newer_event_waits_for_the_import_and_wins(v4_stack: Stack) -> N
             service.url,
             *(identify(f"old{i}", f"u{i}", company="Old Co") for i in range(PEOPLE)),
         )
-        await asyncio.sleep(0.5)  # leased as one round, the import submitted and waiting
+        status = await until_importing(client, service.url)
         await post(client, service.url, identify("new0", "u0", company="New Co"))
         await v4_stack.wait_until(service.url, lambda c: c("delivered") == 2 * PEOPLE + 1)
     [job] = imports(v4_stack)
     assert job.state == "Complete" and len(job.rows) == PEOPLE
+    [seen] = status["imports"]
+    assert (seen["id"], seen["rows"], seen["overdue"]) == (job.id, PEOPLE, False)
     assert prospect(fake, ids[0])["company"] == "New Co"
     assert [prospect(fake, i)["company"] for i in ids[1:]] == ["Old Co"] * (PEOPLE - 1)
     explained = await cli(service, "explain", "u3")
