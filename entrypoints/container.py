@@ -308,6 +308,7 @@ class Container(containers.DeclarativeContainer):
         wakeup=wakeup,
         door=door_traffic,
         withdraw=forgetting.gate.provided.withdraw,
+        imports=providers.Callable(assembly.awaiting, import_lane.provider),
     )
 
     # The door: Segment's endpoints, health, metrics and /pardot.js.
@@ -342,7 +343,7 @@ class Container(containers.DeclarativeContainer):
         slot_use=stored_slot_use,
         repository=providers.Callable(assembly.awaiting, repository.provider),
         clock=clock,
-        imports=import_lane,
+        imports=providers.Callable(assembly.awaiting, import_lane.provider),
     )
     app = providers.Factory(
         serve_app,

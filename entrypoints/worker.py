@@ -24,6 +24,7 @@ from domain.isolation import isolate, last_line
 from domain.ports import DeliveryHistory, EventQueue, QueuedEvent, Settlement, ordering_key_of
 from domain.settlement import RetryPolicy, settle
 from domain.sync import Delivered, Outcome, RetryLater, SyncService
+from domain.sync.import_lane import ImportLane
 from entrypoints.bulk_leases import BulkLeases
 from entrypoints.door_traffic import CROWDED_BATCH, DoorTraffic
 from entrypoints.history import entry, outcome_of
@@ -90,6 +91,7 @@ class DeliveryWorker:
         wakeup: Wakeup | None = None,
         door: DoorTraffic | None = None,
         withdraw: Callable[[list[QueuedEvent]], Awaitable[set[int]]] | None = None,
+        imports: Callable[[], Awaitable[ImportLane | None]] | None = None,
     ) -> None:
         """`withdraw` takes forgotten people's events out of a leased batch (issue 25,
         entrypoints/suppression.py) and returns their ids: they are neither synced nor
@@ -101,6 +103,8 @@ class DeliveryWorker:
         # Without one (a worker nothing can notify), the idle wait is the poll alone.
         self._wakeup = wakeup or Wakeup()
         self._queue = queue
+        # The bulk lane: leases an import's worth of events at once while that many are due.
+        self._imports = imports
         self._bulk = BulkLeases(queue)
         self._sync_service = sync_service
         self._readiness = readiness
@@ -159,9 +163,9 @@ class DeliveryWorker:
                     # Requests still crowd the door: one small batch at a time meanwhile.
                     await rounds.finished()
                     limit = min(limit, CROWDED_BATCH)
-                else:
-                    service = await self._sync_service()
-                    limit = await self._bulk.limit(service.imports) or limit
+                elif self._setup_ok and self._imports is not None:
+                    # Built with the sync service, which a failing setup keeps from being.
+                    limit = await self._bulk.limit(await self._imports()) or limit
                 leased = await self._lease(limit)
                 if leased:
                     rounds.start(self._work(leased))

@@ -62,8 +62,11 @@ class Plan:
 
 def importable(row: ProspectWrite, version: int) -> bool:
     """Whether an import can carry `row` as Pardot would write it by a batch call."""
-    if any(isinstance(v, tuple) for v in (*row.fields.values(), *row.create_fields.values())):
+    values = (*row.fields.values(), *row.create_fields.values())
+    if any(isinstance(v, tuple) for v in values):
         return False  # a multi-value field's CSV form is not among our facts
+    if any(isinstance(v, str) and v and not v.strip() for v in values):
+        return False  # an import takes a cell of spaces for a blank; a batch call writes it
     if version >= 4:
         # v4 imports update only, by id or fid; a create goes by batchCreate.
         return row.by in ("id", "fid") and row.mode == "update" and not row.create_fields

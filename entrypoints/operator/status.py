@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from domain.errors import ConfigurationError
 from domain.ports import DeliveryHistory, EventQueue
 from domain.sync.import_lane import ImportLane
 from entrypoints.operator.fields import FRESH_ENOUGH, FieldsReport, RepositoryProvider, check
@@ -105,7 +106,9 @@ class StatusSources:
     repository: RepositoryProvider | None = None
     fields_max_age: timedelta = FRESH_ENOUGH
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    imports: ImportLane | None = None  # only the running service follows imports
+    # Only the running service follows imports; asked for lazily, as the lane needs Pardot's
+    # repository, which missing credentials keep from being built.
+    imports: Callable[[], Awaitable[ImportLane | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -240,11 +243,17 @@ async def build_report(sources: StatusSources) -> StatusReport:
         token=await sources.token_state() if sources.token_state else {"state": "unknown"},
         index=await _index(sources.index),
         fields=fields,
-        imports=_imports(sources.imports),
+        imports=await _imports(sources.imports),
     )
 
 
-def _imports(lane: ImportLane | None) -> list[dict[str, Any]]:
+async def _imports(
+    provider: Callable[[], Awaitable[ImportLane | None]] | None,
+) -> list[dict[str, Any]]:
+    try:
+        lane = await provider() if provider is not None else None
+    except ConfigurationError:
+        return []  # no credentials yet: no lane, no import
     if lane is None:
         return []
     now = time.monotonic()

@@ -28,7 +28,7 @@ NAMES = ["first_name", "last_name", "company", "plan", "org_id"]
 VALUES = st.one_of(
     st.just(""),
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12),
-    st.sampled_from(["a,b", 'say "hi"', "two\nlines", " padded "]),
+    st.sampled_from(["a,b", 'say "hi"', "two\nlines", " padded ", " ", "\t"]),
 )
 FIELDS = st.dictionaries(st.sampled_from(NAMES), VALUES, max_size=3)
 
@@ -95,6 +95,7 @@ def test_each_row_is_planned_once_and_its_files_say_exactly_what_it_writes(
         assert len(set(keys)) == len(keys), "one import never holds a prospect twice"
         for row, line in zip(members, lines, strict=True):
             assert importable(row, version)
+            assert all(v == "" or v.strip() for v in line), "spaces alone would read as blank"
             assert line[0] == row.key
             columns = planned.columns[1:]
             written = {c.field: v for c, v in zip(columns, line[1:], strict=True)}
