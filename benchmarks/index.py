@@ -47,6 +47,7 @@ from domain.budget import DailyBudget
 from domain.index import IndexKeeper
 from domain.settings import DestinationSettings
 from domain.sync import SyncService
+from domain.sync.import_lane import ImportLane
 from entrypoints.logs import configure_logging
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
@@ -60,6 +61,9 @@ SAMPLE = 300
 LOOKUP = "org_id"
 SHOW_TIMELINE = False  # --timeline
 PROFILE = ""  # --profile FILE: cProfile of our first sync's event loop thread
+BULK = False  # --bulk: the first sync again with the import lane on
+# The fake's Import API as issue 23 sets it for this benchmark.
+IMPORT_ROWS_PER_SECOND, IMPORT_QUEUE_DELAY = 5_000.0, 30.0
 
 
 # -- the fake, in a child process --------------------------------------------------------
@@ -74,6 +78,8 @@ def _serve_fake(version: int, port_out: Any, ready: Any) -> None:
         latency=LATENCY,
         max_concurrent=IN_FLIGHT,
         daily_budget=DAILY,
+        import_rows_per_second=IMPORT_ROWS_PER_SECOND,
+        import_queue_delay=IMPORT_QUEUE_DELAY,
     )
     fake.journal = []  # when each call came and was answered: the run's timeline
 
@@ -205,7 +211,9 @@ def identify(n: int, second: int, lookup: bool, **traits: Any) -> dict[str, Any]
 class Ours:
     batches_in_flight = WorkerOptions.batches_in_flight
 
-    def __init__(self, fake: Fake, version: int, lookup: bool, folder: Path, token: str) -> None:
+    def __init__(
+        self, fake: Fake, version: int, lookup: bool, folder: Path, token: str, bulk: bool = False
+    ) -> None:
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(60.0), limits=httpx.Limits(max_connections=IN_FLIGHT)
         )
@@ -242,8 +250,15 @@ class Ours:
             counts = await self.queue.counts()
             return sum(counts.get(s, 0) for s in ("pending", "retry", "leased"))
 
+        # As `serve` builds it with DESTINATION_BULK=auto (the cost-based threshold).
+        self.imports = ImportLane(self.repository, version) if bulk else None
         self.service = SyncService(
-            self.repository, settings, store, index=self.keeper, waiting=waiting
+            self.repository,
+            settings,
+            store,
+            index=self.keeper,
+            waiting=waiting,
+            imports=self.imports,
         )
 
     async def deliver(self, payloads: list[dict[str, Any]]) -> Counter[str]:
@@ -253,6 +268,9 @@ class Ours:
         async def service() -> SyncService:
             return self.service
 
+        async def imports() -> ImportLane | None:
+            return self.imports
+
         worker = DeliveryWorker(
             self.queue,
             service,
@@ -261,6 +279,7 @@ class Ours:
             options=WorkerOptions(
                 backoff_initial=0.2, backoff_max=1.0, batches_in_flight=self.batches_in_flight
             ),
+            imports=imports,
         )
         # The worker's own loop, as `serve` and `worker` run it (batches in flight at once).
         stop = asyncio.Event()
@@ -347,7 +366,10 @@ async def run_config(
     per_event = 0.0
     if not first_sync_only:
         rows, per_event = await steady_and_audience(version, lookup, folder)
-    return rows + await first_sync(version, lookup, members, folder, per_event)
+    rows += await first_sync(version, lookup, members, folder, per_event)
+    if BULK:
+        rows += await first_sync(version, lookup, members, folder, per_event, bulk=True)
+    return rows
 
 
 async def steady_and_audience(version: int, lookup: bool, folder: Path) -> tuple[list[Row], float]:
@@ -404,10 +426,11 @@ async def steady_and_audience(version: int, lookup: bool, folder: Path) -> tuple
 
 
 async def first_sync(
-    version: int, lookup: bool, members: int, folder: Path, per_event: float
+    version: int, lookup: bool, members: int, folder: Path, per_event: float, bulk: bool = False
 ) -> list[Row]:
-    """3. First sync of a large audience, most members already in Pardot: a fresh account."""
-    name = f"v{version}" + (" lookup" if lookup else "")
+    """3. First sync of a large audience, most members already in Pardot: a fresh account.
+    `bulk`: with the import lane (imports for the updates of known prospects)."""
+    name = f"v{version}" + (" lookup" if lookup else "") + (" bulk" if bulk else "")
     per_event_calls = 1 if version == 3 else 2
     rows: list[Row] = []
     fake = start_fake(version)
@@ -417,7 +440,7 @@ async def first_sync(
         await seed(fake, known, lookup)
         folder_3 = folder / f"{name}-first-sync".replace(" ", "-")
         folder_3.mkdir(exist_ok=True)
-        ours = Ours(fake, version, lookup, folder_3, token)
+        ours = Ours(fake, version, lookup, folder_3, token, bulk=bulk)
         events = [identify(n, 40, lookup, audience=True) for n in range(members)]
         stats = await fake.stats()
         before, fake_cpu = stats["calls"], stats["cpu"]
@@ -517,9 +540,14 @@ async def main() -> None:
     )
     parser.add_argument("--timeline", action="store_true", help="our first sync second by second")
     parser.add_argument("--profile", default="", help="write a cProfile of our first sync here")
+    parser.add_argument(
+        "--bulk", action="store_true",
+        help="run the first sync again with the import lane (the fake imports 5,000 rows/s "
+        "after a 30 s queue)",
+    )  # fmt: skip
     args = parser.parse_args()
-    global SHOW_TIMELINE, PROFILE
-    SHOW_TIMELINE, PROFILE = args.timeline, args.profile
+    global SHOW_TIMELINE, PROFILE, BULK
+    SHOW_TIMELINE, PROFILE, BULK = args.timeline, args.profile, args.bulk
     Ours.batches_in_flight = args.batches_in_flight
     # As `serve` runs: warnings only, so printing one line per event does not cost the run.
     configure_logging("warning")
