@@ -133,6 +133,12 @@ def _print(who: str, report: ForgetReport) -> None:
         "are refused at the door until `forget --lift`. A write a worker had already sent to "
         "Pardot cannot be withdrawn."
     )
+    if report.removed.in_flight:
+        click.echo(
+            f"{report.removed.in_flight} of their events were in flight: run this again once "
+            "they are settled (a lease later for a batch; a submitted Pardot import cannot be "
+            "cancelled and runs until complete: /status lists imports in progress)"
+        )
     if report.scrubbed is False:
         click.echo(
             "the store's files may still hold old copies of the removed rows until the "
