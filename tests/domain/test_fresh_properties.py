@@ -25,7 +25,7 @@ from adapters.pardot.in_memory import InMemoryPardot
 from domain.events import parse_event
 from domain.index import IndexKeeper
 from domain.sync import Delivered, RetryLater, SyncService
-from tests.domain.conftest import make_settings
+from tests.domain.conftest import BULK, bulk_lane, make_settings
 
 FIELD = "plan"
 PEOPLE = 3
@@ -95,6 +95,7 @@ class World:
             make_settings(api_version=self.version),
             InMemoryProspectStore(),
             index=self.keeper,
+            imports=bulk_lane(self.pardot, self.version) if BULK else None,
         )
 
     def live(self, person: int) -> list[int]:

@@ -38,7 +38,7 @@ from adapters.pardot.in_memory import InMemoryPardot
 from domain.events import parse_event
 from domain.index import IndexKeeper
 from domain.sync import Delivered, RetryLater, SyncService
-from tests.domain.conftest import make_settings
+from tests.domain.conftest import BULK, bulk_lane, make_settings
 from tests.domain.test_fresh_properties import Arrival, Change, StoreClock, email
 from tests.domain.test_one_person_rules import date_spellings, number_spellings
 
@@ -123,6 +123,7 @@ class Process:
             make_settings(prospect_lookup_field_id=lookup),
             store,
             index=self.keeper,
+            imports=bulk_lane(shared.pardot, 4) if BULK else None,
         )
 
 
