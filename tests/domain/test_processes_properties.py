@@ -456,3 +456,24 @@ async def test_a_merge_during_a_refresh_for_another_persons_event_does_not_dupli
     world = await play(1, None, {0: False, 1: False}, [0, 1], script)
     world.check_no_duplicate()
     world.check_latest_value()
+
+
+async def test_a_prospect_gone_at_a_write_stays_in_the_index_until_a_refresh() -> None:
+    """Found by the property above: the index was fresh for person 0's waiting events with an
+    email; a marketer merged their prospect into a new one; a later event without email,
+    linked to the prospect merged away, met error 3, and the write dropped that prospect from
+    the index. The index, still fresh for the waiting events, then held neither it nor the
+    survivor: they created a second prospect. Only a refresh takes a prospect out."""
+    with_email, without = (Drawn(0, "user", e, None, None, None) for e in (True, False))
+    script = [
+        *[("arrive", with_email)] * 3,
+        *[("arrive", without)] * 2,
+        ("deliver", [(0, 1, False)]),  # creates the prospect; the index learns it
+        ("wait", 0.5),
+        ("arrive", without),
+        ("merge", 0),
+        ("deliver", [(0, 1, True)]),  # the newest, without email: error 3
+    ]
+    world = await play(2, None, {}, [0, 0], script)
+    world.check_no_duplicate()
+    world.check_latest_value()
