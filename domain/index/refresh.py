@@ -39,27 +39,48 @@ async def pull_changes(
     of changes a query answered just before it missed).
 
     The two pulls are independent queries and go out together (a create waits on this
-    refresh); the deletions are applied once every live row is in, and never to a row the
-    index holds as changed after its deletion (restored meanwhile).
+    refresh); the deletions are applied once the live rows read after them are in
+    (`_with_deletions`), and never to a row the index holds as changed after its deletion
+    (restored meanwhile).
     """
     bound = earlier(mark, 1 + lag) if mark else None
     if bound is None:  # a first refresh follows a scan, which saw no deleted prospect
         return await _pull(feed, bound, mark, priority, deleted=False)
+    return await _with_deletions(feed, bound, mark, priority, lag, "updated")
+
+
+async def _with_deletions(
+    feed: IndexFeed, bound: str, mark: str | None, priority: Priority, lag: float, by: By
+) -> str | None:
+    """Live rows and the recycle bin since `bound`, asked together; the new mark.
+
+    A prospect merged away after the live query was answered and before the recycle bin was
+    shows in the bin while its survivor (changed, or created, before it went) is in no live
+    page read: dropping it alone leaves the index with neither, a view Pardot never had, in
+    which the person looks new and their next event creates a duplicate. So a row the bin
+    takes out of the index goes only once the live rows were read again, after the bin
+    answered; and the bin is read again after that, since a merge made meanwhile would leave
+    both (two holders of one value, where Pardot has one). It ends with a bin that takes
+    nothing out, so no merge made before it is seen by halves.
+    """
     deleted: list[Prospect] = []
     new_mark, _ = await asyncio.gather(
-        _pull(feed, bound, mark, priority, deleted=False),
+        _pull(feed, bound, mark, priority, deleted=False, by=by),
         _pull(feed, bound, None, priority, deleted=True, into=deleted),
     )
-    await _drop(feed, deleted)
+    while await _held(feed, deleted):
+        again = earlier(new_mark, 1 + lag) if new_mark else bound
+        new_mark = await _pull(feed, again, new_mark, priority, deleted=False, by=by)
+        await feed.index.drop(await _held(feed, deleted))
+        deleted = []
+        await _pull(feed, bound, None, priority, deleted=True, into=deleted)
     return new_mark
 
 
-async def _drop(feed: IndexFeed, deleted: list[Prospect]) -> None:
-    """Deleted prospects out of the index, unless it holds them as changed after (restored)."""
+async def _held(feed: IndexFeed, deleted: list[Prospect]) -> list[int]:
+    """The deleted prospects the index holds, unless as changed after (restored meanwhile)."""
     held = await feed.index.by_ids([p.id for p in deleted])
-    await feed.index.drop(
-        [p.id for p in deleted if p.id not in held or held[p.id].updated_at <= p.updated_at]
-    )
+    return [p.id for p in deleted if p.id in held and held[p.id].updated_at <= p.updated_at]
 
 
 async def pull_created(
@@ -78,13 +99,7 @@ async def pull_created(
     bound = earlier(mark, 1 + lag) if mark else None
     if bound is None:  # nothing known yet: nothing to delete either
         return await _pull(feed, bound, mark, priority, deleted=False, by="created")
-    deleted: list[Prospect] = []
-    new_mark, _ = await asyncio.gather(
-        _pull(feed, bound, mark, priority, deleted=False, by="created"),
-        _pull(feed, bound, None, priority, deleted=True, into=deleted),
-    )
-    await _drop(feed, deleted)
-    return new_mark
+    return await _with_deletions(feed, bound, mark, priority, lag, "created")
 
 
 async def _pull(

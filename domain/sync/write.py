@@ -184,8 +184,10 @@ async def applied(
         # way to it (a link, the index, an email) can be resolved again without it.
         explicit = all(isinstance(g.write, UpsertById) for g in item.groups)
         if row_error.code == 3 and not explicit:
-            if context.index is not None and item.target.key.isdigit():
-                await context.index.index.drop([int(item.target.key)])
+            # The index keeps the row: only a refresh, which reads the recycle bin with the
+            # live rows after it, takes it out (the resolution again begins one). Dropped here,
+            # a merge's survivor is not in yet: to events the index is still fresh for, the
+            # person would look new and be created again.
             for group in item.groups:
                 group.gone_from.append(item.target.key)
             gone.extend(item.groups)

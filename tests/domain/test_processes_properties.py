@@ -438,3 +438,43 @@ async def test_a_merge_after_the_index_was_fresh_for_an_event_does_not_duplicate
     await world.deliver(0, world.lease(1))
     world.check_no_duplicate()
     world.check_latest_value()
+
+
+async def test_a_merge_during_a_refresh_for_another_persons_event_does_not_duplicate() -> None:
+    """Found by the property above: a refresh for person 0's event read Pardot's changes, then
+    a marketer merged person 1's prospect into a new one, then the refresh read the recycle
+    bin. It dropped the prospect merged away without having seen the survivor, and its
+    watermark made the index fresh for person 1's waiting event: "nobody has this email", so
+    that event created a second prospect. A deletion is applied only with the live rows read
+    after the recycle bin answered (the survivor changed before the merged one went)."""
+    person_1, person_0 = (Drawn(p, "user", True, None, None, None) for p in (1, 0))
+    script = [
+        ("arrive", person_1),
+        ("arrive", person_0),
+        # Person 0's event delivered alone; the merge lands between the refresh's two queries.
+        ("during", ([(0, 1, True)], "merge", 1), 4),
+    ]
+    world = await play(1, None, {0: False, 1: False}, [0, 1], script)
+    world.check_no_duplicate()
+    world.check_latest_value()
+
+
+async def test_a_prospect_gone_at_a_write_stays_in_the_index_until_a_refresh() -> None:
+    """Found by the property above: the index was fresh for person 0's waiting events with an
+    email; a marketer merged their prospect into a new one; a later event without email,
+    linked to the prospect merged away, met error 3, and the write dropped that prospect from
+    the index. The index, still fresh for the waiting events, then held neither it nor the
+    survivor: they created a second prospect. Only a refresh takes a prospect out."""
+    with_email, without = (Drawn(0, "user", e, None, None, None) for e in (True, False))
+    script = [
+        *[("arrive", with_email)] * 3,
+        *[("arrive", without)] * 2,
+        ("deliver", [(0, 1, False)]),  # creates the prospect; the index learns it
+        ("wait", 0.5),
+        ("arrive", without),
+        ("merge", 0),
+        ("deliver", [(0, 1, True)]),  # the newest, without email: error 3
+    ]
+    world = await play(2, None, {}, [0, 0], script)
+    world.check_no_duplicate()
+    world.check_latest_value()

@@ -1,13 +1,17 @@
 """A refresh reads live changes and the recycle bin together: deletions are applied after the
-live rows, and never to a prospect restored after its deletion."""
+live rows, never to a prospect restored after its deletion, and never without the survivor of
+a merge that the live rows, answered first, missed."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from adapters.memory.prospect_index import InMemoryProspectIndex
 from adapters.pardot.in_memory import InMemoryPardot
 from domain.index import IndexKeeper
+from domain.index.feed import IndexFeed
+from domain.index.refresh import pull_changes, pull_created
 from domain.ports import ProspectPage, ProspectQuery, ProspectWrite
 
 
@@ -48,3 +52,48 @@ async def test_a_prospect_restored_after_its_deletion_stays_in_the_index() -> No
     index = keeper.index
     assert back in await index.by_ids([back])  # restored after the deletion the bin showed
     assert await index.by_ids([gone]) == {}
+
+
+class MergedBetweenTheTwoQueries(InMemoryPardot):
+    """A marketer merges `absorbed` into a new prospect (an import's duplicate) just after
+    Pardot answered a pull's first live query and before the recycle bin's: that live page
+    misses the survivor, the recycle bin shows the prospect merged away."""
+
+    def __init__(self) -> None:
+        super().__init__(version=4)
+        self.absorbed: int | None = None
+        self.survivor: int | None = None
+
+    async def query_page(self, query: ProspectQuery) -> ProspectPage:
+        page = await super().query_page(query)
+        if not query.deleted and self.absorbed is not None and self.survivor is None:
+            self.survivor = self.seed("merged@x.io", plan="import")
+            self.merge(self.survivor, self.absorbed)
+        return page
+
+
+async def _merged_between_the_queries(
+    pull: Callable[[IndexFeed, str | None], Awaitable[str | None]],
+) -> None:
+    pardot = MergedBetweenTheTwoQueries()
+    absorbed = pardot.seed("merged@x.io", plan="a")
+    index = InMemoryProspectIndex()
+    keeper = IndexKeeper(pardot, index)
+    await keeper.rebuild()
+    pardot.update(absorbed, plan="b")  # something for the pull's live query to return
+    pardot.absorbed = absorbed
+    high_water = (await index.state()).high_water
+    await pull(IndexFeed(pardot, index, lookup_field=None, budget=None), high_water)
+    assert pardot.survivor is not None
+    held = (await index.by_emails(["merged@x.io"])).get("merged@x.io", [])
+    # The index drops the prospect merged away only with its survivor: a view with neither
+    # would have the next event of this email create a duplicate.
+    assert pardot.survivor in [p.id for p in held]
+
+
+async def test_a_refresh_keeps_the_survivor_of_a_merge_made_between_its_two_queries() -> None:
+    await _merged_between_the_queries(lambda feed, mark: pull_changes(feed, mark, "read"))
+
+
+async def test_a_learn_keeps_the_survivor_of_a_merge_made_between_its_two_queries() -> None:
+    await _merged_between_the_queries(lambda feed, mark: pull_created(feed, mark, "read"))
