@@ -257,6 +257,7 @@ class Container(containers.DeclarativeContainer):
         budget,
         destination,
         metrics=metrics,
+        bulk=repository,
     )
     sync_service = providers.Singleton(
         assembly.sync_service,
