@@ -83,6 +83,7 @@ def index_keeper(
                 queue_delay=config.export_queue_seconds,
             ),
             first_wait=config.import_poll_seconds,
+            min_prospects=config.export_min_prospects,
         )
     keeper = IndexKeeper(
         repository,

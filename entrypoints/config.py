@@ -152,6 +152,8 @@ class ServiceConfig(BaseSettings):
     # the paged scan to fill the index is costed with (domain.bulk_cost).
     export_rows_per_second: float = _env("DESTINATION_EXPORT_ROWS_PER_SECOND", 1_000.0, gt=0)
     export_queue_seconds: float = _env("DESTINATION_EXPORT_QUEUE_SECONDS", 60.0, ge=0)
+    # Exports fill the index of any account this large; unset, wherever they cost less.
+    export_min_prospects: int | None = _env("DESTINATION_EXPORT_MIN_PROSPECTS", None, ge=1)
 
     @field_validator("write_keys", "destination_keys", mode="before")
     @classmethod

@@ -69,12 +69,14 @@ class ExportFailed(Exception):
 @dataclass(frozen=True)
 class ExportOptions:
     """The account's zone (of every time the index keeps), the zone of the API user the
-    exports run as (of the dates in their files), their pace, and the first status wait."""
+    exports run as (of the dates in their files), their pace, the first status wait, and
+    `min_prospects`, which, set, replaces the costing: exports fill any account that large."""
 
     account_zone: tzinfo
     export_zone: tzinfo
     pace: ExportPace = DEFAULT_PACE
     first_wait: float = FIRST_STATUS_WAIT
+    min_prospects: int | None = None
 
 
 def status_waits(first: float = FIRST_STATUS_WAIT) -> Iterator[float]:
@@ -173,6 +175,8 @@ class ExportFill:
         """Whether exports fill this index for fewer calls than the scan."""
         if size == 0 or oldest is None or self._feed.lookup_column[0] is not None:
             return False
+        if self._options.min_prospects is not None:
+            return size >= self._options.min_prospects
         years = len(export_ranges(_aware(oldest, self._options.account_zone), now))
         return export_pays(size, years, self._options.pace)
 
