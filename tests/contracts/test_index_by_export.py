@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -202,7 +203,7 @@ async def test_the_watermark_catches_changes_made_while_the_export_ran() -> None
             fake.delete_prospect(deleted)
             fake.seed_prospect(email="new@example.com")
 
-        keeper, exported, state = await fill(
+        _, exported, state = await fill(
             backend, by_export("Asia/Tokyo"), sleep=changes_after_the_snapshot(fake, marketer)
         )
         files = "".join(f for job in fake.exports.jobs.values() for f in job.files)
@@ -235,7 +236,7 @@ async def test_export_dates_read_in_the_wrong_zone_keep_a_deleted_prospect() -> 
             _, exported, _ = await fill(
                 backend,
                 by_export(configured),
-                sleep=changes_after_the_snapshot(fake, lambda: fake.delete_prospect(gone)),
+                sleep=changes_after_the_snapshot(fake, partial(fake.delete_prospect, gone)),
             )
             outcomes[configured] = gone in {p.id for p in exported}
     assert outcomes == {"Asia/Tokyo": False, "UTC": True}
