@@ -16,7 +16,7 @@ IndexRow = tuple[int, str, str | None, str | None, str]
 
 
 def index_row(prospect: Prospect, lookup: str | None) -> IndexRow:
-    data = {
+    data: dict[str, object] = {
         "email": prospect.email,
         "fields": {k: list(v) if isinstance(v, tuple) else v for k, v in prospect.fields.items()},
         "updated": list(prospect.updated),
