@@ -1,6 +1,8 @@
 """Issue 11's benchmark: Pardot calls per event and wall time, ours against a Segment-style one.
 
 Run from the repository root: `python -m benchmarks.index [--members 100000] [--only v4-lookup]`.
+`--exports` lets our side fill its index by Pardot's exports where they pay (the fake's exports
+at `--export-rate` rows a second after `--export-delay` seconds in its queue; issue 23).
 
 The fake Pardot runs in a child process (its own core) answering every call after 100 ms with
 at most 5 in flight and a 25,000 calls/day budget. Our side is the real delivery path: the
@@ -25,8 +27,10 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -44,7 +48,9 @@ from benchmarks.floor import FloorRun, floor_first_sync
 from contracts.fake_pardot import FakePardot, create_app
 from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID
 from domain.budget import DailyBudget
+from domain.bulk_cost import ExportPace
 from domain.index import IndexKeeper
+from domain.index.export import ExportOptions
 from domain.settings import DestinationSettings
 from domain.sync import SyncService
 from domain.sync.import_lane import ImportLane
@@ -64,12 +70,18 @@ PROFILE = ""  # --profile FILE: cProfile of our first sync's event loop thread
 BULK = False  # --bulk: the first sync again with the import lane on
 # The fake's Import API as issue 23 sets it for this benchmark.
 IMPORT_ROWS_PER_SECOND, IMPORT_QUEUE_DELAY = 5_000.0, 30.0
+EXPORTS = False  # --exports: our index filled by exports where they pay
+EXPORT_RATE = 5_000.0  # --export-rate: the fake's export rows per second
+EXPORT_DELAY = 30.0  # --export-delay: seconds an export waits in the fake's queue
+EXPORT_USER_ZONE = "America/Los_Angeles"  # the fake's API user, whose zone export dates are in
 
 
 # -- the fake, in a child process --------------------------------------------------------
 
 
-def _serve_fake(version: int, port_out: Any, ready: Any) -> None:
+def _serve_fake(
+    version: int, port_out: Any, ready: Any, export_rate: float, export_delay: float
+) -> None:
     from aiohttp import web
 
     fake = FakePardot(
@@ -80,6 +92,9 @@ def _serve_fake(version: int, port_out: Any, ready: Any) -> None:
         daily_budget=DAILY,
         import_rows_per_second=IMPORT_ROWS_PER_SECOND,
         import_queue_delay=IMPORT_QUEUE_DELAY,
+        export_rows_per_second=export_rate,
+        export_queue_delay=export_delay,
+        export_user_time_zone=EXPORT_USER_ZONE,
     )
     fake.journal = []  # when each call came and was answered: the run's timeline
 
@@ -183,7 +198,11 @@ def timeline(calls: list[tuple[str, float, float | None]], start: float, end: fl
 def start_fake(version: int) -> Fake:
     context = multiprocessing.get_context("spawn")
     port, ready = context.Value("i", 0), context.Event()
-    process = context.Process(target=_serve_fake, args=(version, port, ready), daemon=True)
+    process = context.Process(
+        target=_serve_fake,
+        args=(version, port, ready, EXPORT_RATE, EXPORT_DELAY),
+        daemon=True,
+    )
     process.start()
     ready.wait(30)
     return Fake(process, f"http://127.0.0.1:{port.value}")
@@ -232,12 +251,19 @@ class Ours:
             on_call=self.budget.count_call,
         )
         store = SQLiteProspectStore(self.db)
+        exports = ExportOptions(
+            account_zone=UTC,  # the fake's clock
+            export_zone=ZoneInfo(EXPORT_USER_ZONE),
+            pace=ExportPace(rows_per_second=EXPORT_RATE, queue_delay=EXPORT_DELAY),
+        )
         self.keeper = IndexKeeper(
             self.repository,
             SQLiteProspectIndex(self.db),
             lookup_field=LOOKUP if lookup and version == 4 else None,
             budget=self.budget,
             scan_lock=lambda: store.create_lock("(prospect index scan)"),
+            bulk=self.repository if EXPORTS else None,
+            exports=exports if EXPORTS else None,
         )
         settings = DestinationSettings(
             api_version=version,
@@ -528,6 +554,7 @@ def table(rows: list[Row]) -> str:
 
 
 async def main() -> None:
+    global SHOW_TIMELINE, PROFILE, EXPORTS, EXPORT_RATE, EXPORT_DELAY, BULK
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--only", choices=["v3", "v4", "v4-lookup"], default=None)
@@ -545,9 +572,14 @@ async def main() -> None:
         help="run the first sync again with the import lane (the fake imports 5,000 rows/s "
         "after a 30 s queue)",
     )  # fmt: skip
+    parser.add_argument(
+        "--exports", action="store_true", help="fill our index by exports where they pay"
+    )
+    parser.add_argument("--export-rate", type=float, default=EXPORT_RATE, help="rows a second")
+    parser.add_argument("--export-delay", type=float, default=EXPORT_DELAY, help="queue seconds")
     args = parser.parse_args()
-    global SHOW_TIMELINE, PROFILE, BULK
     SHOW_TIMELINE, PROFILE, BULK = args.timeline, args.profile, args.bulk
+    EXPORTS, EXPORT_RATE, EXPORT_DELAY = args.exports, args.export_rate, args.export_delay
     Ours.batches_in_flight = args.batches_in_flight
     # As `serve` runs: warnings only, so printing one line per event does not cost the run.
     configure_logging("warning")
@@ -565,6 +597,12 @@ async def main() -> None:
     print()
     print(
         f"fake Pardot: {LATENCY * 1000:.0f} ms per call, {IN_FLIGHT} in flight, {DAILY:,} calls/day"
+        + (
+            f"; our index by exports where they pay ({EXPORT_RATE:,.0f} rows/s, "
+            f"{EXPORT_DELAY:g} s queue)"
+            if EXPORTS
+            else ""
+        )
     )
     print(table(rows))
 

@@ -68,7 +68,7 @@ class ExportJob:
     include_deleted: bool
     created_at: datetime
     user_zone: str
-    state: str = "Waiting"  # Waiting -> Processing -> Complete
+    state: str = "Waiting"  # Waiting -> Processing -> Complete (or Failed)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     files: list[str] = field(default_factory=list)
@@ -130,7 +130,7 @@ def advance(fake: FakePardot) -> None:
     now = fake.clock()
     free_at: datetime | None = None  # when the export before this one finished
     for job in sorted(fake.exports.jobs.values(), key=lambda j: j.id):
-        if job.state == "Complete":
+        if job.state in ("Complete", "Failed"):
             free_at = job.finished_at
             continue
         if job.state == "Waiting":
@@ -139,6 +139,11 @@ def advance(fake: FakePardot) -> None:
                 start = max(start, free_at)
             if now < start:
                 return
+            if fake.export_failures > 0:
+                fake.export_failures -= 1
+                job.state, job.started_at, job.finished_at = "Failed", start, start
+                free_at = start
+                continue
             job.state, job.started_at = "Processing", start
             job.files, job.rows = _write_files(fake, job)
         assert job.started_at is not None

@@ -362,6 +362,8 @@ class FakePardot:
     export_rows_per_second: float = 5000.0
     export_queue_delay: float = 0.0
     export_rows_per_file: int = 10_000
+    # The next this many exports end in Pardot's `Failed` state instead of Complete.
+    export_failures: int = 0
     # Pardot's docs do not say custom fields can be exported: off, so code cannot count on it.
     export_custom_fields: bool = False
     # The zone of `clock` and of every stored time, and the zone of the API user, in which

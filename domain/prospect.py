@@ -150,6 +150,9 @@ class Prospect:
     updated: tuple[str, int] = ("", 0)
     fields: Mapping[str, FieldValue] = field(default_factory=dict)
     created_at: str = ""  # Pardot's created_at, in the account's zone
+    # Fields whose values this copy does not hold (an export cannot carry them: notes and
+    # custom fields): never taken as empty, so a value is never judged already held.
+    unknown: frozenset[str] = frozenset()
 
     @property
     def updated_at(self) -> str:

@@ -22,8 +22,10 @@ from typing import Any
 from pydantic import SecretStr
 
 from domain.budget import DailyBudget
+from domain.bulk_cost import ExportPace
 from domain.errors import ConfigurationError, InvalidSettings
 from domain.index import IndexKeeper
+from domain.index.export import ExportOptions
 from domain.ports import BulkPardot, EventQueue, PardotRepository, ProspectIndex, ProspectStore
 from domain.settings import DestinationSettings
 from domain.sync import SyncService
@@ -66,9 +68,23 @@ def index_keeper(
     destination: DestinationSettings,
     *,
     metrics: Metrics | None = None,
+    bulk: BulkPardot | None = None,
 ) -> IndexKeeper:
     """`metrics` given: /metrics counts this keeper's refreshes (the real run's, not a dry
-    run's)."""
+    run's). `bulk` given, and DESTINATION_BULK=auto: exports fill the index where they cost
+    fewer calls than the scan."""
+    exports = None
+    if bulk is not None and config.bulk == "auto":
+        exports = ExportOptions(
+            account_zone=config.account_zone,
+            export_zone=config.export_zone,
+            pace=ExportPace(
+                rows_per_second=config.export_rows_per_second,
+                queue_delay=config.export_queue_seconds,
+            ),
+            first_wait=config.import_poll_seconds,
+            min_prospects=config.export_min_prospects,
+        )
     keeper = IndexKeeper(
         repository,
         index,
@@ -79,6 +95,8 @@ def index_keeper(
         scan_lock=lambda: store.create_lock(SCAN_LOCK),
         refresh_lock=lambda: store.create_lock(REFRESH_LOCK),
         lag_seconds=config.index_lag_seconds,
+        bulk=bulk if exports is not None else None,
+        exports=exports,
     )
     if metrics is not None:
         metrics.index.count_refreshes_of(keeper)

@@ -106,6 +106,9 @@ class ServiceConfig(BaseSettings):
     # Pardot's daily call budget and the zone whose midnight ends the day (PARDOT_API.md).
     daily_api_limit: int = _env("PARDOT_DAILY_API_LIMIT", 25_000, ge=1)
     account_timezone: str = _env("PARDOT_ACCOUNT_TIMEZONE", "UTC")
+    # The zone of the Pardot user the API calls run as: exports write their dates in it
+    # (PARDOT_API.md). Unset: the account's.
+    export_timezone: str | None = _env("PARDOT_EXPORT_TIMEZONE", None)
 
     # The service itself.
     write_keys: Annotated[tuple[SecretStr, ...], NoDecode] = _env("DESTINATION_WRITE_KEY", ())
@@ -142,8 +145,15 @@ class ServiceConfig(BaseSettings):
     bulk_min_rows: int | None = _env("DESTINATION_BULK_MIN_ROWS", None, ge=1)
     # A submitted import cannot be cancelled: past this, `status` and the log warn.
     import_timeout_seconds: float = _env("DESTINATION_IMPORT_TIMEOUT_SECONDS", 1800.0, gt=0)
-    # The first wait before reading an import's state (then doubling, at most 60 s).
+    # The first wait before reading an import's or export's state (then doubling, at most
+    # 60 s).
     import_poll_seconds: float = _env("DESTINATION_IMPORT_POLL_SECONDS", 5.0, gt=0)
+    # How fast the account's exports go, as observed: what the choice between exports and
+    # the paged scan to fill the index is costed with (domain.bulk_cost).
+    export_rows_per_second: float = _env("DESTINATION_EXPORT_ROWS_PER_SECOND", 1_000.0, gt=0)
+    export_queue_seconds: float = _env("DESTINATION_EXPORT_QUEUE_SECONDS", 60.0, ge=0)
+    # Exports fill the index of any account this large; unset, wherever they cost less.
+    export_min_prospects: int | None = _env("DESTINATION_EXPORT_MIN_PROSPECTS", None, ge=1)
 
     @field_validator("write_keys", "destination_keys", mode="before")
     @classmethod
@@ -169,9 +179,11 @@ class ServiceConfig(BaseSettings):
         TrackingConfig(None, tracker_url=value)  # raises ValueError saying what is wrong
         return value
 
-    @field_validator("account_timezone")
+    @field_validator("account_timezone", "export_timezone")
     @classmethod
-    def _timezone(cls, value: str) -> str:
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             ZoneInfo(value.strip())
         except (ZoneInfoNotFoundError, ValueError):
@@ -183,6 +195,11 @@ class ServiceConfig(BaseSettings):
     @property
     def account_zone(self) -> ZoneInfo:
         return ZoneInfo(self.account_timezone)
+
+    @property
+    def export_zone(self) -> ZoneInfo:
+        """The zone of the dates in export files: PARDOT_EXPORT_TIMEZONE, else the account's."""
+        return ZoneInfo(self.export_timezone or self.account_timezone)
 
     @field_validator("queue_url")
     @classmethod

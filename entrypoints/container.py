@@ -257,6 +257,7 @@ class Container(containers.DeclarativeContainer):
         budget,
         destination,
         metrics=metrics,
+        bulk=repository,
     )
     import_lane = providers.Singleton(assembly.import_lane, config, repository, metrics)
     sync_service = providers.Singleton(

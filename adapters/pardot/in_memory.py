@@ -81,6 +81,7 @@ class InMemoryPardot(InMemoryBulk):
         self.account_zone = account_zone
         self.bulk_imports: dict[int, _Import] = {}
         self.bulk_exports: dict[int, _Export] = {}
+        self.export_failures = 0  # the next this many exports end Failed
         self.batches_today = 0
 
     @property

@@ -33,8 +33,8 @@ from domain.ports import (
     ImportRowError,
     ImportStatus,
 )
-from domain.ports.bulk import EXPORT_MAX_RANGE_DAYS, PARDOT_TIME, ImportState
-from domain.prospect import STANDARD_FIELDS, Fields, normalise_email
+from domain.ports.bulk import EXPORT_MAX_RANGE_DAYS, PARDOT_TIME, ExportState, ImportState
+from domain.prospect import READ_ONLY_FIELDS, STANDARD_FIELDS, Fields, normalise_email
 
 if TYPE_CHECKING:
     from adapters.pardot.in_memory import _Record
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 V4_IDENTIFIERS = ("prospect_id", "salesforce_fid")
 _JobT = TypeVar("_JobT")
 EXPORT_REF = "memory://export/{id}/file/1"
+NOT_EXPORTABLE = frozenset({"grade", "notes"})
 
 
 @dataclass
@@ -77,6 +78,7 @@ class _Host(Protocol):
     account_zone: tzinfo
     bulk_imports: dict[int, _Import]
     bulk_exports: dict[int, _Export]
+    export_failures: int
     batches_today: int
     _clock: Iterator[int]
 
@@ -165,6 +167,10 @@ class InMemoryBulk:
             days=EXPORT_MAX_RANGE_DAYS + 1
         ):
             raise PermanentPardotError("Invalid procedure argument.", code=177)
+        exportable = {"id", *STANDARD_FIELDS, *READ_ONLY_FIELDS} - NOT_EXPORTABLE
+        if any(name not in exportable for name in request.fields):
+            # Pardot's docs name no custom field as exportable; `grade` and `notes` are not.
+            raise PermanentPardotError("One or more of the specified fields are invalid", code=130)
         job = _Export(201900 + len(self.bulk_exports) + 1, request)
         self.bulk_exports[job.id] = job
         return _export_status(job)
@@ -176,7 +182,10 @@ class InMemoryBulk:
         for older in sorted(self.bulk_exports.values(), key=lambda j: j.id):
             if older.id > export_id:
                 break
-            if older.state != "Complete":
+            if older.state == "Waiting" and self.export_failures > 0:
+                self.export_failures -= 1
+                older.state = "Failed"
+            elif older.state == "Waiting":
                 older.rows = _export_rows(self, older.request)
                 older.state = "Complete"
         return _export_status(job)
@@ -204,7 +213,10 @@ def _import_status(job: _Import) -> ImportStatus:
 
 def _export_status(job: _Export) -> ExportStatus:
     files = (EXPORT_REF.format(id=job.id),) if job.state == "Complete" and job.rows else ()
-    return ExportStatus(job.id, "Complete" if job.state == "Complete" else "Waiting", False, files)
+    state: ExportState = "Waiting"
+    if job.state in ("Complete", "Failed"):
+        state = "Complete" if job.state == "Complete" else "Failed"
+    return ExportStatus(job.id, state, False, files)
 
 
 def _read_csv(data: bytes) -> tuple[list[str], list[list[str]]]:

@@ -16,12 +16,14 @@ IndexRow = tuple[int, str, str | None, str | None, str]
 
 
 def index_row(prospect: Prospect, lookup: str | None) -> IndexRow:
-    data = {
+    data: dict[str, object] = {
         "email": prospect.email,
         "fields": {k: list(v) if isinstance(v, tuple) else v for k, v in prospect.fields.items()},
         "updated": list(prospect.updated),
         "created_at": prospect.created_at,
     }
+    if prospect.unknown:
+        data["unknown"] = sorted(prospect.unknown)
     email = (prospect.email or "").strip().lower()
     return (prospect.id, email, prospect.fid, lookup, json.dumps(data, separators=(",", ":")))
 
@@ -39,4 +41,5 @@ def prospect_from_row(prospect_id: int, fid: str | None, data: str) -> Prospect:
         (str(updated[0]), int(updated[1])),
         fields,
         str(raw.get("created_at") or ""),
+        frozenset(str(name) for name in raw.get("unknown", ())),
     )

@@ -6,8 +6,9 @@ that index the way Pardot recommends for bulk pulls (`id_greater_than` high-wate
 rows a call, parallel id ranges within the in-flight limit, resumable: `scan`), keeps it fresh
 with `updated_after` queries bounded by the latest `updated_at` Pardot returned (never our own
 clock: Pardot's times are in the account's zone), and learns the ids of prospects created by
-batches (which return none) from the refresh begun after them (`refresh`). Every call goes through
-one budgeted, counted `feed`; the `keeper` decides when to pull.
+batches (which return none) from the refresh begun after them (`refresh`). Where Pardot's exports
+cost fewer calls than the scan, they fill the index instead (`export`). Every call goes through
+one budgeted, counted `feed`; the `keeper` decides when to pull, and how.
 """
 
 from domain.index.feed import KEY_FIELDS, BudgetShort, IndexFeed

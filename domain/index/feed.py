@@ -104,6 +104,14 @@ class IndexFeed:
         finally:
             self._reserved = max(0, self._reserved - 1)
 
+    async def call(self, call: Awaitable[T]) -> T:
+        """Any other call for the index (an export's create, status read or download);
+        `spend` comes first, as for every call."""
+        try:
+            return await self._counted(call)
+        finally:
+            self._reserved = max(0, self._reserved - 1)
+
     async def _counted(self, call: Awaitable[T]) -> T:
         self.calls += 1
         return await call

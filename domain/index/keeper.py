@@ -20,9 +20,17 @@ from datetime import datetime, timedelta
 
 from domain.budget import DailyBudget, Priority
 from domain.index import refresh as refreshing
+from domain.index.export import ExportFailed, ExportFill, ExportOptions, Sleep
 from domain.index.feed import BudgetShort, IndexFeed
 from domain.index.scan import Progress, RangeScan, ScanReport
-from domain.ports import QUERY_LIMIT, IndexState, PardotRepository, ProspectIndex, ProspectQuery
+from domain.ports import (
+    QUERY_LIMIT,
+    BulkPardot,
+    IndexState,
+    PardotRepository,
+    ProspectIndex,
+    ProspectQuery,
+)
 from domain.prospect import CustomField, Prospect
 
 log = logging.getLogger(__name__)
@@ -56,8 +64,18 @@ class IndexKeeper:
         scan_lock: Callable[[], AbstractAsyncContextManager[None]] | None = None,
         refresh_lock: Callable[[], AbstractAsyncContextManager[None]] | None = None,
         lag_seconds: float = 0.0,
+        bulk: BulkPardot | None = None,
+        exports: ExportOptions | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
+        """`bulk` and `exports` given (DESTINATION_BULK=auto): the index is filled by
+        Pardot's exports where they cost fewer calls than the scan (`domain.index.export`)."""
         self._feed = IndexFeed(repository, index, lookup_field=lookup_field, budget=budget)
+        self._bulk = bulk
+        self._exports = exports if bulk is not None else None
+        self._sleep = sleep
+        self._oldest: str | None = None  # the oldest updated_at the sizing query saw
+        self._export_failed = False  # a failed export: the scan fills from then on
         self._refresh_seconds = refresh_seconds
         self._parallel = max(1, parallel)
         self._scan_lock = scan_lock or contextlib.nullcontext
@@ -151,9 +169,12 @@ class IndexKeeper:
     async def scan_worth_it(self, waiting: int) -> bool:
         """Whether scanning is cheaper than reading one by one for `waiting` unresolved events.
 
-        A scan costs one call per 200 prospects plus SCAN_OVERHEAD_CALLS; `total_results` of a
-        one-row query gives the account's size for one call (asked once per process, and only
-        once a scan could pay at all). Events already read one by one count too.
+        A scan costs one call per 200 prospects plus SCAN_OVERHEAD_CALLS, exports (when they
+        may fill the index) what `domain.bulk_cost` says, whichever is less; `total_results`
+        of a one-row query gives the account's size for one call (asked once per process, and
+        only once a scan could pay at all), and sorted by `updated_at` its oldest change,
+        which sets how many exports of a year it takes. Events already read one by one count
+        too.
         """
         state = await self.index.state()
         if state.complete:
@@ -166,9 +187,33 @@ class IndexKeeper:
                 await self._feed.spend("scan")
             except BudgetShort:
                 return False
+            await self._sizing_query()
+        assert self._size is not None
+        fill = -(-self._size // SCAN_ROWS_PER_CALL)
+        export = self._export_fill()
+        if export is not None and self._oldest is not None:
+            calls = export.calls(self._size, self._oldest, await self.index.clock())
+            fill = fill if calls is None else min(fill, calls)
+        return wanting > fill + SCAN_OVERHEAD_CALLS
+
+    async def _sizing_query(self) -> None:
+        """The account's size (and, where exports may fill the index, its oldest change):
+        one call; the caller spent it."""
+        if self._export_fill() is None:
             page = await self._feed.query(ProspectQuery(limit=1, fields=("id",)))
-            self._size = page.total if page.total is not None else len(page.prospects)
-        return wanting > -(-self._size // SCAN_ROWS_PER_CALL) + SCAN_OVERHEAD_CALLS
+        else:
+            page = await self._feed.query(
+                ProspectQuery(sort_by="updated_at", limit=1, fields=("updated_at",))
+            )
+            self._oldest = page.prospects[0].updated_at if page.prospects else None
+        self._size = page.total if page.total is not None else len(page.prospects)
+
+    def _export_fill(self, progress: Progress | None = None) -> ExportFill | None:
+        if self._bulk is None or self._exports is None or self._export_failed:
+            return None
+        return ExportFill(
+            self._bulk, self._feed, self._exports, sleep=self._sleep, progress=progress
+        )
 
     async def before_batch(self, waiting: int, *, backlog: int = 0) -> bool:
         """Scan when it pays, refresh when due; True when decisions can use the index.
@@ -220,7 +265,9 @@ class IndexKeeper:
         """Pull every prospect into the index, resuming an interrupted scan.
 
         Scans never use the last 10% of the day's budget: a scan stopped by the budget keeps
-        its place and goes on from there later.
+        its place and goes on from there later. Where exports cost fewer calls (`bulk` and
+        `exports` given) they fill the index instead, from scratch each time; one that fails
+        leaves the fill to the scan, with one warning.
         """
         async with self._scan_lock():
             if restart:
@@ -233,17 +280,48 @@ class IndexKeeper:
             try:
                 await self._feed.fields_to_pull()
                 if not state.ranges:
+                    exported = await self._by_exports(progress)
+                    if exported is not None:
+                        return await self._complete(exported, calls_before)
                     state = await scan.plan()
                     self._size = scan.size
                 pulled = await scan.pull(state)
             except BudgetShort as short:
                 return ScanReport(False, scan.pulled, self.calls - calls_before, str(short))
-            state = await self.index.state()
-            await self.index.save_state(replace(state, complete=True, ranges=()))
-            # What changed while the scan ran, from the mark taken before it began.
-            with contextlib.suppress(BudgetShort):
-                await self.refresh(force=True)
-            return ScanReport(True, pulled, self.calls - calls_before)
+            return await self._complete(pulled, calls_before)
+
+    async def _complete(self, pulled: int, calls_before: int) -> ScanReport:
+        state = await self.index.state()
+        await self.index.save_state(replace(state, complete=True, ranges=()))
+        # What changed while the scan or the exports ran, from the mark taken before they
+        # began: the watermark comes from this query, never from an export's dates.
+        with contextlib.suppress(BudgetShort):
+            await self.refresh(force=True)
+        return ScanReport(True, pulled, self.calls - calls_before)
+
+    async def _by_exports(self, progress: Progress | None) -> int | None:
+        """Fill the index by exports when they pay: the prospects put, or None when the scan
+        is to fill it. Raises BudgetShort (the next rebuild decides again)."""
+        fill = self._export_fill(progress)
+        if fill is None:
+            return None
+        if self._size is None or self._oldest is None:
+            await self._feed.spend("scan")
+            await self._sizing_query()
+        assert self._size is not None
+        if self._oldest is None or not fill.pays(
+            self._size, self._oldest, await self.index.clock()
+        ):
+            return None
+        try:
+            pulled = await fill.run(self._oldest)
+        except ExportFailed as failed:
+            self._export_failed = True
+            log.warning("prospect index: %s; filling it by a paged scan instead", failed)
+            await self.index.clear()
+            return None
+        log.info("prospect index: %d prospects pulled by exports", pulled)
+        return pulled
 
     # -- keeping fresh ----------------------------------------------------------------------
 

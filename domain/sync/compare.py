@@ -108,7 +108,10 @@ def refresh_pays(writes: int, unchanged: int) -> bool:
 
 
 def holds_value(prospect: Prospect, name: str, value: FieldValue, field_type: FieldType) -> bool:
-    """Whether Pardot already holds `value` in `name`, compared as Pardot returns it."""
+    """Whether Pardot already holds `value` in `name`, compared as Pardot returns it (a
+    field the index copy does not hold never is: it is written)."""
+    if name in prospect.unknown:
+        return False
     if name == "email":
         return isinstance(value, str) and (prospect.email or "").strip() == value.strip()
     return normal(name, value, field_type) == normal(name, prospect.fields.get(name), field_type)
