@@ -209,7 +209,10 @@ class ExportFill:
             )
             for ref in status.files:
                 await feed.spend("scan")
-                rows = await feed.call(self._bulk.download_export(ref))
+                try:
+                    rows = await feed.call(self._bulk.download_export(ref))
+                except PermanentPardotError as refused:  # expired meanwhile, say
+                    raise ExportFailed(f"Pardot refused an export file: {refused}") from refused
                 export_zone = self._options.export_zone
                 prospects = [
                     prospect_from_export(row, unknown=unknown, export_zone=export_zone,
