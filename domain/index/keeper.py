@@ -120,7 +120,7 @@ class IndexKeeper:
             await self._lookup_column(state)
         except BudgetShort:
             return False
-        return True
+        return (await self.index.state()).complete  # unless it must be filled again
 
     async def _lookup_column(self, state: IndexState) -> None:
         if self._feed.lookup_column == (None, None) and state.lookup_field is None:
@@ -134,9 +134,17 @@ class IndexKeeper:
             if (state.lookup_field, state.lookup_type) == wanted:
                 return  # another process recomputed it meanwhile
             # Every row holds every custom field's value: the column is computed again from
-            # them, no call to Pardot.
+            # them, no call to Pardot. Rows an export filled do not: then the index is filled
+            # again, by the scan (exports cannot fill a lookup column).
             cursor, rows = 0, 0
             while page := await self.index.rows_after(cursor, RELABEL_PAGE):
+                if wanted[0] is not None and any(wanted[0] in p.unknown for p in page):
+                    await self.index.clear()
+                    log.warning(
+                        "prospect index: the lookup field %s is not held by rows an export "
+                        "filled; the index is filled again by a scan", wanted[0],
+                    )  # fmt: skip
+                    return
                 await self._feed.put(page)
                 cursor, rows = page[-1].id, rows + len(page)
             state = await self.index.state()

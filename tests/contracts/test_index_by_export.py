@@ -341,3 +341,19 @@ async def test_a_value_no_export_carries_is_written_never_taken_as_held() -> Non
         prospect = fake.get_prospect(held)
         assert prospect is not None
         assert prospect.get("org_id") is None and prospect.get("notes") is None
+
+
+async def test_a_lookup_field_set_after_an_export_fill_has_the_index_scanned_again() -> None:
+    """Rows an export filled lack the custom fields: their lookup values cannot be computed
+    from them, so the index is not ready until a scan filled it again."""
+    async with AsyncExitStack() as stack:
+        backend = await open_backend(stack, "http", 4)
+        assert backend.fake is not None
+        past = backend.fake.clock().replace(microsecond=0) - timedelta(days=3)
+        seed_account(backend.fake, [{"org_id": f"o{n}", "updated_at": past} for n in range(5)])
+        backend.fake.seed_prospect(email="late@example.com", org_id="o9")  # read back whole
+        exported, _, _ = await fill(backend, by_export("America/Los_Angeles"))
+        keeper = IndexKeeper(backend.repo, exported.index, lookup_field="org_id")
+        assert not await keeper.ready()
+        assert (await keeper.rebuild()).complete and await keeper.ready()
+        assert [p.email for p in await keeper.index.holding("o3")] == ["p3@example.com"]
