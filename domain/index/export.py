@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
+from domain.budget import Priority
 from domain.bulk_cost import (
     FIRST_STATUS_WAIT,
     LONGEST_STATUS_WAIT,
@@ -70,13 +71,16 @@ class ExportFailed(Exception):
 class ExportOptions:
     """The account's zone (of every time the index keeps), the zone of the API user the
     exports run as (of the dates in their files), their pace, the first status wait, and
-    `min_prospects`, which, set, replaces the costing: exports fill any account that large."""
+    `min_prospects`, which, set, replaces the costing: exports fill any account that large;
+    `min_changes` the same for a refresh (`domain.index.export_refresh`): an export reads
+    back the changes when that many are due."""
 
     account_zone: tzinfo
     export_zone: tzinfo
     pace: ExportPace = DEFAULT_PACE
     first_wait: float = FIRST_STATUS_WAIT
     min_prospects: int | None = None
+    min_changes: int | None = None
 
 
 def status_waits(first: float = FIRST_STATUS_WAIT) -> Iterator[float]:
@@ -126,12 +130,21 @@ def prospect_from_export(
     )
 
 
+def export_columns(feed: IndexFeed) -> tuple[tuple[str, ...], frozenset[str]]:
+    """What an export asks for, and what the index holds that it cannot carry."""
+    wanted = feed.fields or ()
+    custom = {name for name in wanted if name not in KEY_FIELDS} - STANDARD_FIELDS
+    unknown = frozenset(name for name in wanted if name in NOT_EXPORTABLE or name in custom)
+    asked = ("id", *(name for name in wanted if name not in unknown))
+    return asked, unknown
+
+
 def _account_time(text: str, export_zone: tzinfo, account_zone: tzinfo) -> str:
     moment = export_time(text, export_zone)
     return "" if moment is None else moment.astimezone(account_zone).strftime(PARDOT_TIME)
 
 
-def _aware(pardot_time: str, zone: tzinfo) -> datetime:
+def aware(pardot_time: str, zone: tzinfo) -> datetime:
     return datetime.strptime(pardot_time, PARDOT_TIME).replace(tzinfo=zone)
 
 
@@ -156,11 +169,7 @@ class ExportFill:
 
     def columns(self) -> tuple[tuple[str, ...], frozenset[str]]:
         """What the exports ask for, and what the index holds that they cannot carry."""
-        wanted = self._feed.fields or ()
-        custom = {name for name in wanted if name not in KEY_FIELDS} - STANDARD_FIELDS
-        unknown = frozenset(name for name in wanted if name in NOT_EXPORTABLE or name in custom)
-        asked = ("id", *(name for name in wanted if name not in unknown))
-        return asked, unknown
+        return export_columns(self._feed)
 
     def calls(self, size: int, oldest: str, now: datetime) -> int | None:
         """The calls exports would take for an account of `size` prospects changed since
@@ -168,7 +177,7 @@ class ExportFill:
         cannot fill this index (a lookup field: see the module's note)."""
         if self._feed.lookup_column[0] is not None:
             return None
-        years = len(export_ranges(_aware(oldest, self._options.account_zone), now))
+        years = len(export_ranges(aware(oldest, self._options.account_zone), now))
         return export_calls(size, years, self._options.pace)
 
     def pays(self, size: int, oldest: str | None, now: datetime) -> bool:
@@ -177,7 +186,7 @@ class ExportFill:
             return False
         if self._options.min_prospects is not None:
             return size >= self._options.min_prospects
-        years = len(export_ranges(_aware(oldest, self._options.account_zone), now))
+        years = len(export_ranges(aware(oldest, self._options.account_zone), now))
         return export_pays(size, years, self._options.pace)
 
     async def run(self, oldest: str) -> int:
@@ -203,22 +212,15 @@ class ExportFill:
             return 0  # an empty account
         asked, unknown = self.columns()
         seen: set[int] = set()
-        for after, before in export_ranges(_aware(oldest, zone), _aware(mark, zone)):
-            status = await self._follow(
-                ExportRequest(asked, after, self._options.export_zone, before)
-            )
+        for after, before in export_ranges(aware(oldest, zone), aware(mark, zone)):
+            status = await follow_export(
+                self._bulk, feed, ExportRequest(asked, after, self._options.export_zone, before),
+                self._options, "scan", self._sleep,
+            )  # fmt: skip
             for ref in status.files:
-                await feed.spend("scan")
-                try:
-                    rows = await feed.call(self._bulk.download_export(ref))
-                except PermanentPardotError as refused:  # expired meanwhile, say
-                    raise ExportFailed(f"Pardot refused an export file: {refused}") from refused
-                export_zone = self._options.export_zone
-                prospects = [
-                    prospect_from_export(row, unknown=unknown, export_zone=export_zone,
-                                         account_zone=zone)
-                    for row in rows
-                ]  # fmt: skip
+                prospects = await download_export(
+                    self._bulk, feed, ref, self._options, "scan", unknown
+                )
                 await feed.put(prospects)
                 seen.update(p.id for p in prospects)
                 self.pulled = len(seen)
@@ -226,21 +228,50 @@ class ExportFill:
                     self._progress(self.pulled, max(total, self.pulled))
         return self.pulled
 
-    async def _follow(self, request: ExportRequest) -> ExportStatus:
-        """One export created and read, backing off, until Complete."""
-        feed = self._feed
-        await feed.spend("scan")
-        try:
-            status = await feed.call(self._bulk.create_export(request))
-        except PermanentPardotError as refused:
-            raise ExportFailed(f"Pardot refused the export: {refused}") from refused
-        waits = status_waits(self._options.first_wait)
-        while status.state in ("Waiting", "Processing"):
-            await self._sleep(next(waits))
-            await feed.spend("scan")
-            status = await feed.call(self._bulk.read_export(status.id))
-        _check(status)
-        return status
+
+async def follow_export(
+    bulk: BulkPardot,
+    feed: IndexFeed,
+    request: ExportRequest,
+    options: ExportOptions,
+    priority: Priority,
+    sleep: Sleep,
+) -> ExportStatus:
+    """One export created and read, backing off, until Complete; every call budgeted at
+    `priority`. Raises ExportFailed, or BudgetShort."""
+    await feed.spend(priority)
+    try:
+        status = await feed.call(bulk.create_export(request))
+    except PermanentPardotError as refused:
+        raise ExportFailed(f"Pardot refused the export: {refused}") from refused
+    waits = status_waits(options.first_wait)
+    while status.state in ("Waiting", "Processing"):
+        await sleep(next(waits))
+        await feed.spend(priority)
+        status = await feed.call(bulk.read_export(status.id))
+    _check(status)
+    return status
+
+
+async def download_export(
+    bulk: BulkPardot,
+    feed: IndexFeed,
+    ref: str,
+    options: ExportOptions,
+    priority: Priority,
+    unknown: frozenset[str],
+) -> list[Prospect]:
+    """One result file as the index keeps its prospects (not put yet)."""
+    await feed.spend(priority)
+    try:
+        rows = await feed.call(bulk.download_export(ref))
+    except PermanentPardotError as refused:  # expired meanwhile, say
+        raise ExportFailed(f"Pardot refused an export file: {refused}") from refused
+    return [
+        prospect_from_export(row, unknown=unknown, export_zone=options.export_zone,
+                             account_zone=options.account_zone)
+        for row in rows
+    ]  # fmt: skip
 
 
 def _check(status: ExportStatus) -> None:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from domain.budget import DailyBudget, Priority
 from domain.index import refresh as refreshing
 from domain.index.export import ExportFailed, ExportFill, ExportOptions, Sleep
+from domain.index.export_refresh import ChangesByExport
 from domain.index.feed import BudgetShort, IndexFeed
 from domain.index.scan import Progress, RangeScan, ScanReport
 from domain.ports import (
@@ -74,6 +75,12 @@ class IndexKeeper:
         self._bulk = bulk
         self._exports = exports if bulk is not None else None
         self._sleep = sleep
+        # A refresh reading back many changes (a large sync's own) by one export.
+        self._changes = (
+            ChangesByExport(bulk, self._feed, exports, sleep=sleep)
+            if bulk is not None and exports is not None
+            else None
+        )
         self._oldest: str | None = None  # the oldest updated_at the sizing query saw
         self._export_failed = False  # a failed export: the scan fills from then on
         self._refresh_seconds = refresh_seconds
@@ -461,7 +468,9 @@ class IndexKeeper:
         began = await self.index.clock()
         self._written = 0
         lag = self._lag.total_seconds()
-        mark = await refreshing.pull_changes(self._feed, state.high_water, priority, lag=lag)
+        mark = await refreshing.pull_changes(
+            self._feed, state.high_water, priority, lag=lag, exports=self._changes
+        )
         state = await self.index.state()
         recent = (*state.recent_refreshes, began)[-RECENT_REFRESHES:]
         await self.index.save_state(
@@ -475,4 +484,6 @@ class IndexKeeper:
         """What this process wrote, in the index at once; counted, since the next refresh
         reads it all back (`learn_created`)."""
         self._written += len(prospects)
+        if self._changes is not None:
+            self._changes.note_written(p.id for p in prospects)
         await self._feed.put(prospects)

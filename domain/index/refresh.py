@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from domain.budget import Priority
+from domain.index.export_refresh import ChangesByExport
 from domain.index.feed import IndexFeed
 from domain.ports import QUERY_LIMIT, ProspectPage, ProspectQuery
 from domain.prospect import Prospect
@@ -32,7 +33,12 @@ def earlier(pardot_time: str, seconds: float = 1) -> str:
 
 
 async def pull_changes(
-    feed: IndexFeed, mark: str | None, priority: Priority, *, lag: float = 0
+    feed: IndexFeed,
+    mark: str | None,
+    priority: Priority,
+    *,
+    lag: float = 0,
+    exports: ChangesByExport | None = None,
 ) -> str | None:
     """Every prospect updated since `mark` into the index, then every prospect deleted since
     then out of it; returns the new mark (from live rows only: a deletion's time says nothing
@@ -41,16 +47,24 @@ async def pull_changes(
     The two pulls are independent queries and go out together (a create waits on this
     refresh); the deletions are applied once the live rows read after them are in
     (`_with_deletions`), and never to a row the index holds as changed after its deletion
-    (restored meanwhile).
+    (restored meanwhile). With `exports`, when the first page says more changes are due
+    than one export costs, the export reads them back and the pages go on from the mark
+    taken before it (`domain.index.export_refresh`).
     """
     bound = earlier(mark, 1 + lag) if mark else None
     if bound is None:  # a first refresh follows a scan, which saw no deleted prospect
         return await _pull(feed, bound, mark, priority, deleted=False)
-    return await _with_deletions(feed, bound, mark, priority, lag, "updated")
+    return await _with_deletions(feed, bound, mark, priority, lag, "updated", exports)
 
 
 async def _with_deletions(
-    feed: IndexFeed, bound: str, mark: str | None, priority: Priority, lag: float, by: By
+    feed: IndexFeed,
+    bound: str,
+    mark: str | None,
+    priority: Priority,
+    lag: float,
+    by: By,
+    exports: ChangesByExport | None = None,
 ) -> str | None:
     """Live rows and the recycle bin since `bound`, asked together; the new mark.
 
@@ -64,10 +78,18 @@ async def _with_deletions(
     nothing out, so no merge made before it is seen by halves.
     """
     deleted: list[Prospect] = []
+    exported = exports.exports if exports is not None else 0
     new_mark, _ = await asyncio.gather(
-        _pull(feed, bound, mark, priority, deleted=False, by=by),
+        _pull(feed, bound, mark, priority, deleted=False, by=by, exports=exports, lag=lag),
         _pull(feed, bound, None, priority, deleted=True, into=deleted),
     )
+    if exports is not None and exports.exports > exported:
+        # The export put rows as they stood when it ran, after the recycle bin answered: one
+        # deleted since is in the index, and the pages after the mark do not show it (not
+        # live). The bin read now shows it, and the next refresh's, from a mark older than
+        # this read, shows any deleted later.
+        deleted = []
+        await _pull(feed, bound, None, priority, deleted=True, into=deleted)
     while await _held(feed, deleted):
         again = earlier(new_mark, 1 + lag) if new_mark else bound
         new_mark = await _pull(feed, again, new_mark, priority, deleted=False, by=by)
@@ -111,11 +133,22 @@ async def _pull(
     deleted: bool,
     into: list[Prospect] | None = None,
     by: By = "updated",
+    exports: ChangesByExport | None = None,
+    lag: float = 0,
 ) -> str | None:
-    """Pages of live rows into the index, or of deleted rows into `into`."""
+    """Pages of live rows into the index, or of deleted rows into `into`; `exports` may read
+    back what the first page says is due instead (live changes only)."""
     while True:
         query = ProspectQuery(sort_by=f"{by}_at", **{f"{by}_after": bound})  # type: ignore[arg-type]
         page = await _page(feed, priority, deleted, query, into, by)
+        if exports is not None and bound is not None and len(page.prospects) == QUERY_LIMIT:
+            due = (page.total or 0) - len(page.prospects)
+            caught = await exports.catch_up(bound, due, priority, await feed.index.clock())
+            exports = None  # once a pull
+            if caught is not None:
+                mark = max(mark or "", caught)
+                bound = earlier(caught, 1 + lag)
+                continue
         if page.prospects:
             mark = max(mark or "", _time(page.prospects[-1], by)) or mark
         if len(page.prospects) < QUERY_LIMIT or not page.prospects:
