@@ -1,0 +1,97 @@
+"""PostgreSQL goes away for a minute while events flow to two `serve` nodes, then comes back.
+
+A proxy of the test's own stands between the nodes and PostgreSQL and resets every connection,
+old and new, for `OUTAGE_SECONDS` (60 s, as a failover or a restart takes; set
+PARDOT_FAULTS_OUTAGE_SECONDS to try another). Senders keep posting as Segment does, sending an
+event again after a 503 until it is acknowledged. What must hold: the door answers 503 with
+Retry-After while it cannot store, never 200 for an unstored event; the pools replace their
+connections without a restart; no event is settled twice (a trigger of the test's own records
+each final settlement); deliveries resume within 15 s of the proxy reopening; and Pardot holds
+one prospect per person with the last values sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from tests.faults.flow import Flow, log_settlements, rows
+from tests.faults.proxy import proxies
+from tests.service.conftest import Stack
+
+OUTAGE_SECONDS = float(os.environ.get("PARDOT_FAULTS_OUTAGE_SECONDS", "60"))
+PEOPLE = 8
+LEASED = "SELECT id FROM events WHERE state = 'leased'"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(OUTAGE_SECONDS + 150)
+async def test_postgres_gone_for_a_minute_loses_nothing_and_doubles_nothing(
+    v4_stack: Stack, postgres_url: str
+) -> None:
+    fake = v4_stack.fake
+    fake.latency = 0.2  # the nodes hold leases when the store goes: one is held across it
+    async with proxies(2, postgres_url) as pair:
+        nodes = list(
+            await asyncio.gather(
+                *(
+                    v4_stack.service(
+                        DESTINATION_QUEUE_URL=proxy.url_for(postgres_url),
+                        DESTINATION_LEASE_SECONDS="3",
+                    )
+                    for proxy in pair
+                )
+            )
+        )
+        log_settlements(postgres_url)
+        flow = Flow(lambda: [node.url for node in nodes], PEOPLE)
+        sending = asyncio.create_task(flow.run(rounds=10_000, gap=0.2))
+        while not rows(postgres_url, LEASED):  # noqa: ASYNC110 - the nodes' store to watch
+            await asyncio.sleep(0.02)
+        held = {i for (i,) in rows(postgres_url, LEASED)}
+        for proxy in pair:
+            proxy.cut()
+        cut_at = time.monotonic()
+        await asyncio.sleep(OUTAGE_SECONDS)
+        # Sent after the cut, before the reopening: the store could not have kept them.
+        accepted_during = [s for s in flow.acknowledged if cut_at < s < time.monotonic()]
+        refused_during = [a - s for s, a in flow.refusals if s >= cut_at]
+        settled_before = len(rows(postgres_url, "SELECT id FROM settle_log"))
+        for proxy in pair:
+            proxy.reopen()
+        reopened_at = time.monotonic()
+        while len(rows(postgres_url, "SELECT id FROM settle_log")) == settled_before:
+            assert time.monotonic() - reopened_at < 30, "no delivery 30 s after the store came back"
+            await asyncio.sleep(0.1)
+        resumed = time.monotonic() - reopened_at
+        await asyncio.sleep(3)  # events keep flowing after the outage, then stop
+        flow.stop.set()
+        await sending
+        total = flow.accepted
+        await v4_stack.wait_until(nodes[0].url, lambda c: c("delivered") == total, seconds=60)
+
+    settled = rows(postgres_url, "SELECT id, state FROM settle_log")
+    twice = len(settled) - len({i for i, _ in settled})
+    print(
+        f"\nstore gone {OUTAGE_SECONDS:.0f} s: accepted {total} events ({len(accepted_during)} "
+        f"sent while it was gone), refused {len(refused_during)} times with 503 (the slowest "
+        f"after {max(refused_during, default=0):.1f} s), delivered "
+        f"{len({i for i, _ in settled})}, settled twice {twice}, lost "
+        f"{total - len({i for i, _ in settled})}; deliveries resumed {resumed:.1f} s after it "
+        f"came back; {len(held)} events were leased at the cut"
+    )
+    assert not accepted_during, "the door acknowledged events while the store was gone"
+    assert refused_during, "no sender was refused while the store was gone"
+    assert resumed < 15, f"deliveries resumed {resumed:.1f} s after the store came back"
+    assert twice == 0
+    assert len(settled) == total == len(rows(postgres_url, "SELECT id FROM events"))
+    assert {state for _, state in settled} == {"delivered"}
+    assert held <= {i for i, _ in settled}
+    prospects = fake.all_prospects()
+    assert sorted(p["email"] for p in prospects) == sorted(f"person{n}@x.io" for n in range(PEOPLE))
+    assert {p["email"]: p["plan"] for p in prospects} == {
+        f"person{n}@x.io": f"r{flow.last_round[n]}" for n in range(PEOPLE)
+    }
