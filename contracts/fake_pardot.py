@@ -180,7 +180,8 @@ async def _counted(
     """Every API call, prospect or bulk: counted, journaled, then answered."""
     fake.calls[counter] += 1
     if fake.journal is not None:
-        entry = JournalEntry(operation, params, time.monotonic())
+        bearer = request.headers.get("Authorization", "").partition(" ")[2].strip()
+        entry = JournalEntry(operation, params, time.monotonic(), token=bearer)
         fake.journal.append(entry)
         try:
             return await _answer_call(fake, request, operation, params, work)

@@ -296,6 +296,8 @@ class JournalEntry:
     params: dict[str, str]
     received: float
     answered: float | None = None
+    # The bearer token that made the call: tells apart nodes that each signed in themselves.
+    token: str = ""
 
 
 @dataclass

@@ -41,6 +41,9 @@ BATCHING_NEEDS_A_KEY = (
     "only its first event, so the write key in the Authorization header must vouch for the rest"
 )
 MAX_LEASE_SECONDS = 60.0
+# A Pardot call's longest wait, unless PARDOT_CALL_TIMEOUT_SECONDS says otherwise; never more
+# than half the lease, so a call begun under a lease ends well before another node may take it.
+DEFAULT_CALL_TIMEOUT_SECONDS = 5.0
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 NO_ADMIN_KEY_WARNING = (
     "DESTINATION_ADMIN_KEY is not set: /status and /metrics are open to anyone who can reach {host}"
@@ -99,6 +102,7 @@ class ServiceConfig(BaseSettings):
     tracker_url: str = _env("PARDOT_TRACKER_URL", "https://pi.pardot.com")
     max_concurrency: int = _env("PARDOT_MAX_CONCURRENCY", 5, ge=1, le=5)
     retry_wait_max: float = _env("PARDOT_RETRY_WAIT_MAX", 10.0, gt=0)
+    call_timeout: float | None = _env("PARDOT_CALL_TIMEOUT_SECONDS", None, gt=0)
     # The campaign of prospects the service creates. The seed's campaign id is for the
     # browser tracking code only ("not used if you are sending data from a server side
     # source"), so this one is operational and lives here, not among the six.
@@ -230,6 +234,24 @@ class ServiceConfig(BaseSettings):
                 "is set"
             )
         return warnings
+
+    @property
+    def call_timeout_seconds(self) -> float:
+        """How long one Pardot request may take (connect, send, each wait for the answer)."""
+        if self.call_timeout is not None:
+            return self.call_timeout
+        return min(DEFAULT_CALL_TIMEOUT_SECONDS, self.lease_seconds / 2)
+
+    @model_validator(mode="after")
+    def _calls_end_within_a_lease(self) -> ServiceConfig:
+        if self.call_timeout is not None and self.call_timeout >= self.lease_seconds:
+            raise ValueError(
+                f"PARDOT_CALL_TIMEOUT_SECONDS ({self.call_timeout:g} s) must be shorter than "
+                f"DESTINATION_LEASE_SECONDS ({self.lease_seconds:g} s): a Pardot call begun "
+                "while a worker holds its events must end before another node may take them "
+                "over, or both would write the same people to Pardot"
+            )
+        return self
 
     @model_validator(mode="after")
     def _batching_needs_a_key(self) -> ServiceConfig:

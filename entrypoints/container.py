@@ -49,6 +49,7 @@ from entrypoints.config import ServiceConfig, TrackingConfig
 from entrypoints.door_traffic import DoorFirstSlots, DoorTraffic
 from entrypoints.forget_wiring import Forgetting
 from entrypoints.http.serve_app import serve_app
+from entrypoints.lease_hold import lease_checked
 from entrypoints.metering import MeteredRepository, MeteredTokens
 from entrypoints.metrics import Metrics
 from entrypoints.operator.dry_run import DryRun
@@ -112,8 +113,8 @@ async def _pardot_slots(
         slots.close()
 
 
-async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0)) as client:
+async def _http_client(call_seconds: float) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(call_seconds)) as client:
         yield client
 
 
@@ -207,7 +208,7 @@ class Container(containers.DeclarativeContainer):
     )
 
     # Pardot, and the credentials to reach it.
-    http_client = providers.Resource(_http_client)
+    http_client = providers.Resource(_http_client, config.provided.call_timeout_seconds)
     tokens = providers.Singleton(token_provider, config)
     # Pardot's 5 requests in flight per business unit, shared by every process on the store.
     pardot_slots = providers.Resource(
@@ -243,7 +244,7 @@ class Container(containers.DeclarativeContainer):
             slots=metered_slots,
             retry_wait_max=config.provided.retry_wait_max,
             account_zone=config.provided.account_zone,
-            on_call=budget.provided.count_call,
+            on_call=providers.Callable(lease_checked, budget.provided.count_call),
         ),
         metrics,
     )
@@ -290,6 +291,7 @@ class Container(containers.DeclarativeContainer):
         WorkerOptions,
         idle_seconds=config.provided.poll_seconds,
         lease_seconds=config.provided.lease_seconds,
+        call_seconds=config.provided.call_timeout_seconds,
         batches_in_flight=config.provided.batches_in_flight,
         max_attempts=config.provided.max_attempts,
         backoff_initial=config.provided.retry_initial_seconds,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from domain.sync.import_lane import ImportLane
 from entrypoints.bulk_leases import BulkLeases
 from entrypoints.door_traffic import CROWDED_BATCH, DoorTraffic
 from entrypoints.history import entry, outcome_of
+from entrypoints.lease_hold import LeaseHold, LeaseLost, holding
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
 from entrypoints.rounds import Rounds
@@ -50,6 +52,9 @@ class WorkerOptions:
     batch_size: int = 500
     # How long a lease lasts after its last renewal: a dead worker's events wait this long.
     lease_seconds: float = 10.0
+    # The longest a Pardot call may take (PARDOT_CALL_TIMEOUT_SECONDS): a batch starts a call
+    # only while its lease is sure to outlive it (entrypoints/lease_hold.py).
+    call_seconds: float = 5.0
     idle_seconds: float = 0.25
     # Batches worked at once: one leased and resolved while another waits on Pardot.
     batches_in_flight: int = 3
@@ -158,6 +163,7 @@ class DeliveryWorker:
                 await self.purge_if_due()
                 await self.check_setup_if_due()
                 await rounds.room()
+                taken_at = time.monotonic()  # the lease's life starts no earlier than this
                 limit = self._options.batch_size
                 if await self._door.give_way(stop):
                     # Requests still crowd the door: one small batch at a time meanwhile.
@@ -168,7 +174,7 @@ class DeliveryWorker:
                     limit = await self._bulk.limit(await self._imports()) or limit
                 leased = await self._lease(limit)
                 if leased:
-                    rounds.start(self._work(leased))
+                    rounds.start(self._work(leased, taken_at))
                 wait, wakeable = (0.0, False) if leased else await self._idle_wait()
             except Exception as error:
                 failed += 1
@@ -237,8 +243,9 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         """One round: returns how many events were settled (0 when there was nothing due)."""
+        taken_at = time.monotonic()
         leased = await self._lease(self._options.batch_size)
-        return await self._work(leased) if leased else 0
+        return await self._work(leased, taken_at) if leased else 0
 
     async def _lease(self, limit: int) -> list[QueuedEvent]:
         """The next batch, or none while the queue is paused (the daily limit)."""
@@ -247,14 +254,19 @@ class DeliveryWorker:
             return []
         return await self._queue.lease(limit, self._options.lease_seconds)
 
-    async def _work(self, leased: list[QueuedEvent]) -> int:
-        """Deliver and settle one leased batch; returns how many settlements applied."""
+    async def _work(self, leased: list[QueuedEvent], taken_at: float) -> int:
+        """Deliver and settle one leased batch; returns how many settlements applied.
+
+        `taken_at` is when the lease was asked for: its Pardot calls start only while the
+        lease, renewed by the heartbeat, is sure to outlive them (entrypoints/lease_hold.py).
+        """
         if self._withdraw is not None:
             withdrawn = await self._withdraw(leased)
             leased = [item for item in leased if item.id not in withdrawn]
             if not leased:
                 return len(withdrawn)
         lease = leased[0].lease
+        hold = LeaseHold(self._options.lease_seconds, self._options.call_seconds, taken_at)
         events: list[IdentifyEvent] = []
         usable: list[QueuedEvent] = []
         parsed: dict[int, IdentifyEvent] = {}
@@ -273,8 +285,9 @@ class DeliveryWorker:
         outcomes: dict[int, Outcome] = {}
         if usable:
             try:
-                async with self._heartbeat(lease):
-                    found, outcomes = await self._deliver(usable, events)
+                async with self._heartbeat(lease, hold):
+                    with holding(hold):
+                        found, outcomes = await self._deliver(usable, events)
                 settlements |= found
             except asyncio.CancelledError:
                 # Shutting down mid-batch: hand the leases back at once rather than leave the
@@ -326,21 +339,26 @@ class DeliveryWorker:
             log.exception("could not record the delivery history of %d events", len(rows))
 
     @contextlib.asynccontextmanager
-    async def _heartbeat(self, lease: str) -> AsyncIterator[None]:
-        """Renew `lease` every few seconds while the block runs."""
+    async def _heartbeat(self, lease: str, hold: LeaseHold) -> AsyncIterator[None]:
+        """Renew `lease` every few seconds while the block runs, telling `hold` how it went."""
 
         async def beat() -> None:
             while True:
                 await asyncio.sleep(self._options.heartbeat_seconds)
                 self._readiness.beat()
+                began = time.monotonic()
                 try:
                     held = await self._queue.renew(lease, self._options.lease_seconds)
                 except Exception as error:  # the next beat tries again; the lease has slack
+                    # ... but no new Pardot call of this batch starts until one succeeds.
+                    hold.renewal_failed()
                     log.warning("could not renew a lease", error=type(error).__name__)
                     continue
                 if held == 0:
+                    hold.lost()
                     log.warning("lease lost: its events were taken over by another worker")
                     return
+                hold.renewed(began)
 
         task = asyncio.create_task(beat())
         try:
@@ -402,7 +420,7 @@ class DeliveryWorker:
         """
         try:
             return dict(zip([i.id for i in items], await service.sync(events), strict=True))
-        except ConfigurationError:
+        except (ConfigurationError, LeaseLost):
             raise
         except Exception as error:
             first = error
@@ -413,7 +431,9 @@ class DeliveryWorker:
             found = await service.sync([events[i] for i in indexes])
             return dict(zip(indexes, found, strict=True))
 
-        found = await isolate(_people(items), attempt, first, passthrough=(ConfigurationError,))
+        found = await isolate(
+            _people(items), attempt, first, passthrough=(ConfigurationError, LeaseLost)
+        )
         if found.all_failed:
             retry = RetryLater(f"retry: {last_line(first)}")
             return {item.id: retry for item in items}

@@ -53,9 +53,14 @@ def rows(url: str, query: str) -> list[tuple[Any, ...]]:
         return conn.execute(query).fetchall()  # type: ignore[arg-type]
 
 
-def log_settlements(url: str) -> None:
+def log_settlements(url: str, *, every_settlement: bool = False) -> None:
+    """From now on `settle_log` records each final settlement (or each one, retries too)."""
     with psycopg.connect(url, autocommit=True) as conn:
         for statement in SETTLE_LOG:
+            if every_settlement:
+                statement = statement.replace(
+                    "NEW.state IN ('delivered', 'dead', 'rejected')", "NEW.state <> 'leased'"
+                )
             conn.execute(statement)  # type: ignore[arg-type]
 
 
