@@ -33,6 +33,7 @@ from pydantic_settings import (
 
 from domain.errors import InvalidSettings
 from domain.settings import DestinationSettings
+from domain.settlement import DEFAULT_BACKOFF_MAX
 from domain.validation import describe_validation_error
 
 CONFIG_FILE_ENV = "PARDOT_DESTINATION_CONFIG"
@@ -138,6 +139,8 @@ class ServiceConfig(BaseSettings):
     # Pardot. Pardot's 5 calls in flight stay the bound whatever this is.
     batches_in_flight: int = _env("DESTINATION_BATCHES_IN_FLIGHT", 3, ge=1, le=16)
     retry_initial_seconds: float = _env("DESTINATION_RETRY_INITIAL_SECONDS", 5.0, gt=0)
+    # The longest wait between two attempts of an event: the doubling stops here.
+    retry_max_seconds: float = _env("DESTINATION_RETRY_MAX_SECONDS", DEFAULT_BACKOFF_MAX, gt=0)
     configuration_retry_seconds: float = _env("DESTINATION_CONFIG_RETRY_SECONDS", 30.0, gt=0)
     retention_days: float = _env("DESTINATION_RETENTION_DAYS", 7.0, gt=0)
     index_refresh_seconds: float = _env("DESTINATION_INDEX_REFRESH_SECONDS", 60.0, gt=0)

@@ -295,6 +295,7 @@ class Container(containers.DeclarativeContainer):
         batches_in_flight=config.provided.batches_in_flight,
         max_attempts=config.provided.max_attempts,
         backoff_initial=config.provided.retry_initial_seconds,
+        backoff_max=config.provided.retry_max_seconds,
         configuration_retry=config.provided.configuration_retry_seconds,
         retention=providers.Factory(timedelta, days=config.provided.retention_days),
     )

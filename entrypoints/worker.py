@@ -23,7 +23,7 @@ from domain.errors import ConfigurationError, InvalidEvent
 from domain.events import IdentifyEvent, parse_event
 from domain.isolation import isolate, last_line
 from domain.ports import DeliveryHistory, EventQueue, QueuedEvent, Settlement, ordering_key_of
-from domain.settlement import RetryPolicy, settle
+from domain.settlement import DEFAULT_BACKOFF_MAX, RetryPolicy, settle
 from domain.sync import Delivered, Outcome, RetryLater, SyncService
 from domain.sync.import_lane import ImportLane
 from entrypoints.bulk_leases import BulkLeases
@@ -60,7 +60,7 @@ class WorkerOptions:
     batches_in_flight: int = 3
     max_attempts: int = 12
     backoff_initial: float = 5.0
-    backoff_max: float = 3600.0
+    backoff_max: float = DEFAULT_BACKOFF_MAX
     # While the setup is wrong (revoked token, wrong business unit) nothing can succeed:
     # look again this often, without spending the events' retry budget.
     configuration_retry: float = 30.0
