@@ -247,6 +247,7 @@ class Container(containers.DeclarativeContainer):
             on_call=providers.Callable(lease_checked, budget.provided.count_call),
         ),
         metrics,
+        readiness,
     )
     destination = providers.Singleton(assembly.destination_settings, config, repository)
     index_keeper = providers.Singleton(

@@ -28,6 +28,7 @@ from domain.sync import Delivered, Outcome, RetryLater, SyncService
 from domain.sync.import_lane import ImportLane
 from entrypoints.bulk_leases import BulkLeases
 from entrypoints.door_traffic import CROWDED_BATCH, DoorTraffic
+from entrypoints.faults import store_fault
 from entrypoints.history import entry, outcome_of
 from entrypoints.lease_hold import LeaseHold, LeaseLost, holding
 from entrypoints.metrics import Metrics
@@ -180,7 +181,8 @@ class DeliveryWorker:
                 failed += 1
                 log.error("delivery round failed", error=type(error).__name__, failed=failed)
                 log.debug("delivery round failed", exc_info=error)
-                self._readiness.worker_failing(f"delivery rounds fail: {type(error).__name__}")
+                fault = store_fault(error) or f"delivery rounds fail: {type(error).__name__}"
+                self._readiness.worker_failing(fault)
                 if failed >= FAILED_ROUNDS_BEFORE_RESTART:
                     raise WorkerFailing(f"{failed} delivery rounds failed in a row") from error
                 wait = min(FAILED_ROUND_WAIT_MAX, self._options.idle_seconds * 2**failed)

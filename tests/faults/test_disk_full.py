@@ -109,6 +109,7 @@ async def test_a_full_disk_refuses_with_503_keeps_the_file_sound_and_recovers_by
                     break
             total = len(acknowledged)
             await v4_stack.wait_until(service.url, lambda c: c("delivered") == total, seconds=60)
+            ready_after = await client.get(f"{service.url}/readyz")
         assert await service.terminate() == 0
         with contextlib.closing(sqlite3.connect(queue_file)) as db:
             integrity = db.execute("PRAGMA integrity_check").fetchall()
@@ -124,4 +125,7 @@ async def test_a_full_disk_refuses_with_503_keeps_the_file_sound_and_recovers_by
     assert set(refused) - {None} and None not in refused, "a 503 without Retry-After"
     assert set(acknowledged) <= stored, "a 200 for an event that was not stored"
     assert integrity == [("ok",)]
+    assert ready.status_code == 503 and ready.json()["reason"].startswith("disk full: "), ready.text
+    assert str(disk) not in ready.text and "queue.db" not in ready.text
+    assert ready_after.status_code == 200, ready_after.text
     assert recovered is not None

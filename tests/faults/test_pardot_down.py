@@ -89,6 +89,8 @@ async def test_pardot_down_shorter_than_the_span_dead_letters_nothing_and_the_ba
     await v4_stack.wait_until(service.url, lambda c: c("retry") == PEOPLE, seconds=30)
     await asyncio.sleep(max(0.0, down_at + shortest * 0.8 - time.monotonic()))
     counts = await v4_stack.wait_until(service.url, lambda c: True)
+    async with httpx.AsyncClient() as client:
+        down = (await client.get(f"{service.url}/readyz")).json()
     fake.failures.clear()  # back
     back_at = time.monotonic()
     counts_after = await v4_stack.wait_until(
@@ -99,9 +101,12 @@ async def test_pardot_down_shorter_than_the_span_dead_letters_nothing_and_the_ba
         f"\nPardot down {back_at - down_at:.1f} s (the schedule's span is {shortest:.1f}-"
         f"{POLICY.span()[1]:.1f} s): {PEOPLE} accepted, dead while down {counts.get('dead', 0)}, "
         f"delivered {counts_after.get('delivered', 0)} {drained:.1f} s after it came back, "
-        f"lost {PEOPLE - counts_after.get('delivered', 0)}"
+        f"lost {PEOPLE - counts_after.get('delivered', 0)}; /readyz said {down}"
     )
     assert counts.get("dead", 0) == 0
+    assert down["reason"].startswith("Pardot unreachable since "), down
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{service.url}/readyz")).status_code == 200
     assert fake.max_in_flight <= 5, "the backlog drained past Pardot's 5 calls in flight"
     assert sorted(p["email"] for p in fake.all_prospects()) == sorted(
         f"person{n}@x.io" for n in range(PEOPLE)

@@ -16,6 +16,7 @@ import asyncio
 import os
 import time
 
+import httpx
 import pytest
 
 from tests.faults.flow import Flow, log_settlements, rows
@@ -56,6 +57,8 @@ async def test_postgres_gone_for_a_minute_loses_nothing_and_doubles_nothing(
             proxy.cut()
         cut_at = time.monotonic()
         await asyncio.sleep(OUTAGE_SECONDS)
+        async with httpx.AsyncClient(timeout=30) as client:
+            ready = [(await client.get(f"{node.url}/readyz")).json() for node in nodes]
         # Sent after the cut, before the reopening: the store could not have kept them.
         accepted_during = [s for s in flow.acknowledged if cut_at < s < time.monotonic()]
         refused_during = [a - s for s, a in flow.refusals if s >= cut_at]
@@ -81,8 +84,10 @@ async def test_postgres_gone_for_a_minute_loses_nothing_and_doubles_nothing(
         f"after {max(refused_during, default=0):.1f} s), delivered "
         f"{len({i for i, _ in settled})}, settled twice {twice}, lost "
         f"{total - len({i for i, _ in settled})}; deliveries resumed {resumed:.1f} s after it "
-        f"came back; {len(held)} events were leased at the cut"
+        f"came back; {len(held)} events were leased at the cut; /readyz said {ready[0]}"
     )
+    reasons = [answer.get("reason", "") for answer in ready]
+    assert all(r.startswith("store unreachable: ") for r in reasons), reasons
     assert not accepted_during, "the door acknowledged events while the store was gone"
     assert refused_during, "no sender was refused while the store was gone"
     assert resumed < 15, f"deliveries resumed {resumed:.1f} s after the store came back"
