@@ -43,8 +43,10 @@ BATCHING_NEEDS_A_KEY = (
 )
 MAX_LEASE_SECONDS = 60.0
 # A Pardot call's longest wait, unless PARDOT_CALL_TIMEOUT_SECONDS says otherwise; never more
-# than half the lease, so a call begun under a lease ends well before another node may take it.
+# than three quarters of the lease: a renewal comes every quarter, so a call may start at any
+# moment and still end before another node may take the lease.
 DEFAULT_CALL_TIMEOUT_SECONDS = 5.0
+DEFAULT_CALL_SHARE_OF_LEASE = 0.75
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 NO_ADMIN_KEY_WARNING = (
     "DESTINATION_ADMIN_KEY is not set: /status and /metrics are open to anyone who can reach {host}"
@@ -243,7 +245,7 @@ class ServiceConfig(BaseSettings):
         """How long one Pardot request may take (connect, send, each wait for the answer)."""
         if self.call_timeout is not None:
             return self.call_timeout
-        return min(DEFAULT_CALL_TIMEOUT_SECONDS, self.lease_seconds / 2)
+        return min(DEFAULT_CALL_TIMEOUT_SECONDS, self.lease_seconds * DEFAULT_CALL_SHARE_OF_LEASE)
 
     @model_validator(mode="after")
     def _calls_end_within_a_lease(self) -> ServiceConfig:

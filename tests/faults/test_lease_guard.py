@@ -66,7 +66,7 @@ async def test_no_pardot_call_starts_once_the_lease_cannot_be_renewed(tmp_path: 
                 salesforce_client_secret=DEFAULT_CLIENT_SECRET,
                 salesforce_refresh_token=DEFAULT_REFRESH_TOKEN,
                 token_file=str(tmp_path / "tokens.json"),
-                lease_seconds=2.0,  # a call may take 1 s; a renewal every 0.5 s
+                lease_seconds=2.0,  # a call may take 1.5 s; a renewal every 0.5 s
                 max_concurrency=1,
                 retry_initial_seconds=0.01,
             )

@@ -19,7 +19,7 @@ leases = st.floats(min_value=0.01, max_value=60.0)
 @given(leases)
 def test_the_default_call_timeout_is_well_inside_any_lease(lease: float) -> None:
     config = service_config(lease_seconds=lease)
-    assert config.call_timeout_seconds <= lease / 2
+    assert config.call_timeout_seconds <= lease * 0.75
 
 
 @given(leases, st.floats(min_value=1.0, max_value=10.0))

@@ -31,9 +31,9 @@ from tests.faults.proxy import proxies
 from tests.service.conftest import ServiceProcess, Stack
 
 PEOPLE = 40
-LEASE_SECONDS = 3.0  # PARDOT_CALL_TIMEOUT_SECONDS is then 1.5 s, a heartbeat every 0.75 s
+LEASE_SECONDS = 3.0  # PARDOT_CALL_TIMEOUT_SECONDS is then 2.25 s, a heartbeat every 0.75 s
 HEARTBEAT = LEASE_SECONDS / 4
-# Each Pardot call takes this long (under the 1.5 s timeout): A's write in flight at the cut
+# Each Pardot call takes this long (under the 2.25 s timeout): A's write in flight at the cut
 # is answered after A first fails to renew, and A's next call would overlap B's takeover.
 LATENCY = 1.3
 # A call that passed A's lease check just before its renewal failed reaches Pardot a moment later.

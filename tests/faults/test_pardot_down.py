@@ -31,7 +31,7 @@ SCHEDULE = {
     "DESTINATION_RETRY_INITIAL_SECONDS": "0.2",
     "DESTINATION_RETRY_MAX_SECONDS": "1.6",
     "DESTINATION_MAX_ATTEMPTS": "8",
-    "DESTINATION_LEASE_SECONDS": "2",  # Pardot calls time out after 1 s
+    "DESTINATION_LEASE_SECONDS": "2",  # Pardot calls time out after 1.5 s
     "PARDOT_RETRY_WAIT_MAX": "0.05",  # the retries within one call, quickly spent
 }
 POLICY = RetryPolicy(8, 0.2, 1.6)
