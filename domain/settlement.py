@@ -72,7 +72,11 @@ def _retry(
 ) -> Settlement:
     if outcome.resume_at is not None:
         # The daily limit is nobody's fault: it does not spend the retry budget.
-        return Settlement("retry", outcome.reason, outcome.resume_at)
+        return Settlement("retry", outcome.reason, outcome.resume_at, spent=False)
+    if not outcome.spent:
+        # Nor is the store's failure: the event waits as it did after its previous attempt.
+        wait = policy.backoff_ceiling(max(attempts - 1, 1)) / 2 * (1 + jitter)
+        return Settlement("retry", outcome.reason, now + timedelta(seconds=wait), spent=False)
     if attempts >= policy.max_attempts:
         return Settlement("dead", f"gave up after {attempts} attempts: {outcome.reason}")
     if outcome.delay is not None:

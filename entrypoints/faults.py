@@ -20,6 +20,10 @@ STORE_UNREACHABLE = (
     "is lost); it goes on by itself once the database answers"
 )
 _FULL_WORDS = ("database or disk is full", "no space left on device")
+_LOCKED = "database is locked"
+# psycopg's errors for a server gone, a connection broken or a transaction to be tried again
+# (OperationalError covers AdminShutdown, SerializationFailure, DeadlockDetected...).
+_PSYCOPG_UNREACHABLE = ("OperationalError", "InterfaceError")
 
 
 def store_fault(error: BaseException) -> str | None:
@@ -38,6 +42,29 @@ def store_fault(error: BaseException) -> str | None:
         if isinstance(link, ConnectionError | TimeoutError):
             return STORE_UNREACHABLE
     return None
+
+
+def blameless(error: BaseException) -> bool:
+    """Whether `error` says the store failed, not the event: no answer from PostgreSQL (its
+    connection or pool failing), the disk full or the SQLite file locked.
+
+    Narrower than `store_fault`: an error the server answered for an odd value (a DataError, a
+    NUL byte in a text) is the event's, and stays with it.
+    """
+    for link in _chain(error):
+        if isinstance(link, OSError) and link.errno == errno.ENOSPC:
+            return True
+        if any(words in str(link).lower() for words in (*_FULL_WORDS, _LOCKED)):
+            return True
+        if isinstance(link, ConnectionError | TimeoutError):
+            return True
+        for kind in type(link).__mro__:
+            library = kind.__module__.split(".")[0]
+            if library == "psycopg_pool" or (
+                library == "psycopg" and kind.__name__ in _PSYCOPG_UNREACHABLE
+            ):
+                return True
+    return False
 
 
 def pardot_unreachable(error: BaseException) -> bool:

@@ -28,7 +28,7 @@ from domain.sync import Delivered, Outcome, RetryLater, SyncService
 from domain.sync.import_lane import ImportLane
 from entrypoints.bulk_leases import BulkLeases
 from entrypoints.door_traffic import CROWDED_BATCH, DoorTraffic
-from entrypoints.faults import store_fault
+from entrypoints.faults import blameless, store_fault
 from entrypoints.history import entry, outcome_of
 from entrypoints.lease_hold import LeaseHold, LeaseLost, holding
 from entrypoints.metrics import Metrics
@@ -295,7 +295,9 @@ class DeliveryWorker:
                 # Shutting down mid-batch: hand the leases back at once rather than leave the
                 # events locked until their leases expire. A write already sent may be sent
                 # again; the field times make that harmless.
-                back = Settlement("retry", "released at shutdown", self._clock(), lease)
+                back = Settlement(
+                    "retry", "released at shutdown", self._clock(), lease, spent=False
+                )
                 await asyncio.shield(
                     self._queue.settle(
                         {i: replace(s, lease=lease) for i, s in settlements.items()}
@@ -384,12 +386,15 @@ class DeliveryWorker:
             log.error("deliveries paused, the setup needs an operator", problem=str(error))
             # Nothing can succeed until the setup changes: this wait spends no attempt.
             later = self._clock() + timedelta(seconds=self._options.configuration_retry)
-            waiting = {i.id: Settlement("retry", f"waiting: {error}", later) for i in items}
+            waiting = {
+                i.id: Settlement("retry", f"waiting: {error}", later, spent=False) for i in items
+            }
             return waiting, {}
         except Exception as error:
             log.error("delivery failed; the batch will be retried", error=type(error).__name__)
             log.debug("delivery failed", exc_info=error)
-            retry = RetryLater(f"retry: {type(error).__name__}: {error}")
+            reason = f"retry: {type(error).__name__}: {error}"
+            retry = RetryLater(reason, spent=not _surroundings_failed(error))
             outcomes = {i.id: retry for i in items}
         else:
             self._readiness.clear()
@@ -417,12 +422,14 @@ class DeliveryWorker:
 
         The batch is retried in halves (each person's events kept together) until the
         failing people stand alone: only their events are dead-lettered, with the error's
-        last line as the reason. When no part succeeds, nobody in particular is to blame
-        (the store is down, say): the whole batch is retried later instead.
+        last line as the reason. When no part succeeds, nobody in particular is to blame:
+        the whole batch is retried later instead. An error that says the store or the lease
+        failed (`_surroundings_failed`) blames no one at all: it ends the search, and whoever
+        it left undecided is retried without spending an attempt.
         """
         try:
             return dict(zip([i.id for i in items], await service.sync(events), strict=True))
-        except (ConfigurationError, LeaseLost):
+        except ConfigurationError:
             raise
         except Exception as error:
             first = error
@@ -434,17 +441,29 @@ class DeliveryWorker:
             return dict(zip(indexes, found, strict=True))
 
         found = await isolate(
-            _people(items), attempt, first, passthrough=(ConfigurationError, LeaseLost)
+            _people(items),
+            attempt,
+            first,
+            passthrough=(ConfigurationError,),
+            blameless=_surroundings_failed,
         )
-        if found.all_failed:
-            retry = RetryLater(f"retry: {last_line(first)}")
-            return {item.id: retry for item in items}
         outcomes: dict[int, Outcome | Settlement] = {
             items[i].id: outcome for i, outcome in found.results.items()
         }
+        if found.stopped_by is not None:
+            log.warning(
+                "batch stopped: the store or the lease failed",
+                error=type(found.stopped_by).__name__,
+            )
+            retry = RetryLater(f"retry: {last_line(found.stopped_by)}", spent=False)
+            outcomes |= {items[i].id: retry for i in found.untried}
+        if found.all_failed:
+            retry = RetryLater(f"retry: {last_line(first)}")
+            return {item.id: outcomes.get(item.id, retry) for item in items}
         for index, failure in found.failures.items():
             outcomes[items[index].id] = Settlement("dead", last_line(failure))
-        log.error("dead-lettered the events that broke their batch", events=len(found.failures))
+        if found.failures:
+            log.error("dead-lettered the events that broke their batch", events=len(found.failures))
         return outcomes
 
     async def _idle_wait(self) -> tuple[float, bool]:
@@ -455,6 +474,11 @@ class DeliveryWorker:
             if remaining > 0:
                 return min(remaining, 60.0), False
         return self._options.idle_seconds, True
+
+
+def _surroundings_failed(error: Exception) -> bool:
+    """The store unreachable, or this batch's lease gone: no event's fault."""
+    return isinstance(error, LeaseLost) or blameless(error)
 
 
 def _people(items: Sequence[QueuedEvent]) -> list[list[int]]:

@@ -93,7 +93,9 @@ async def test_postgres_gone_for_a_minute_loses_nothing_and_doubles_nothing(
     assert resumed < 15, f"deliveries resumed {resumed:.1f} s after the store came back"
     assert twice == 0
     assert len(settled) == total == len(rows(postgres_url, "SELECT id FROM events"))
-    assert {state for _, state in settled} == {"delivered"}
+    assert {state for _, state in settled} == {"delivered"}, rows(
+        postgres_url, "SELECT id, attempts, reason FROM events WHERE state <> 'delivered'"
+    )
     assert held <= {i for i, _ in settled}
     prospects = fake.all_prospects()
     assert sorted(p["email"] for p in prospects) == sorted(f"person{n}@x.io" for n in range(PEOPLE))
