@@ -126,6 +126,9 @@ class ServiceConfig(BaseSettings):
     queue_url: str = _env("DESTINATION_QUEUE_URL", "sqlite:///pardot-destination.db")
     # Connections each process keeps to a PostgreSQL store (one more holds its locks).
     queue_pool_size: int = _env("DESTINATION_QUEUE_POOL_SIZE", 10, ge=2, le=100)
+    # How long a request or a delivery step waits for a PostgreSQL connection before it gives
+    # up: while the server is gone, the door's 503 comes after this.
+    queue_wait_seconds: float = _env("DESTINATION_QUEUE_WAIT_SECONDS", 30.0, gt=0, le=300)
     destination_keys: Annotated[tuple[str, ...], NoDecode] = _env(
         "DESTINATION_INTEGRATION_KEYS", ("Pardot",)
     )

@@ -124,7 +124,11 @@ async def _stores(config: ServiceConfig) -> AsyncIterator[Stores]:
     server stops start-up, naming it (StoreUnusable)."""
     opening: contextlib.AbstractAsyncContextManager[Stores]
     if config.uses_postgres:
-        opening = PostgresStores.opened(config.queue_url, pool_size=config.queue_pool_size)
+        opening = PostgresStores.opened(
+            config.queue_url,
+            pool_size=config.queue_pool_size,
+            wait_seconds=config.queue_wait_seconds,
+        )
     else:
         opening = SQLiteStores.opened(config.queue_path)
     async with opening as stores:

@@ -43,6 +43,10 @@ HEARTBEAT_MAX_SECONDS = 3.0  # a lease is renewed at least this often while a ba
 # its supervisor restart it; the waits between them double from `idle_seconds`.
 FAILED_ROUNDS_BEFORE_RESTART = 4
 FAILED_ROUND_WAIT_MAX = 10.0
+# Rounds the store fails (unreachable, disk full) are not counted: a restart would not bring
+# the store back, and a process that exits for it would not be there when it comes back. The
+# loop looks again at least this often, so it delivers within seconds of the store's return.
+STORE_DOWN_WAIT_MAX = 2.0
 _PARDOT_CODE = re.compile(r"Pardot error (\d+)")
 
 Clock = Callable[[], datetime]
@@ -132,7 +136,8 @@ class DeliveryWorker:
 
         Every step of a round, the idle wait included, is guarded: a failing round is logged
         and tried again after a growing wait, and only after several in a row does `run`
-        raise WorkerFailing, for its supervisor to restart it.
+        raise WorkerFailing, for its supervisor to restart it. Rounds the store fails are
+        waited out instead, however many (STORE_DOWN_WAIT_MAX).
         """
         rounds = Rounds(self._options.batches_in_flight, self._wakeup)
         try:
@@ -153,7 +158,8 @@ class DeliveryWorker:
             log.debug("no sync service to close", error=type(error).__name__)
 
     async def _conduct(self, stop: asyncio.Event, rounds: Rounds) -> None:
-        failed = 0
+        failed = 0  # rounds failed in a row
+        unexplained = 0  # of those, the ones the store does not explain: a restart may mend them
         while not stop.is_set():
             self._readiness.beat()
             # Before the look for events: one stored after it wakes the idle wait below.
@@ -179,17 +185,20 @@ class DeliveryWorker:
                 wait, wakeable = (0.0, False) if leased else await self._idle_wait()
             except Exception as error:
                 failed += 1
+                store_down = blameless(error)
+                unexplained += 0 if store_down else 1
                 log.error("delivery round failed", error=type(error).__name__, failed=failed)
                 log.debug("delivery round failed", exc_info=error)
                 fault = store_fault(error) or f"delivery rounds fail: {type(error).__name__}"
                 self._readiness.worker_failing(fault)
-                if failed >= FAILED_ROUNDS_BEFORE_RESTART:
+                if unexplained >= FAILED_ROUNDS_BEFORE_RESTART:
                     raise WorkerFailing(f"{failed} delivery rounds failed in a row") from error
-                wait = min(FAILED_ROUND_WAIT_MAX, self._options.idle_seconds * 2**failed)
+                longest = STORE_DOWN_WAIT_MAX if store_down else FAILED_ROUND_WAIT_MAX
+                wait = min(longest, self._options.idle_seconds * 2 ** min(failed, 30))
             else:
                 if failed:
                     self._readiness.worker_failing("")
-                failed = 0
+                failed = unexplained = 0
             if wait > 0 and wakeable:
                 await self._wakeup.idle(stop, wait)
             elif wait > 0:

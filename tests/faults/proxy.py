@@ -19,6 +19,7 @@ class PostgresProxy:
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
         self.open = True
         self.port = 0
 
@@ -47,9 +48,17 @@ class PostgresProxy:
         self.cut()
         if self._server is not None:
             self._server.close()
+            # Its connections' handlers end here, not cancelled by the loop's end (noisily).
+            for handler in self._handlers:
+                handler.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
             await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handlers.discard)
         if not self.open:
             _reset(writer)
             return

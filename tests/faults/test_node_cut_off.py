@@ -33,9 +33,11 @@ from tests.service.conftest import ServiceProcess, Stack
 PEOPLE = 40
 LEASE_SECONDS = 3.0  # PARDOT_CALL_TIMEOUT_SECONDS is then 2.25 s, a heartbeat every 0.75 s
 HEARTBEAT = LEASE_SECONDS / 4
-# Each Pardot call takes this long (under the 2.25 s timeout): A's write in flight at the cut
-# is answered after A first fails to renew, and A's next call would overlap B's takeover.
+# Each write A sends before the cut takes this long (under the 2.25 s timeout): A's write in
+# flight at the cut is answered after A first fails to renew.
 LATENCY = 1.3
+QUICK = 0.05  # reads, and every call received after the cut: B's, and any A wrongly began
+WRITES = ("batchCreate", "batchUpdate", "batchUpsert", "create", "update", "upsert")
 # A call that passed A's lease check just before its renewal failed reaches Pardot a moment later.
 SENDING = 0.1
 
@@ -49,7 +51,9 @@ async def test_a_node_cut_off_from_the_store_starts_no_call_and_settles_nothing_
 ) -> None:
     fake = v4_stack.fake
     fake.journal = []
-    fake.latency = LATENCY
+    # Writes take LATENCY, so A has one in flight at the cut; the reads before them are quick.
+    fake.latency = QUICK
+    fake.latency_of = dict.fromkeys(WRITES, LATENCY)
 
     def node(proxy_url: str, name: str) -> dict[str, str]:
         return {
@@ -73,6 +77,8 @@ async def test_a_node_cut_off_from_the_store_starts_no_call_and_settles_nothing_
         cut_at = time.monotonic()
         wall_minus_monotonic = time.time() - cut_at
         in_flight = [(r, e) for r, e in node_calls(v4_stack, token_a) if e is None]
+        # A's calls in flight keep the latency they were received with; the rest need none.
+        fake.latency_of = {}
         b = await v4_stack.service(**node(to_b.url_for(postgres_url), "b"))
         await v4_stack.wait_until(b.url, lambda c: c("delivered") == PEOPLE, seconds=60)
         to_a.reopen()  # A's store comes back: whatever A still tries to settle, it no longer holds

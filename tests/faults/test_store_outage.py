@@ -23,7 +23,13 @@ from tests.faults.flow import Flow, log_settlements, rows
 from tests.faults.proxy import proxies
 from tests.service.conftest import Stack
 
-OUTAGE_SECONDS = float(os.environ.get("PARDOT_FAULTS_OUTAGE_SECONDS", "60"))
+# Time compressed with the nodes' own setting: a request waits this long for a connection
+# (DESTINATION_QUEUE_WAIT_SECONDS, 30 s by default) before the door gives up on the store, and
+# the outage lasts three such waits (a minute is two of the default's), so every wait in the
+# nodes runs out within it. PARDOT_FAULTS_STORE_WAIT_SECONDS=30 PARDOT_FAULTS_OUTAGE_SECONDS=60
+# runs it in real time.
+STORE_WAIT = float(os.environ.get("PARDOT_FAULTS_STORE_WAIT_SECONDS", "3"))
+OUTAGE_SECONDS = float(os.environ.get("PARDOT_FAULTS_OUTAGE_SECONDS", str(3 * STORE_WAIT)))
 PEOPLE = 8
 LEASED = "SELECT id FROM events WHERE state = 'leased'"
 
@@ -42,6 +48,7 @@ async def test_postgres_gone_for_a_minute_loses_nothing_and_doubles_nothing(
                     v4_stack.service(
                         DESTINATION_QUEUE_URL=proxy.url_for(postgres_url),
                         DESTINATION_LEASE_SECONDS="3",
+                        DESTINATION_QUEUE_WAIT_SECONDS=str(STORE_WAIT),
                     )
                     for proxy in pair
                 )
@@ -90,6 +97,7 @@ async def test_postgres_gone_for_a_minute_loses_nothing_and_doubles_nothing(
     assert all(r.startswith("store unreachable: ") for r in reasons), reasons
     assert not accepted_during, "the door acknowledged events while the store was gone"
     assert refused_during, "no sender was refused while the store was gone"
+    assert max(refused_during) < STORE_WAIT + 3, "the door held a request past its wait"
     assert resumed < 15, f"deliveries resumed {resumed:.1f} s after the store came back"
     assert twice == 0
     assert len(settled) == total == len(rows(postgres_url, "SELECT id FROM events"))
