@@ -77,7 +77,11 @@ async def test_a_full_disk_refuses_with_503_keeps_the_file_sound_and_recovers_by
 ) -> None:
     with small_disk(tmp_path / "small") as disk:
         queue_file = disk / "queue.db"
-        service = await v4_stack.service(DESTINATION_QUEUE_URL=f"sqlite:///{queue_file}")
+        # A batch the full disk stopped cannot record its retry either: its events wait for
+        # their lease to lapse, compressed here from the default 10 s.
+        service = await v4_stack.service(
+            DESTINATION_QUEUE_URL=f"sqlite:///{queue_file}", DESTINATION_LEASE_SECONDS="2"
+        )
         acknowledged: list[int] = []
         refused: list[str | None] = []
         async with httpx.AsyncClient(timeout=30) as client:

@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 
 from adapters.sqlite.ingest_writer import IngestWriteFailed
 from domain.errors import OutcomeUnknown, PermanentPardotError, RetryableError
-from entrypoints.faults import DISK_FULL, STORE_UNREACHABLE, pardot_unreachable, store_fault
+from entrypoints.faults import (
+    DISK_FULL,
+    STORE_UNREACHABLE,
+    blameless,
+    pardot_unreachable,
+    store_fault,
+)
 from entrypoints.readiness import STORE_FAULT_SECONDS, Readiness, without_paths
 
 
@@ -97,3 +103,27 @@ def test_the_setup_comes_before_the_store_and_the_store_before_pardot() -> None:
     assert readiness.reason == DISK_FULL
     readiness.fail("PARDOT_LOOKUP_FIELD_ID names no field")
     assert readiness.reason == "PARDOT_LOOKUP_FIELD_ID names no field"
+
+
+@pytest.mark.parametrize(
+    ("error", "the_stores"),
+    [
+        (sqlite3.OperationalError("database or disk is full"), True),
+        (sqlite3.OperationalError("database is locked"), True),
+        (OSError(errno.ENOSPC, "No space left on device"), True),
+        (psycopg.OperationalError("server closed the connection unexpectedly"), True),
+        (psycopg.errors.AdminShutdown("terminating connection"), True),
+        (psycopg.errors.SerializationFailure("could not serialize access"), True),
+        (psycopg.InterfaceError("the connection is closed"), True),
+        (psycopg_pool.PoolTimeout("couldn't get a connection after 30.00 sec"), True),
+        (caused(RuntimeError("sync failed"), ConnectionResetError()), True),
+        # The server answered, about a value: the event's, found by isolating it.
+        (psycopg.DataError("invalid byte sequence for encoding UTF8: 0x00"), False),
+        (psycopg.errors.UniqueViolation("duplicate key"), False),
+        (sqlite3.IntegrityError("NOT NULL constraint failed"), False),
+        (UnicodeEncodeError("utf-8", "\udc80", 0, 1, "surrogates not allowed"), False),
+        (ValueError("bad"), False),
+    ],
+)
+def test_only_the_stores_own_failures_are_blameless(error: Exception, the_stores: bool) -> None:
+    assert blameless(error) is the_stores
