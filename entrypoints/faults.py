@@ -21,9 +21,13 @@ STORE_UNREACHABLE = (
 )
 _FULL_WORDS = ("database or disk is full", "no space left on device")
 _LOCKED = "database is locked"
-# psycopg's errors for a server gone, a connection broken or a transaction to be tried again
-# (OperationalError covers AdminShutdown, SerializationFailure, DeadlockDetected...).
+# psycopg's errors for a server gone or a connection broken (no SQLSTATE: the client's own),
+# and the server's classes that speak of the server, never of a value: connection exception,
+# transaction rollback (serialization, deadlock), insufficient resources (disk full, too many
+# connections), operator intervention (shutdown), system error. Not program limit exceeded
+# (54: an index row too large is the event's), though psycopg files it under OperationalError.
 _PSYCOPG_UNREACHABLE = ("OperationalError", "InterfaceError")
+_SERVERS_OWN_CLASSES = ("08", "40", "53", "57", "58")
 
 
 def store_fault(error: BaseException) -> str | None:
@@ -49,21 +53,30 @@ def blameless(error: BaseException) -> bool:
     connection or pool failing), the disk full or the SQLite file locked.
 
     Narrower than `store_fault`: an error the server answered for an odd value (a DataError, a
-    NUL byte in a text) is the event's, and stays with it.
+    NUL byte in a text) is the event's, and stays with it; a connection that failed without
+    saying whose it was (a bare ConnectionError) is not taken for the store's.
     """
     for link in _chain(error):
         if isinstance(link, OSError) and link.errno == errno.ENOSPC:
             return True
         if any(words in str(link).lower() for words in (*_FULL_WORDS, _LOCKED)):
             return True
-        if isinstance(link, ConnectionError | TimeoutError):
+        # Not a bare ConnectionError or TimeoutError: Pardot's calls end in those too, and a
+        # Pardot that never answers must still spend attempts and dead-letter in the end.
+        if _psycopg_unreachable(link):
             return True
-        for kind in type(link).__mro__:
-            library = kind.__module__.split(".")[0]
-            if library == "psycopg_pool" or (
-                library == "psycopg" and kind.__name__ in _PSYCOPG_UNREACHABLE
-            ):
-                return True
+    return False
+
+
+def _psycopg_unreachable(error: BaseException) -> bool:
+    """Read by module and class name, so this layer needs neither library."""
+    for kind in type(error).__mro__:
+        library = kind.__module__.split(".")[0]
+        if library == "psycopg_pool":
+            return True
+        if library == "psycopg" and kind.__name__ in _PSYCOPG_UNREACHABLE:
+            state = getattr(error, "sqlstate", None)
+            return state is None or str(state)[:2] in _SERVERS_OWN_CLASSES
     return False
 
 
