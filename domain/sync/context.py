@@ -8,7 +8,7 @@ call's events, the lookup field's form) passed to every stage that talks to a po
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -56,6 +56,8 @@ class Context:
     fresh: bool = False
     # Large sets of updates go by Pardot imports (the bulk lane); None: batches only.
     imports: ImportLane | None = None
+    # The queue id of each of the call's events by position, for the imports' ledger.
+    event_ids: Sequence[int] | None = None
 
 
 @dataclass(frozen=True)

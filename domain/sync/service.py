@@ -38,6 +38,7 @@ from domain.sync.grouping import Group, group_planned, plan_events, settle
 from domain.sync.import_lane import ImportLane
 from domain.sync.learn import learn_upserted
 from domain.sync.outcomes import Delivered, Outcome, Rejected, RetryLater
+from domain.sync.recovery import recover
 from domain.sync.write import indexed, write_targets
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,32 @@ class SyncService:
         if self._keeper is not None:
             await self._keeper.close()
 
-    async def sync(self, events: Sequence[IdentifyEvent]) -> list[Outcome]:
-        """Deliver `events`; the i-th outcome belongs to the i-th event."""
+    async def sync(
+        self, events: Sequence[IdentifyEvent], *, ids: Sequence[int] | None = None
+    ) -> list[Outcome]:
+        """Deliver `events`; the i-th outcome belongs to the i-th event.
+
+        `ids` are the events' queue ids: imports record them, and events an import recorded
+        before a restart wrote are settled through it (`recovery.recover`), after which the
+        rest go the ordinary way.
+        """
+        if ids is None or self._imports is None:
+            return await self._sync(events, ids)
+        found = await recover(ids, self._imports)
+        if not found:
+            return await self._sync(events, ids)
+        rest = [i for i in range(len(events)) if i not in found]
+        others = await self._sync([events[i] for i in rest], [ids[i] for i in rest])
+        outcomes: list[Outcome | None] = [found.get(i) for i in range(len(events))]
+        for position, outcome in zip(rest, others, strict=True):
+            outcomes[position] = outcome
+        return [o if o is not None else Rejected("rejected: not processed") for o in outcomes]
+
+    async def _sync(
+        self, events: Sequence[IdentifyEvent], ids: Sequence[int] | None
+    ) -> list[Outcome]:
+        if not events:
+            return []
         planned = plan_events(
             events,
             self._settings,
@@ -139,7 +164,9 @@ class SyncService:
             await self.prepare()
             lookup = LookupValues(self._settings.lookup_field, self._lookup)
             grouping = group_planned(planned, events, lookup.stored)
-            context = await self._context(len(grouping.groups), events)
+            context = replace(
+                await self._context(len(grouping.groups), events), event_ids=ids
+            )
             # One person's groups in successive waves, as separate batches would go.
             for wave in grouping.waves:
                 await self._deliver(wave, outcomes, context)

@@ -1,0 +1,80 @@
+"""Recovery: imports found again after a restart, by the events a batch leased.
+
+In: the queue ids of a batch's events and the import lane with its ledger. Out: `recover`,
+the outcome of every event an import recorded before a restart wrote (settled delivered
+through that import, never written again), after following the import to its end; the other
+events, those of an import never submitted or rows the import refused among them, are left to
+the ordinary sync, after the import finished. And `waiting_for_imports`: rows of the write
+stage whose prospect is in an unfinished recorded import wait (retry later), so a newer value
+is never written before an older one still inside an orphaned import lands.
+
+Only the process whose lease holds an event decides it, so two nodes never settle one event;
+both may follow one import, which costs a few status reads and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from domain.ports import ledger_digest
+from domain.sync.context import Context
+from domain.sync.grouping import settle
+from domain.sync.import_lane import ImportLane
+from domain.sync.outcomes import Delivered, Outcome, RetryLater
+
+if TYPE_CHECKING:  # the write stage calls `waiting_for_imports`
+    from domain.sync.write import Pending
+
+FOUND_AGAIN = "written by an import found again after a restart"
+
+
+async def recover(ids: Sequence[int], lane: ImportLane) -> dict[int, Outcome]:
+    """The outcomes (by position in `ids`) of the events recorded imports wrote."""
+    if lane.ledger is None or not ids:
+        return {}
+    entries = await lane.ledger.holding(ids)
+    if not entries:
+        return {}
+    positions = {event_id: i for i, event_id in enumerate(ids)}
+    results = await asyncio.gather(*(lane.resume(entry) for entry in entries))
+    outcomes: dict[int, Outcome] = {}
+    for entry, resumed in zip(entries, results, strict=True):
+        for row in entry.rows:
+            mine = [positions[e] for e in row.events if e in positions]
+            lane.recovered([ids[p] for p in mine])
+            if resumed.abandoned or row.match in resumed.refused:
+                continue  # the ordinary sync writes these, now that the import is over
+            reason = (
+                f"updated prospect {row.prospect_id}: {FOUND_AGAIN}"
+                if row.prospect_id is not None
+                else FOUND_AGAIN
+            )
+            for position in mine:
+                outcomes[position] = Delivered(reason, row.prospect_id, via=f"import {entry.id}")
+    return outcomes
+
+
+async def waiting_for_imports(
+    pending: list[Pending], outcomes: list[Outcome | None], context: Context
+) -> list[Pending]:
+    """The rows free to write; those whose prospect is in an unfinished recorded import
+    (its process died mid-import; the import's own events will find it) retry later."""
+    lane = context.imports
+    if lane is None or lane.ledger is None or not pending:
+        return pending
+    digests = [ledger_digest(item.target.key) for item in pending]
+    waiting = await lane.ledger.waiting_on(set(digests))
+    if not waiting:
+        return pending
+    free: list[Pending] = []
+    for item, digest in zip(pending, digests, strict=True):
+        import_id = waiting.get(digest)
+        if import_id is None:
+            free.append(item)
+            continue
+        wait = RetryLater(f"retry: the prospect is in import {import_id}, not finished yet")
+        for group in item.groups:
+            settle(outcomes, group, wait)
+    return free
