@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from domain.ports import ledger_digest
@@ -30,22 +31,35 @@ if TYPE_CHECKING:  # the write stage calls `waiting_for_imports`
 FOUND_AGAIN = "written by an import found again after a restart"
 
 
-async def recover(ids: Sequence[int], lane: ImportLane) -> dict[int, Outcome]:
-    """The outcomes (by position in `ids`) of the events recorded imports wrote."""
+@dataclass(frozen=True)
+class Recovered:
+    """By position in the call: the outcome of each event a recorded import wrote, and the
+    import's refusal of each event whose row it refused (those go by batch calls)."""
+
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)
+
+
+async def recover(ids: Sequence[int], lane: ImportLane) -> Recovered:
+    """Follow the recorded imports holding any of the events `ids` to their end."""
+    found = Recovered()
     if lane.ledger is None or not ids:
-        return {}
+        return found
     entries = await lane.ledger.holding(ids)
     if not entries:
-        return {}
+        return found
     positions = {event_id: i for i, event_id in enumerate(ids)}
     results = await asyncio.gather(*(lane.resume(entry) for entry in entries))
-    outcomes: dict[int, Outcome] = {}
+    outcomes, refused = found.outcomes, found.refused
     for entry, resumed in zip(entries, results, strict=True):
         for row in entry.rows:
             mine = [positions[e] for e in row.events if e in positions]
             lane.recovered([ids[p] for p in mine])
-            if resumed.abandoned or row.match in resumed.refused:
+            if resumed.abandoned:
                 continue  # the ordinary sync writes these, now that the import is over
+            if (reason := resumed.refused.get(row.match)) is not None:
+                refused.update((p, f"import {entry.id}: {reason}") for p in mine)
+                continue
             reason = (
                 f"updated prospect {row.prospect_id}: {FOUND_AGAIN}"
                 if row.prospect_id is not None
@@ -53,7 +67,7 @@ async def recover(ids: Sequence[int], lane: ImportLane) -> dict[int, Outcome]:
             )
             for position in mine:
                 outcomes[position] = Delivered(reason, row.prospect_id, via=f"import {entry.id}")
-    return outcomes
+    return found
 
 
 async def waiting_for_imports(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -138,17 +138,21 @@ class SyncService:
         if ids is None or self._imports is None:
             return await self._sync(events, ids)
         found = await recover(ids, self._imports)
-        if not found:
+        if not found.outcomes and not found.refused:
             return await self._sync(events, ids)
-        rest = [i for i in range(len(events)) if i not in found]
-        others = await self._sync([events[i] for i in rest], [ids[i] for i in rest])
-        outcomes: list[Outcome | None] = [found.get(i) for i in range(len(events))]
+        rest = [i for i in range(len(events)) if i not in found.outcomes]
+        refused = {n: found.refused[i] for n, i in enumerate(rest) if i in found.refused}
+        others = await self._sync([events[i] for i in rest], [ids[i] for i in rest], refused)
+        outcomes: list[Outcome | None] = [found.outcomes.get(i) for i in range(len(events))]
         for position, outcome in zip(rest, others, strict=True):
             outcomes[position] = outcome
         return [o if o is not None else Rejected("rejected: not processed") for o in outcomes]
 
     async def _sync(
-        self, events: Sequence[IdentifyEvent], ids: Sequence[int] | None
+        self,
+        events: Sequence[IdentifyEvent],
+        ids: Sequence[int] | None,
+        refused: Mapping[int, str] | None = None,
     ) -> list[Outcome]:
         if not events:
             return []
@@ -165,7 +169,9 @@ class SyncService:
             lookup = LookupValues(self._settings.lookup_field, self._lookup)
             grouping = group_planned(planned, events, lookup.stored)
             context = replace(
-                await self._context(len(grouping.groups), events), event_ids=ids
+                await self._context(len(grouping.groups), events),
+                event_ids=ids,
+                refused=refused or {},
             )
             # One person's groups in successive waves, as separate batches would go.
             for wave in grouping.waves:

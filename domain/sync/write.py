@@ -263,6 +263,16 @@ async def by_imports(
     lane = context.imports
     if lane is None or not pending:
         return pending
+    if context.refused:
+        # Rows an import found again after a restart refused go by batch calls, as the
+        # rows an import refuses now do: Pardot's answer then says what to do with them.
+        for item in pending:
+            members = (m for g in item.groups for m in g.members if m in context.refused)
+            item.refused_by = next(iter(context.refused[m] for m in members), item.refused_by)
+        again = [item for item in pending if item.refused_by]
+        if again:
+            rest = [item for item in pending if not item.refused_by]
+            return again + (await by_imports(rest, outcomes, replace(context, refused={})))
     plan = lane.plan([item.row for item in pending])
     if not plan.imports:
         return pending
