@@ -12,8 +12,6 @@ from adapters.postgres.database import PostgresDatabase
 from adapters.shared.ledger_rows import columns_text, imports_from, lines_of
 from domain.ports import RecordedImport
 
-_OPEN = "('pending', 'retry', 'leased')"
-
 
 class PostgresImportLedger:
     """ImportLedger on an opened PostgresDatabase (left open on close)."""
@@ -63,8 +61,8 @@ class PostgresImportLedger:
                 "SELECT r.prospect, r.import_id FROM import_ledger_rows r"
                 " JOIN import_ledger i USING (import_id)"
                 " WHERE NOT i.finished AND r.prospect = ANY(%s)"
-                "   AND EXISTS (SELECT 1 FROM events e"
-                f"    WHERE e.id = r.event_id AND e.state IN {_OPEN})",
+                "   AND EXISTS (SELECT 1 FROM events e WHERE e.id = r.event_id"
+                "     AND e.state IN ('pending', 'retry', 'leased'))",
                 (list(prospects),),
             )
             rows = await cursor.fetchall()

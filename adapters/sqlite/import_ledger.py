@@ -36,7 +36,6 @@ _V1 = (
 )
 # Numbered steps (adapters.sqlite.migrations); add new ones at the end, never edit old ones.
 MIGRATIONS: tuple[Step, ...] = (_V1,)
-_OPEN = "('pending', 'retry', 'leased')"
 
 
 class SQLiteImportLedger:
@@ -93,7 +92,9 @@ def _record(entry: RecordedImport, conn: sqlite3.Connection) -> None:
     )
 
 
-def _loaded(conn: sqlite3.Connection, where: str, params: tuple[object, ...]) -> list[RecordedImport]:
+def _loaded(
+    conn: sqlite3.Connection, where: str, params: tuple[object, ...]
+) -> list[RecordedImport]:
     heads = conn.execute(
         f"SELECT import_id, match, columns, finished FROM import_ledger WHERE {where}",  # noqa: S608
         params,
@@ -125,8 +126,8 @@ def _waiting_on(prospects: str, conn: sqlite3.Connection) -> dict[str, int]:
         "SELECT r.prospect, r.import_id FROM import_ledger_rows r"
         " JOIN import_ledger i ON i.import_id = r.import_id"
         " WHERE NOT i.finished AND r.prospect IN (SELECT value FROM json_each(?))"
-        "   AND EXISTS (SELECT 1 FROM events e"
-        f"    WHERE e.id = r.event_id AND e.state IN {_OPEN})",  # noqa: S608
+        "   AND EXISTS (SELECT 1 FROM events e WHERE e.id = r.event_id"
+        "     AND e.state IN ('pending', 'retry', 'leased'))",
         (prospects,),
     ).fetchall()
     return {prospect: int(import_id) for prospect, import_id in rows}

@@ -199,7 +199,7 @@ class ImportLane:
         if status.state == "Open":
             # Created, never submitted: Pardot lets it expire. Never submitted after a
             # restart, since its rows may be written by batches meanwhile.
-            log.warning("import %s was never submitted: abandoned, its rows go by batches", entry.id)
+            log.warning("import %s was never submitted: abandoned, batches instead", entry.id)
             await self._finish(entry.id)
             return Resumed(entry.id, abandoned=True)
         log.info("following an import found again after a restart", extra={"import_id": entry.id})

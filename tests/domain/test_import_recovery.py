@@ -88,7 +88,8 @@ def imported(world: World, prospect_id: int, value: str) -> int:
         for job in world.pardot.bulk_imports.values()
         if job.state == "Complete"
         for row in job.rows
-        if row.get("prospect_id") == str(prospect_id) and row.get("company") == value
+        if row.get("prospect_id") == str(prospect_id)
+        and row.get("company") == value
         and not any(f.row.get("prospect_id") == str(prospect_id) for f in job.failed)
     )
 
@@ -177,7 +178,7 @@ async def test_a_refused_row_found_again_goes_by_a_batch_call_with_pardots_answe
     await world.send(*(identify(f"u{i}", OLD_AT, email=f"u{i}@x.io") for i in range(3)))
     ledger = InMemoryImportLedger()
     first = Process(world, ledger)
-    [a, b, c] = sorted(p.id for p in world.pardot.prospects())
+    [a, b, _] = sorted(p.id for p in world.pardot.prospects())
     world.pardot.delete(b)
     old = [identify(f"u{i}", OLD_AT, company="pro") for i in range(3)]
     await dies_at("submitted", world, first, old, [1, 2, 3])
@@ -201,4 +202,3 @@ async def test_settling_keeps_the_rows_of_an_import_not_yet_finished() -> None:
     assert entry.rows[0].events == (1,) and not entry.finished
     # No email in clear: the rows name prospects and match values by digest only.
     assert all("@" not in r.match + r.prospect for r in entry.rows)
-
