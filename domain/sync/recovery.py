@@ -15,11 +15,12 @@ both may follow one import, which costs a few status reads and changes nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from domain.ports import ledger_digest
+from domain.prospect import FieldValue
 from domain.sync.context import Context
 from domain.sync.grouping import settle
 from domain.sync.import_lane import ImportLane
@@ -40,8 +41,16 @@ class Recovered:
     refused: dict[int, str] = field(default_factory=dict)
 
 
-async def recover(ids: Sequence[int], lane: ImportLane) -> Recovered:
-    """Follow the recorded imports holding any of the events `ids` to their end."""
+async def recover(
+    ids: Sequence[int],
+    lane: ImportLane,
+    fields_of: Callable[[int], Mapping[str, FieldValue]] = lambda _: {},
+) -> Recovered:
+    """Follow the recorded imports holding any of the events `ids` to their end.
+
+    `fields_of(position)`: what the event at `position` writes, for its outcome (the ledger
+    keeps no value): of a row's fields in the import's columns, each is the latest event's.
+    """
     found = Recovered()
     if lane.ledger is None or not ids:
         return found
@@ -65,8 +74,17 @@ async def recover(ids: Sequence[int], lane: ImportLane) -> Recovered:
                 if row.prospect_id is not None
                 else FOUND_AGAIN
             )
+            latest = {
+                name: (position, value)
+                for position in sorted(mine)
+                for name, value in fields_of(position).items()
+                if name in entry.columns
+            }
             for position in mine:
-                outcomes[position] = Delivered(reason, row.prospect_id, via=f"import {entry.id}")
+                fields = {n: v for n, (p, v) in latest.items() if p == position}
+                outcomes[position] = Delivered(
+                    reason, row.prospect_id, fields=fields, via=f"import {entry.id}"
+                )
     return found
 
 

@@ -29,7 +29,7 @@ from domain.index import IndexKeeper
 from domain.lookup_field import check_lookup_field
 from domain.matching import DEFAULT_DESTINATION_KEYS
 from domain.ports import PardotRepository, ProspectStore
-from domain.prospect import CustomField
+from domain.prospect import CustomField, FieldValue
 from domain.settings import DestinationSettings
 from domain.sync.context import Context, LookupValues, NeedsCreate, Stale, Target
 from domain.sync.create import written_by_create
@@ -137,7 +137,7 @@ class SyncService:
         """
         if ids is None or self._imports is None:
             return await self._sync(events, ids)
-        found = await recover(ids, self._imports)
+        found = await recover(ids, self._imports, self._fields_of(events))
         if not found.outcomes and not found.refused:
             return await self._sync(events, ids)
         rest = [i for i in range(len(events)) if i not in found.outcomes]
@@ -177,6 +177,26 @@ class SyncService:
             for wave in grouping.waves:
                 await self._deliver(wave, outcomes, context)
         return [o if o is not None else Rejected("rejected: not processed") for o in outcomes]
+
+    def _fields_of(
+        self, events: Sequence[IdentifyEvent]
+    ) -> Callable[[int], Mapping[str, FieldValue]]:
+        """What each event (by position) writes, read when an import found again wrote it."""
+        planned: dict[int, Mapping[str, FieldValue]] | None = None
+
+        def fields_of(position: int) -> Mapping[str, FieldValue]:
+            nonlocal planned
+            if planned is None:
+                writes = plan_events(
+                    events,
+                    self._settings,
+                    destination_keys=self._keys,
+                    create_campaign_id=self._create_campaign_id,
+                ).writes
+                planned = {i: write.fields for i, write in writes}
+            return planned.get(position, {})
+
+        return fields_of
 
     def _note_broken(self, message: str) -> None:
         if self._lookup is not None:

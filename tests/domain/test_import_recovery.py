@@ -187,6 +187,7 @@ async def test_a_refused_row_found_again_goes_by_a_batch_call_with_pardots_answe
     assert [getattr(o, "via", None) for o in outcomes] == ["import 701", None, "import 701"]
     assert [w.key for w in written] == [str(b)]  # only the refused row, once
     assert isinstance(outcomes[0], Delivered) and f"prospect {a}" in outcomes[0].reason
+    assert dict(outcomes[0].fields) == {"company": "pro"}  # what it wrote, for explain
     assert await ledger.holding([1, 2, 3]) == []  # settled: the ledger forgot them
 
 
