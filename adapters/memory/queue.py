@@ -163,6 +163,8 @@ class InMemoryEventQueue:
             if s.lease is not None and (event.state != "leased" or event.lease != s.lease):
                 continue  # another lease took the event over, as in the SQLite queue
             event.state, event.reason, event.lease = s.state, s.reason, None
+            if s.state == "retry" and not s.spent:
+                event.attempts = max(event.attempts - 1, 0)
             event.due_at = (s.not_before or now) if s.state == "retry" else now
             event.settled_at = None if s.state == "retry" else now
             settled.add(event_id)

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
-from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.database import WAIT_SECONDS, PostgresDatabase
 from adapters.postgres.history import PostgresDeliveryHistory
 from adapters.postgres.import_ledger import PostgresImportLedger
 from adapters.postgres.pardot_budget import PostgresApiCallCounts
@@ -31,9 +31,13 @@ class PostgresStores:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def opened(cls, url: str, *, pool_size: int) -> AsyncIterator[PostgresStores]:
+    async def opened(
+        cls, url: str, *, pool_size: int, wait_seconds: float = WAIT_SECONDS
+    ) -> AsyncIterator[PostgresStores]:
         """Creates or migrates the schema; an unreachable server raises StoreUnusable."""
-        database = await PostgresDatabase(url, pool_size=pool_size).open()
+        database = await PostgresDatabase(
+            url, pool_size=pool_size, wait_seconds=wait_seconds
+        ).open()
         try:
             await database.check()
             yield cls(database)
