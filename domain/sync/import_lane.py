@@ -22,6 +22,7 @@ them again (domain/sync/recovery.py).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
@@ -108,7 +109,7 @@ class ImportLane:
     # Events of recorded imports this process worked: their rows leave the ledger once the
     # queue settled them (`settled`).
     _recorded: set[int] = field(default_factory=set)
-    _resuming: dict[int, asyncio.Future[Resumed]] = field(default_factory=dict)
+    _resuming: dict[int, asyncio.Task[Resumed]] = field(default_factory=dict)
 
     def plan(self, rows: Sequence[ProspectWrite]) -> Plan:
         if self.unavailable:
@@ -171,7 +172,10 @@ class ImportLane:
         events: abandoned if never submitted, else read to Complete with its refusals."""
         future = self._resuming.get(entry.id)
         if future is None or (future.done() and future.exception() is not None):
-            future = asyncio.ensure_future(self._resume(entry))
+            # In a context of its own: it reads only, for every batch holding its events,
+            # so it must not stop with the lease of the batch that happened to start it.
+            loop = asyncio.get_running_loop()
+            future = loop.create_task(self._resume(entry), context=contextvars.Context())
             self._resuming[entry.id] = future
         # Shielded: a batch cancelled at shutdown leaves the follow to the others waiting.
         return await asyncio.shield(future)

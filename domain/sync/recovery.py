@@ -106,7 +106,10 @@ async def waiting_for_imports(
         if import_id is None:
             free.append(item)
             continue
-        wait = RetryLater(f"retry: the prospect is in import {import_id}, not finished yet")
+        # Nobody's fault: the wait spends no attempt, however long the import runs.
+        wait = RetryLater(
+            f"retry: the prospect is in import {import_id}, not finished yet", spent=False
+        )
         for group in item.groups:
             settle(outcomes, group, wait)
     return free
