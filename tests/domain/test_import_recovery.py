@@ -35,7 +35,7 @@ class Process:
     """One run of the service on a shared Pardot, store and ledger: a restart is a new one."""
 
     def __init__(self, world: World, ledger: InMemoryImportLedger) -> None:
-        self.lane: ImportLane = bulk_lane(world.pardot, 4)
+        self.lane: ImportLane = bulk_lane(world.pardot, world.settings.api_version)
         self.lane.ledger = ledger
         self.service = SyncService(world.pardot, world.settings, world.store, imports=self.lane)
 
@@ -62,7 +62,9 @@ async def dies_at(crash: Crash, world: World, process: Process, payloads: Any, i
 
     setattr(world.pardot, name, forever)
     task = asyncio.ensure_future(process.service.sync([parse_event(p) for p in payloads], ids=ids))
-    await reached.wait()
+    reaching = asyncio.ensure_future(reached.wait())
+    await asyncio.wait([task, reaching], return_when=asyncio.FIRST_COMPLETED)
+    assert reached.is_set(), "the sync never reached the import"
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     setattr(world.pardot, name, real)
@@ -203,3 +205,29 @@ async def test_settling_keeps_the_rows_of_an_import_not_yet_finished() -> None:
     assert entry.rows[0].events == (1,) and not entry.finished
     # No email in clear: the rows name prospects and match values by digest only.
     assert all("@" not in r.match + r.prospect for r in entry.rows)
+
+
+async def test_on_v3_an_import_matched_by_email_is_found_again_by_digest() -> None:
+    world = World(make_settings(api_version=3))
+    await world.send(*(identify(f"u{i}", OLD_AT, email=f"U{i}@x.io") for i in range(3)))
+    ledger = InMemoryImportLedger()
+    old = [identify(f"u{i}", OLD_AT, email=f"U{i}@x.io", company="pro") for i in range(3)]
+    await dies_at("submitted", world, Process(world, ledger), old, [1, 2, 3])
+    [entry] = await ledger.unfinished()
+    via = f"import {entry.id}"
+    assert entry.match == "email" and all("@" not in r.match + r.prospect for r in entry.rows)
+    written = batch_writes(world)
+    restarted = Process(world, ledger)
+    late = [identify("x", NEW_AT, email="u1@x.io", company="newest")]
+    [early] = await restarted.sync(late, [900])
+    assert isinstance(early, RetryLater) and via in early.reason
+    outcomes = await restarted.sync(old, [1, 2, 3])
+    assert [getattr(o, "via", None) for o in outcomes] == [via] * 3
+    [late_outcome] = await restarted.sync(late, [901])
+    assert isinstance(late_outcome, Delivered)
+    assert all(w.fields.get("company") != "pro" for w in written)  # nothing old twice
+    assert (
+        sum(r.get("company") == "pro" for j in world.pardot.bulk_imports.values() for r in j.rows)
+        == 3
+    )
+    assert [p.fields.get("company") for p in world.pardot.prospects()] == ["pro", "newest", "pro"]
