@@ -21,11 +21,12 @@ class InMemoryImportLedger:
 
     async def holding(self, event_ids: Collection[int]) -> list[RecordedImport]:
         wanted = set(event_ids)
-        return [
-            entry
-            for entry in self._imports.values()
-            if any(wanted.intersection(row.events) for row in entry.rows)
-        ]
+        found = []
+        for entry in self._imports.values():
+            rows = tuple(row for row in entry.rows if wanted.intersection(row.events))
+            if rows:
+                found.append(replace(entry, rows=rows))
+        return found
 
     async def finish(self, import_id: int) -> None:
         if import_id in self._imports:

@@ -42,10 +42,21 @@ class PostgresImportLedger:
     async def holding(self, event_ids: Collection[int]) -> list[RecordedImport]:
         if not event_ids:
             return []
-        return await self._loaded(
-            "import_id IN (SELECT import_id FROM import_ledger_rows WHERE event_id = ANY(%s))",
-            (list(event_ids),),
-        )
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT r.import_id, r.event_id, r.row_no, r.match, r.prospect, r.prospect_id"
+                " FROM import_ledger_rows r JOIN (SELECT DISTINCT import_id, row_no"
+                "  FROM import_ledger_rows WHERE event_id = ANY(%s)) hit USING (import_id, row_no)",
+                (list(event_ids),),
+            )
+            lines = await cursor.fetchall()
+            cursor = await conn.execute(
+                "SELECT import_id, match, columns, finished FROM import_ledger"
+                " WHERE import_id = ANY(%s)",
+                (sorted({line[0] for line in lines}),),
+            )
+            heads = await cursor.fetchall()
+        return imports_from(heads, lines)
 
     async def finish(self, import_id: int) -> None:
         async with self._db.connection() as conn:
@@ -86,14 +97,9 @@ class PostgresImportLedger:
         await self._db.transact(work)
 
     async def unfinished(self) -> list[RecordedImport]:
-        return await self._loaded("NOT finished", ())
-
-    async def _loaded(self, where: str, params: tuple[object, ...]) -> list[RecordedImport]:
         async with self._db.connection() as conn:
             cursor = await conn.execute(
-                "SELECT import_id, match, columns, finished FROM import_ledger"  # noqa: S608
-                f" WHERE {where}",
-                params,
+                "SELECT import_id, match, columns, finished FROM import_ledger WHERE NOT finished"
             )
             heads = await cursor.fetchall()
             cursor = await conn.execute(

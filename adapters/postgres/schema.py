@@ -208,6 +208,7 @@ IMPORT_LEDGER: tuple[Step, ...] = (
             PRIMARY KEY (import_id, event_id)
         )""",
         "CREATE INDEX import_ledger_by_event ON import_ledger_rows (event_id)",
+        "CREATE INDEX import_ledger_by_row ON import_ledger_rows (import_id, row_no)",
         "CREATE INDEX import_ledger_by_prospect ON import_ledger_rows (prospect)",
     ),
 )

@@ -32,6 +32,7 @@ _V1 = (
         PRIMARY KEY (import_id, event_id)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS import_ledger_by_event ON import_ledger_rows (event_id)",
+    "CREATE INDEX IF NOT EXISTS import_ledger_by_row ON import_ledger_rows (import_id, row_no)",
     "CREATE INDEX IF NOT EXISTS import_ledger_by_prospect ON import_ledger_rows (prospect)",
 )
 # Numbered steps (adapters.sqlite.migrations); add new ones at the end, never edit old ones.
@@ -92,33 +93,39 @@ def _record(entry: RecordedImport, conn: sqlite3.Connection) -> None:
     )
 
 
-def _loaded(
-    conn: sqlite3.Connection, where: str, params: tuple[object, ...]
-) -> list[RecordedImport]:
-    heads = conn.execute(
-        f"SELECT import_id, match, columns, finished FROM import_ledger WHERE {where}",  # noqa: S608
-        params,
+_HEADS = "SELECT import_id, match, columns, finished FROM import_ledger"
+_LINES = "SELECT r.import_id, r.event_id, r.row_no, r.match, r.prospect, r.prospect_id"
+
+
+def _holding(event_ids: str, conn: sqlite3.Connection) -> list[RecordedImport]:
+    hits = conn.execute(
+        "SELECT DISTINCT import_id, row_no FROM import_ledger_rows"
+        " WHERE event_id IN (SELECT value FROM json_each(?))",
+        (event_ids,),
     ).fetchall()
-    ids = json.dumps([h[0] for h in heads])
+    # The rows hit, each found by its own index (without statistics SQLite would walk
+    # every row of the import for each).
     lines = conn.execute(
-        "SELECT import_id, event_id, row_no, match, prospect, prospect_id"
-        " FROM import_ledger_rows WHERE import_id IN (SELECT value FROM json_each(?))",
-        (ids,),
+        f"{_LINES} FROM json_each(?) hit CROSS JOIN import_ledger_rows r"
+        " INDEXED BY import_ledger_by_row"
+        " ON r.import_id = json_extract(hit.value, '$[0]')"
+        " AND r.row_no = json_extract(hit.value, '$[1]')",
+        (json.dumps([list(hit) for hit in hits]),),
+    ).fetchall()
+    heads = conn.execute(
+        f"{_HEADS} WHERE import_id IN (SELECT value FROM json_each(?))",  # noqa: S608
+        (json.dumps(sorted({hit[0] for hit in hits})),),
     ).fetchall()
     return imports_from(heads, lines)
 
 
-def _holding(event_ids: str, conn: sqlite3.Connection) -> list[RecordedImport]:
-    return _loaded(
-        conn,
-        "import_id IN (SELECT import_id FROM import_ledger_rows"
-        " WHERE event_id IN (SELECT value FROM json_each(?)))",
-        (event_ids,),
-    )
-
-
 def _unfinished(conn: sqlite3.Connection) -> list[RecordedImport]:
-    return _loaded(conn, "finished = 0", ())
+    heads = conn.execute(f"{_HEADS} WHERE finished = 0").fetchall()
+    lines = conn.execute(
+        f"{_LINES} FROM import_ledger_rows r"  # noqa: S608
+        " WHERE r.import_id IN (SELECT import_id FROM import_ledger WHERE finished = 0)"
+    ).fetchall()
+    return imports_from(heads, lines)
 
 
 def _waiting_on(prospects: str, conn: sqlite3.Connection) -> dict[str, int]:

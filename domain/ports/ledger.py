@@ -56,7 +56,8 @@ class ImportLedger(Protocol):
         ...
 
     async def holding(self, event_ids: Collection[int]) -> list[RecordedImport]:
-        """The imports holding any of these events, each with only the rows still recorded."""
+        """The imports holding any of these events, each with only its rows that hold one
+        (every event of such a row, as still recorded)."""
         ...
 
     async def finish(self, import_id: int) -> None:

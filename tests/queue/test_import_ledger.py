@@ -65,8 +65,12 @@ async def test_an_import_is_found_by_any_of_its_events_with_every_row(store: Any
     recorded = entry(7001, ids[:3])
     await ledger.record(recorded)
     await ledger.record(entry(7002, ids[3:], rows=1))
-    assert await ledger.holding([ids[1]]) == [recorded]
-    assert [e.id for e in await ledger.holding(ids)] == [7001, 7002]
+    assert await ledger.holding(ids) == [recorded, entry(7002, ids[3:], rows=1)]
+    # Only the rows holding the events asked for, each with all its events.
+    [found] = await ledger.holding([ids[1]])
+    assert found.rows == recorded.rows[:1] and found.rows[0].events == (ids[0], ids[1])
+    [found] = await ledger.holding([ids[2]])
+    assert found.rows == recorded.rows[1:] and found.columns == recorded.columns
     assert await ledger.holding([999_999]) == []
     assert [e.id for e in await ledger.unfinished()] == [7001, 7002]
 
@@ -99,7 +103,7 @@ async def test_settled_events_leave_finished_imports_only(store: Any) -> None:
     assert [e.id for e in await ledger.holding(ids)] == [7001, 7002]
     await ledger.finish(7001)
     await ledger.forget([ids[0]])
-    [left] = await ledger.holding([ids[1]])
+    [left] = await ledger.holding(ids[:3])
     assert left.rows[0].events == (ids[1],) and len(left.rows) == 2
     await ledger.forget([ids[1], ids[2]])
     assert await ledger.holding(ids[:3]) == []  # no rows left: the import went too
@@ -112,5 +116,5 @@ async def test_recording_again_replaces_and_keeps_no_email(store: Any) -> None:
     await ledger.finish(7001)
     again = entry(7001, ids[:2], rows=2)
     await ledger.record(again)  # as a retried record would: unfinished again
-    assert await ledger.holding(ids[:1]) == [again]
+    assert await ledger.holding(ids[:2]) == [again]
     assert all("@" not in r.match for r in again.rows)
