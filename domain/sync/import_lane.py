@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from domain.errors import (
     ConfigurationError,
@@ -49,6 +50,7 @@ from domain.sync.imports import MIN_IMPORT_ROWS, Plan, PlannedImport, plan_impor
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,6 @@ class ImportLane:
         except PardotError as error:
             log.warning("no import made, writing by batches instead: %s", error)
             return None
-        entry = None
         if self.ledger is not None and recorded is not None:
             fields = tuple(column.field for column in planned.columns)
             entry = RecordedImport(status.id, planned.match, fields, tuple(recorded))
@@ -171,7 +172,9 @@ class ImportLane:
         """Follow a recorded import again, once per process however many batches hold its
         events: abandoned if never submitted, else read to Complete with its refusals."""
         future = self._resuming.get(entry.id)
-        if future is None or (future.done() and future.exception() is not None):
+        if future is None or (
+            future.done() and (future.cancelled() or future.exception() is not None)
+        ):
             # In a context of its own: it reads only, for every batch holding its events,
             # so it must not stop with the lease of the batch that happened to start it.
             loop = asyncio.get_running_loop()
@@ -194,7 +197,7 @@ class ImportLane:
 
     async def _resume(self, entry: RecordedImport) -> Resumed:
         try:
-            status = await self.pardot.read_import(entry.id)
+            status = await self._patiently(lambda: self.pardot.read_import(entry.id))
         except PermanentPardotError as error:
             # Pardot no longer knows it (long expired): it writes nothing any more.
             log.warning("recorded import %s unknown to Pardot, abandoned: %s", entry.id, error)
@@ -209,17 +212,34 @@ class ImportLane:
         log.info("following an import found again after a restart", extra={"import_id": entry.id})
         if status.state != "Complete":
             status = await self._follow(status, len(entry.rows))
-        refusals = await self.pardot.import_errors(status.id) if status.failed else []
+        final = status
+        refusals = (
+            await self._patiently(lambda: self.pardot.import_errors(final.id))
+            if final.failed
+            else []
+        )
         refused = {
             match_digest(entry.match, r.row.get(entry.match, "")): (
                 r.reason or "refused by the import"
             )
             for r in refusals
         }
-        self.done += 1
-        self.rows_imported += max(0, len(entry.rows) - len(refusals))
+        self.done += 1  # its rows count as `recovery` settles them
         await self._finish(entry.id)
         return Resumed(entry.id, refused=refused)
+
+    async def _patiently(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A read about a recorded import, tried again (backing off) while Pardot fails it
+        for now: the events holding it cannot be decided without the answer."""
+        waits = self.polling.waits()
+        while True:
+            try:
+                return await read()
+            except (ConfigurationError, PermanentPardotError):
+                raise
+            except PardotError as error:
+                log.warning("a recorded import cannot be read now: %s", error)
+                await self.sleep(next(waits))
 
     async def _follow(self, status: ImportStatus, rows: int) -> ImportStatus:
         begun = time.monotonic()

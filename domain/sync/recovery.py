@@ -80,6 +80,7 @@ async def recover(
                 for name, value in fields_of(position).items()
                 if name in entry.columns
             }
+            lane.rows_imported += 1 if mine else 0
             for position in mine:
                 fields = {n: v for n, (p, v) in latest.items() if p == position}
                 outcomes[position] = Delivered(

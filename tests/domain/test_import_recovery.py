@@ -12,6 +12,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from adapters.memory.import_ledger import InMemoryImportLedger
+from domain.errors import RetryableError
 from domain.events import parse_event
 from domain.ports import ProspectWrite
 from domain.sync import Delivered, Outcome, RetryLater, SyncService
@@ -231,3 +232,24 @@ async def test_on_v3_an_import_matched_by_email_is_found_again_by_digest() -> No
         == 3
     )
     assert [p.fields.get("company") for p in world.pardot.prospects()] == ["pro", "newest", "pro"]
+
+
+async def test_pardot_failing_the_first_reads_of_a_found_import_is_waited_out() -> None:
+    world = World(make_settings(api_version=4))
+    await world.send(*(identify(f"u{i}", OLD_AT, email=f"u{i}@x.io") for i in range(2)))
+    ledger = InMemoryImportLedger()
+    old = [identify(f"u{i}", OLD_AT, company="pro") for i in range(2)]
+    await dies_at("submitted", world, Process(world, ledger), old, [1, 2])
+    [entry] = await ledger.unfinished()
+    real, failures = world.pardot.read_import, 2
+
+    async def busy(import_id: int) -> Any:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise RetryableError("Pardot is busy", code=66)
+        return await real(import_id)
+
+    world.pardot.read_import = busy  # type: ignore[method-assign]
+    outcomes = await Process(world, ledger).sync(old, [1, 2])
+    assert failures == 0 and all(getattr(o, "via", "") == f"import {entry.id}" for o in outcomes)
