@@ -21,6 +21,7 @@ from domain.index import BudgetShort
 from domain.matching import UpsertById
 from domain.ports import BATCH_LIMIT, FieldStamp, ProspectWrite, RecordedRow, ledger_digest
 from domain.prospect import Prospect
+from domain.sync.carried import known_stamps
 from domain.sync.compare import Changes, FieldType, Unchanged, UpToDate, compare, refresh_pays
 from domain.sync.context import Context, Target
 from domain.sync.grouping import Group, Stamped, settle
@@ -85,23 +86,10 @@ async def decide(
     With `detect` (change detection on the index), values Pardot already holds are not
     written again: when none is left the verdict is `Unchanged`.
     """
-    known = await context.store.stamps(target.key)
-    # A merge leaves the survivor without our stamps: an older event still waiting must not
-    # write over what the newer one wrote to the prospect that was merged away.
-    for gone in sorted({key for g in groups for key in g.gone_from} - {target.key}):
-        for name, stamp in (await context.store.stamps(gone)).items():
-            if later(stamp, known.get(name)):
-                known[name] = stamp
+    known = await known_stamps(target, groups, context)
     merged = merge(groups, by_email=target.key.startswith("email:"))
     verdict = compare(target.key, groups, merged, known, indexed, detect)
     return Decision(target, groups, merged, known, indexed, verdict)
-
-
-def later(stamp: FieldStamp, other: FieldStamp | None) -> bool:
-    """Whether `stamp` is later than `other` (a stamp without a time is never later)."""
-    if other is None:
-        return True
-    return stamp.at is not None and (other.at is None or stamp.at > other.at)
 
 
 def ride(decision: Decision) -> Decision:
