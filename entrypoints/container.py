@@ -265,7 +265,11 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
         bulk=repository,
     )
-    import_lane = providers.Singleton(assembly.import_lane, config, repository, metrics)
+    # The imports in flight, in the store: found again after a restart (issue 23).
+    import_ledger = providers.Singleton(stores.provided.import_ledger.call())
+    import_lane = providers.Singleton(
+        assembly.import_lane, config, repository, metrics, ledger=import_ledger
+    )
     sync_service = providers.Singleton(
         assembly.sync_service,
         config,

@@ -328,8 +328,20 @@ class DeliveryWorker:
         for event_id, settlement in settlements.items():
             self._metrics.outcomes.labels(outcome_of(settlement)).inc()
             _log_settled(event_id, settlement, outcomes.get(event_id))
+        await self._imports_settled(applied)
         await self._remember(leased, parsed, settlements)
         return len(settlements)  # those that applied
+
+    async def _imports_settled(self, applied: set[int]) -> None:
+        """Settled events leave the imports' ledger (a row left behind blocks nothing: its
+        import is finished, or its event no longer waits)."""
+        lane = await self._imports() if self._imports is not None else None
+        if lane is None:
+            return
+        try:
+            await lane.settled(applied)
+        except Exception as error:
+            log.warning("could not clear settled events from the import ledger", error=str(error))
 
     async def _remember(
         self,
@@ -437,7 +449,8 @@ class DeliveryWorker:
         it left undecided is retried without spending an attempt.
         """
         try:
-            return dict(zip([i.id for i in items], await service.sync(events), strict=True))
+            ids = [i.id for i in items]
+            return dict(zip(ids, await service.sync(events, ids=ids), strict=True))
         except ConfigurationError:
             raise
         except Exception as error:
@@ -446,7 +459,8 @@ class DeliveryWorker:
         log.debug("batch failed", exc_info=first)
 
         async def attempt(indexes: Sequence[int]) -> Mapping[int, Outcome]:
-            found = await service.sync([events[i] for i in indexes])
+            ids = [items[i].id for i in indexes]
+            found = await service.sync([events[i] for i in indexes], ids=ids)
             return dict(zip(indexes, found, strict=True))
 
         found = await isolate(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -109,6 +109,10 @@ class InMemoryEventQueue:
         """Every identity the events naming one of `identities` carry."""
         named = [event_identities(e.payload) for e in self._events.values()]
         return frozenset().union(*(names for names in named if names & identities))
+
+    def open_ids(self, event_ids: Collection[int]) -> set[int]:
+        """Those of `event_ids` still waiting or leased (the import ledger asks)."""
+        return {i for i in event_ids if i in self._events and self._events[i].state in _OPEN}
 
     def remove(self, event_ids: Sequence[int]) -> int:
         return sum(self._events.pop(i, None) is not None for i in event_ids)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from adapters.postgres.database import WAIT_SECONDS, PostgresDatabase
 from adapters.postgres.history import PostgresDeliveryHistory
+from adapters.postgres.import_ledger import PostgresImportLedger
 from adapters.postgres.pardot_budget import PostgresApiCallCounts
 from adapters.postgres.pardot_slots import PostgresSlots
 from adapters.postgres.personal_data import PostgresPersonalData
@@ -57,6 +58,9 @@ class PostgresStores:
 
     def slot_busy(self) -> PostgresSlotBusyLog:
         return PostgresSlotBusyLog(self.database)
+
+    def import_ledger(self) -> PostgresImportLedger:
+        return PostgresImportLedger(self.database)
 
     def personal_data(self) -> PostgresPersonalData:
         return PostgresPersonalData(self.database)
