@@ -180,7 +180,8 @@ async def _counted(
     """Every API call, prospect or bulk: counted, journaled, then answered."""
     fake.calls[counter] += 1
     if fake.journal is not None:
-        entry = JournalEntry(operation, params, time.monotonic())
+        bearer = request.headers.get("Authorization", "").partition(" ")[2].strip()
+        entry = JournalEntry(operation, params, time.monotonic(), token=bearer)
         fake.journal.append(entry)
         try:
             return await _answer_call(fake, request, operation, params, work)
@@ -239,7 +240,8 @@ async def _handle(
     try:
         if fake.in_flight[unit] > fake.max_concurrent:
             raise PardotError(CONCURRENT_LIMIT)
-        delay = fake.latency + (fake.hangs_pending.pop(0) if fake.hangs_pending else 0.0)
+        latency = fake.latency_of.get(request.match_info.get("operation", ""), fake.latency)
+        delay = latency + (fake.hangs_pending.pop(0) if fake.hangs_pending else 0.0)
         if delay > 0:
             await asyncio.sleep(delay)
         if fake.daily_budget is not None and fake.budget_used[unit] >= fake.daily_budget:

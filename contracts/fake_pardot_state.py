@@ -296,6 +296,8 @@ class JournalEntry:
     params: dict[str, str]
     received: float
     answered: float | None = None
+    # The bearer token that made the call: tells apart nodes that each signed in themselves.
+    token: str = ""
 
 
 @dataclass
@@ -345,6 +347,9 @@ class FakePardot:
     max_concurrent: int = 5
     daily_budget: int | None = None
     latency: float = 0.0
+    # Latencies of particular operations (`batchCreate`...), where `latency` is not theirs:
+    # keeps a test's reads quick while its writes stay in flight.
+    latency_of: dict[str, float] = field(default_factory=dict)
     token_latency: float = 0.0
     token_lifetime_calls: int | None = None
     rotate_refresh_tokens: bool = False

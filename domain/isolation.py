@@ -5,6 +5,12 @@ only the people it concerns. The worker hands `isolate` the batch cut into peopl
 person's events stay together, so one person's events are still merged as one) and a way to
 attempt any subset; `isolate` bisects, so finding one bad person among n takes about
 2·log2(n) attempts, and every part that succeeded keeps its results.
+
+Only an error that is some person's can be found this way. One that says the surroundings
+failed (the store unreachable mid-search, the batch's lease gone) says nothing about the part
+that met it: had the search gone on, the parts tried before the store came back would be
+blamed and dead-lettered, and those tried after it would succeed. Such an error ends the search
+and leaves everyone not judged yet `untried`, to be retried.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ class Isolated(Generic[R]):
 
     results: dict[int, R] = field(default_factory=dict)
     failures: dict[int, Exception] = field(default_factory=dict)
+    # Indexes nobody judged: the search ended on a blameless error (`stopped_by`) first.
+    untried: list[int] = field(default_factory=list)
+    stopped_by: Exception | None = None
 
     @property
     def all_failed(self) -> bool:
@@ -38,18 +47,24 @@ async def isolate(
     first_error: Exception,
     *,
     passthrough: tuple[type[BaseException], ...] = (),
+    blameless: Callable[[Exception], bool] = lambda _: False,
 ) -> Isolated[R]:
     """Bisect `people` (lists of indexes) after the whole batch failed with `first_error`.
 
     `attempt(indexes)` delivers those items and returns a result per index, or raises.
     Errors of a type in `passthrough` are not any person's fault (a setup problem): they
-    end the search and propagate.
+    end the search and propagate. Errors `blameless` says are the surroundings' (the store
+    unreachable) end it too, `first_error` included: the parts not judged yet are left
+    `untried`, blamed on no one.
     """
     found: Isolated[R] = Isolated()
 
     async def walk(part: Sequence[Sequence[int]], error: Exception | None) -> None:
+        indexes = [i for person in part for i in person]
+        if found.stopped_by is not None:
+            found.untried.extend(indexes)
+            return
         if error is None:
-            indexes = [i for person in part for i in person]
             try:
                 found.results.update(await attempt(indexes))
                 return
@@ -57,6 +72,10 @@ async def isolate(
                 raise
             except Exception as failed:
                 error = failed
+        if blameless(error):
+            found.stopped_by = error
+            found.untried.extend(indexes)
+            return
         if len(part) == 1:
             found.failures.update({i: error for i in part[0]})
             return

@@ -26,7 +26,14 @@ from domain.bulk_cost import ExportPace
 from domain.errors import ConfigurationError, InvalidSettings
 from domain.index import IndexKeeper
 from domain.index.export import ExportOptions
-from domain.ports import BulkPardot, EventQueue, PardotRepository, ProspectIndex, ProspectStore
+from domain.ports import (
+    BulkPardot,
+    EventQueue,
+    ImportLedger,
+    PardotRepository,
+    ProspectIndex,
+    ProspectStore,
+)
 from domain.settings import DestinationSettings
 from domain.sync import SyncService
 from domain.sync.import_lane import ImportLane, ImportPolling
@@ -136,7 +143,12 @@ def sync_service(
     )
 
 
-def import_lane(config: ServiceConfig, bulk: BulkPardot, metrics: Metrics) -> ImportLane | None:
+def import_lane(
+    config: ServiceConfig,
+    bulk: BulkPardot,
+    metrics: Metrics,
+    ledger: ImportLedger | None = None,
+) -> ImportLane | None:
     """Pardot's Import API for large backlogs, unless DESTINATION_BULK=off; its version is set
     by `sync_service`, once Pardot named it."""
     if config.bulk == "off":
@@ -147,6 +159,7 @@ def import_lane(config: ServiceConfig, bulk: BulkPardot, metrics: Metrics) -> Im
         min_rows=config.bulk_min_rows or MIN_IMPORT_ROWS,
         polling=ImportPolling(first=config.import_poll_seconds),
         timeout=config.import_timeout_seconds,
+        ledger=ledger,
     )
     metrics.watch_imports(lane)
     return lane

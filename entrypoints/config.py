@@ -33,6 +33,7 @@ from pydantic_settings import (
 
 from domain.errors import InvalidSettings
 from domain.settings import DestinationSettings
+from domain.settlement import DEFAULT_BACKOFF_MAX
 from domain.validation import describe_validation_error
 
 CONFIG_FILE_ENV = "PARDOT_DESTINATION_CONFIG"
@@ -41,6 +42,11 @@ BATCHING_NEEDS_A_KEY = (
     "only its first event, so the write key in the Authorization header must vouch for the rest"
 )
 MAX_LEASE_SECONDS = 60.0
+# A Pardot call's longest wait, unless PARDOT_CALL_TIMEOUT_SECONDS says otherwise; never more
+# than three quarters of the lease: a renewal comes every quarter, so a call may start at any
+# moment and still end before another node may take the lease.
+DEFAULT_CALL_TIMEOUT_SECONDS = 5.0
+DEFAULT_CALL_SHARE_OF_LEASE = 0.75
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 NO_ADMIN_KEY_WARNING = (
     "DESTINATION_ADMIN_KEY is not set: /status and /metrics are open to anyone who can reach {host}"
@@ -99,6 +105,7 @@ class ServiceConfig(BaseSettings):
     tracker_url: str = _env("PARDOT_TRACKER_URL", "https://pi.pardot.com")
     max_concurrency: int = _env("PARDOT_MAX_CONCURRENCY", 5, ge=1, le=5)
     retry_wait_max: float = _env("PARDOT_RETRY_WAIT_MAX", 10.0, gt=0)
+    call_timeout: float | None = _env("PARDOT_CALL_TIMEOUT_SECONDS", None, gt=0)
     # The campaign of prospects the service creates. The seed's campaign id is for the
     # browser tracking code only ("not used if you are sending data from a server side
     # source"), so this one is operational and lives here, not among the six.
@@ -119,6 +126,9 @@ class ServiceConfig(BaseSettings):
     queue_url: str = _env("DESTINATION_QUEUE_URL", "sqlite:///pardot-destination.db")
     # Connections each process keeps to a PostgreSQL store (one more holds its locks).
     queue_pool_size: int = _env("DESTINATION_QUEUE_POOL_SIZE", 10, ge=2, le=100)
+    # How long a request or a delivery step waits for a PostgreSQL connection before it gives
+    # up: while the server is gone, the door's 503 comes after this.
+    queue_wait_seconds: float = _env("DESTINATION_QUEUE_WAIT_SECONDS", 30.0, gt=0, le=300)
     destination_keys: Annotated[tuple[str, ...], NoDecode] = _env(
         "DESTINATION_INTEGRATION_KEYS", ("Pardot",)
     )
@@ -134,6 +144,8 @@ class ServiceConfig(BaseSettings):
     # Pardot. Pardot's 5 calls in flight stay the bound whatever this is.
     batches_in_flight: int = _env("DESTINATION_BATCHES_IN_FLIGHT", 3, ge=1, le=16)
     retry_initial_seconds: float = _env("DESTINATION_RETRY_INITIAL_SECONDS", 5.0, gt=0)
+    # The longest wait between two attempts of an event: the doubling stops here.
+    retry_max_seconds: float = _env("DESTINATION_RETRY_MAX_SECONDS", DEFAULT_BACKOFF_MAX, gt=0)
     configuration_retry_seconds: float = _env("DESTINATION_CONFIG_RETRY_SECONDS", 30.0, gt=0)
     retention_days: float = _env("DESTINATION_RETENTION_DAYS", 7.0, gt=0)
     index_refresh_seconds: float = _env("DESTINATION_INDEX_REFRESH_SECONDS", 60.0, gt=0)
@@ -230,6 +242,24 @@ class ServiceConfig(BaseSettings):
                 "is set"
             )
         return warnings
+
+    @property
+    def call_timeout_seconds(self) -> float:
+        """How long one Pardot request may take (connect, send, each wait for the answer)."""
+        if self.call_timeout is not None:
+            return self.call_timeout
+        return min(DEFAULT_CALL_TIMEOUT_SECONDS, self.lease_seconds * DEFAULT_CALL_SHARE_OF_LEASE)
+
+    @model_validator(mode="after")
+    def _calls_end_within_a_lease(self) -> ServiceConfig:
+        if self.call_timeout is not None and self.call_timeout >= self.lease_seconds:
+            raise ValueError(
+                f"PARDOT_CALL_TIMEOUT_SECONDS ({self.call_timeout:g} s) must be shorter than "
+                f"DESTINATION_LEASE_SECONDS ({self.lease_seconds:g} s): a Pardot call begun "
+                "while a worker holds its events must end before another node may take them "
+                "over, or both would write the same people to Pardot"
+            )
+        return self
 
     @model_validator(mode="after")
     def _batching_needs_a_key(self) -> ServiceConfig:

@@ -49,6 +49,7 @@ from entrypoints.config import ServiceConfig, TrackingConfig
 from entrypoints.door_traffic import DoorFirstSlots, DoorTraffic
 from entrypoints.forget_wiring import Forgetting
 from entrypoints.http.serve_app import serve_app
+from entrypoints.lease_hold import lease_checked
 from entrypoints.metering import MeteredRepository, MeteredTokens
 from entrypoints.metrics import Metrics
 from entrypoints.operator.dry_run import DryRun
@@ -112,8 +113,8 @@ async def _pardot_slots(
         slots.close()
 
 
-async def _http_client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0)) as client:
+async def _http_client(call_seconds: float) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(call_seconds)) as client:
         yield client
 
 
@@ -123,7 +124,11 @@ async def _stores(config: ServiceConfig) -> AsyncIterator[Stores]:
     server stops start-up, naming it (StoreUnusable)."""
     opening: contextlib.AbstractAsyncContextManager[Stores]
     if config.uses_postgres:
-        opening = PostgresStores.opened(config.queue_url, pool_size=config.queue_pool_size)
+        opening = PostgresStores.opened(
+            config.queue_url,
+            pool_size=config.queue_pool_size,
+            wait_seconds=config.queue_wait_seconds,
+        )
     else:
         opening = SQLiteStores.opened(config.queue_path)
     async with opening as stores:
@@ -207,7 +212,7 @@ class Container(containers.DeclarativeContainer):
     )
 
     # Pardot, and the credentials to reach it.
-    http_client = providers.Resource(_http_client)
+    http_client = providers.Resource(_http_client, config.provided.call_timeout_seconds)
     tokens = providers.Singleton(token_provider, config)
     # Pardot's 5 requests in flight per business unit, shared by every process on the store.
     pardot_slots = providers.Resource(
@@ -243,9 +248,10 @@ class Container(containers.DeclarativeContainer):
             slots=metered_slots,
             retry_wait_max=config.provided.retry_wait_max,
             account_zone=config.provided.account_zone,
-            on_call=budget.provided.count_call,
+            on_call=providers.Callable(lease_checked, budget.provided.count_call),
         ),
         metrics,
+        readiness,
     )
     destination = providers.Singleton(assembly.destination_settings, config, repository)
     index_keeper = providers.Singleton(
@@ -259,7 +265,11 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
         bulk=repository,
     )
-    import_lane = providers.Singleton(assembly.import_lane, config, repository, metrics)
+    # The imports in flight, in the store: found again after a restart (issue 23).
+    import_ledger = providers.Singleton(stores.provided.import_ledger.call())
+    import_lane = providers.Singleton(
+        assembly.import_lane, config, repository, metrics, ledger=import_ledger
+    )
     sync_service = providers.Singleton(
         assembly.sync_service,
         config,
@@ -290,9 +300,11 @@ class Container(containers.DeclarativeContainer):
         WorkerOptions,
         idle_seconds=config.provided.poll_seconds,
         lease_seconds=config.provided.lease_seconds,
+        call_seconds=config.provided.call_timeout_seconds,
         batches_in_flight=config.provided.batches_in_flight,
         max_attempts=config.provided.max_attempts,
         backoff_initial=config.provided.retry_initial_seconds,
+        backoff_max=config.provided.retry_max_seconds,
         configuration_retry=config.provided.configuration_retry_seconds,
         retention=providers.Factory(timedelta, days=config.provided.retention_days),
     )

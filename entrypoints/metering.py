@@ -27,7 +27,9 @@ from domain.ports import (
     TokenProvider,
 )
 from domain.prospect import CustomField, Fields, Prospect
+from entrypoints.faults import pardot_unreachable
 from entrypoints.metrics import Metrics
+from entrypoints.readiness import Readiness
 
 T = TypeVar("T")
 
@@ -35,11 +37,15 @@ T = TypeVar("T")
 class MeteredRepository:
     """A PardotRepository that counts every call it passes on; `calls` is this process's total."""
 
-    def __init__(self, inner: PardotRepository, metrics: Metrics) -> None:
+    def __init__(
+        self, inner: PardotRepository, metrics: Metrics, readiness: Readiness | None = None
+    ) -> None:
         self._inner = inner
         # Both repository adapters (HTTP, in memory) serve the bulk lane as well.
         self._bulk = cast("BulkPardot", inner)
         self._metrics = metrics
+        # Told whether each call got Pardot's answer: "Pardot unreachable since T" on /readyz.
+        self._readiness = readiness or Readiness()
         self.calls = 0
 
     @property
@@ -57,11 +63,13 @@ class MeteredRepository:
         except PardotError as error:
             code = str(error.code) if error.code is not None else "none"
             self._metrics.pardot_calls.labels(operation, code).inc()
+            self._readiness.pardot_answered(not pardot_unreachable(error))
             raise
         except Exception:
             self._metrics.pardot_calls.labels(operation, "transport").inc()
             raise
         self._metrics.pardot_calls.labels(operation, "ok").inc()
+        self._readiness.pardot_answered(True)
         return result
 
     async def detect_version(self) -> int:

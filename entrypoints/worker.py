@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -22,12 +23,14 @@ from domain.errors import ConfigurationError, InvalidEvent
 from domain.events import IdentifyEvent, parse_event
 from domain.isolation import isolate, last_line
 from domain.ports import DeliveryHistory, EventQueue, QueuedEvent, Settlement, ordering_key_of
-from domain.settlement import RetryPolicy, settle
+from domain.settlement import DEFAULT_BACKOFF_MAX, RetryPolicy, settle
 from domain.sync import Delivered, Outcome, RetryLater, SyncService
 from domain.sync.import_lane import ImportLane
 from entrypoints.bulk_leases import BulkLeases
 from entrypoints.door_traffic import CROWDED_BATCH, DoorTraffic
+from entrypoints.faults import blameless, store_fault
 from entrypoints.history import entry, outcome_of
+from entrypoints.lease_hold import LeaseHold, LeaseLost, holding
 from entrypoints.metrics import Metrics
 from entrypoints.readiness import Readiness
 from entrypoints.rounds import Rounds
@@ -40,6 +43,10 @@ HEARTBEAT_MAX_SECONDS = 3.0  # a lease is renewed at least this often while a ba
 # its supervisor restart it; the waits between them double from `idle_seconds`.
 FAILED_ROUNDS_BEFORE_RESTART = 4
 FAILED_ROUND_WAIT_MAX = 10.0
+# Rounds the store fails (unreachable, disk full) are not counted: a restart would not bring
+# the store back, and a process that exits for it would not be there when it comes back. The
+# loop looks again at least this often, so it delivers within seconds of the store's return.
+STORE_DOWN_WAIT_MAX = 2.0
 _PARDOT_CODE = re.compile(r"Pardot error (\d+)")
 
 Clock = Callable[[], datetime]
@@ -50,12 +57,15 @@ class WorkerOptions:
     batch_size: int = 500
     # How long a lease lasts after its last renewal: a dead worker's events wait this long.
     lease_seconds: float = 10.0
+    # The longest a Pardot call may take (PARDOT_CALL_TIMEOUT_SECONDS): a batch starts a call
+    # only while its lease is sure to outlive it (entrypoints/lease_hold.py).
+    call_seconds: float = 5.0
     idle_seconds: float = 0.25
     # Batches worked at once: one leased and resolved while another waits on Pardot.
     batches_in_flight: int = 3
     max_attempts: int = 12
     backoff_initial: float = 5.0
-    backoff_max: float = 3600.0
+    backoff_max: float = DEFAULT_BACKOFF_MAX
     # While the setup is wrong (revoked token, wrong business unit) nothing can succeed:
     # look again this often, without spending the events' retry budget.
     configuration_retry: float = 30.0
@@ -126,7 +136,8 @@ class DeliveryWorker:
 
         Every step of a round, the idle wait included, is guarded: a failing round is logged
         and tried again after a growing wait, and only after several in a row does `run`
-        raise WorkerFailing, for its supervisor to restart it.
+        raise WorkerFailing, for its supervisor to restart it. Rounds the store fails are
+        waited out instead, however many (STORE_DOWN_WAIT_MAX).
         """
         rounds = Rounds(self._options.batches_in_flight, self._wakeup)
         try:
@@ -147,7 +158,8 @@ class DeliveryWorker:
             log.debug("no sync service to close", error=type(error).__name__)
 
     async def _conduct(self, stop: asyncio.Event, rounds: Rounds) -> None:
-        failed = 0
+        failed = 0  # rounds failed in a row
+        unexplained = 0  # of those, the ones the store does not explain: a restart may mend them
         while not stop.is_set():
             self._readiness.beat()
             # Before the look for events: one stored after it wakes the idle wait below.
@@ -158,6 +170,7 @@ class DeliveryWorker:
                 await self.purge_if_due()
                 await self.check_setup_if_due()
                 await rounds.room()
+                taken_at = time.monotonic()  # the lease's life starts no earlier than this
                 limit = self._options.batch_size
                 if await self._door.give_way(stop):
                     # Requests still crowd the door: one small batch at a time meanwhile.
@@ -168,20 +181,24 @@ class DeliveryWorker:
                     limit = await self._bulk.limit(await self._imports()) or limit
                 leased = await self._lease(limit)
                 if leased:
-                    rounds.start(self._work(leased))
+                    rounds.start(self._work(leased, taken_at))
                 wait, wakeable = (0.0, False) if leased else await self._idle_wait()
             except Exception as error:
                 failed += 1
+                store_down = blameless(error)
+                unexplained += 0 if store_down else 1
                 log.error("delivery round failed", error=type(error).__name__, failed=failed)
                 log.debug("delivery round failed", exc_info=error)
-                self._readiness.worker_failing(f"delivery rounds fail: {type(error).__name__}")
-                if failed >= FAILED_ROUNDS_BEFORE_RESTART:
+                fault = store_fault(error) or f"delivery rounds fail: {type(error).__name__}"
+                self._readiness.worker_failing(fault)
+                if unexplained >= FAILED_ROUNDS_BEFORE_RESTART:
                     raise WorkerFailing(f"{failed} delivery rounds failed in a row") from error
-                wait = min(FAILED_ROUND_WAIT_MAX, self._options.idle_seconds * 2**failed)
+                longest = STORE_DOWN_WAIT_MAX if store_down else FAILED_ROUND_WAIT_MAX
+                wait = min(longest, self._options.idle_seconds * 2 ** min(failed, 30))
             else:
                 if failed:
                     self._readiness.worker_failing("")
-                failed = 0
+                failed = unexplained = 0
             if wait > 0 and wakeable:
                 await self._wakeup.idle(stop, wait)
             elif wait > 0:
@@ -237,8 +254,9 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         """One round: returns how many events were settled (0 when there was nothing due)."""
+        taken_at = time.monotonic()
         leased = await self._lease(self._options.batch_size)
-        return await self._work(leased) if leased else 0
+        return await self._work(leased, taken_at) if leased else 0
 
     async def _lease(self, limit: int) -> list[QueuedEvent]:
         """The next batch, or none while the queue is paused (the daily limit)."""
@@ -247,14 +265,19 @@ class DeliveryWorker:
             return []
         return await self._queue.lease(limit, self._options.lease_seconds)
 
-    async def _work(self, leased: list[QueuedEvent]) -> int:
-        """Deliver and settle one leased batch; returns how many settlements applied."""
+    async def _work(self, leased: list[QueuedEvent], taken_at: float) -> int:
+        """Deliver and settle one leased batch; returns how many settlements applied.
+
+        `taken_at` is when the lease was asked for: its Pardot calls start only while the
+        lease, renewed by the heartbeat, is sure to outlive them (entrypoints/lease_hold.py).
+        """
         if self._withdraw is not None:
             withdrawn = await self._withdraw(leased)
             leased = [item for item in leased if item.id not in withdrawn]
             if not leased:
                 return len(withdrawn)
         lease = leased[0].lease
+        hold = LeaseHold(self._options.lease_seconds, self._options.call_seconds, taken_at)
         events: list[IdentifyEvent] = []
         usable: list[QueuedEvent] = []
         parsed: dict[int, IdentifyEvent] = {}
@@ -273,14 +296,17 @@ class DeliveryWorker:
         outcomes: dict[int, Outcome] = {}
         if usable:
             try:
-                async with self._heartbeat(lease):
-                    found, outcomes = await self._deliver(usable, events)
+                async with self._heartbeat(lease, hold):
+                    with holding(hold):
+                        found, outcomes = await self._deliver(usable, events)
                 settlements |= found
             except asyncio.CancelledError:
                 # Shutting down mid-batch: hand the leases back at once rather than leave the
                 # events locked until their leases expire. A write already sent may be sent
                 # again; the field times make that harmless.
-                back = Settlement("retry", "released at shutdown", self._clock(), lease)
+                back = Settlement(
+                    "retry", "released at shutdown", self._clock(), lease, spent=False
+                )
                 await asyncio.shield(
                     self._queue.settle(
                         {i: replace(s, lease=lease) for i, s in settlements.items()}
@@ -302,8 +328,20 @@ class DeliveryWorker:
         for event_id, settlement in settlements.items():
             self._metrics.outcomes.labels(outcome_of(settlement)).inc()
             _log_settled(event_id, settlement, outcomes.get(event_id))
+        await self._imports_settled(applied)
         await self._remember(leased, parsed, settlements)
         return len(settlements)  # those that applied
+
+    async def _imports_settled(self, applied: set[int]) -> None:
+        """Settled events leave the imports' ledger (a row left behind blocks nothing: its
+        import is finished, or its event no longer waits)."""
+        lane = await self._imports() if self._imports is not None else None
+        if lane is None:
+            return
+        try:
+            await lane.settled(applied)
+        except Exception as error:
+            log.warning("could not clear settled events from the import ledger", error=str(error))
 
     async def _remember(
         self,
@@ -326,21 +364,26 @@ class DeliveryWorker:
             log.exception("could not record the delivery history of %d events", len(rows))
 
     @contextlib.asynccontextmanager
-    async def _heartbeat(self, lease: str) -> AsyncIterator[None]:
-        """Renew `lease` every few seconds while the block runs."""
+    async def _heartbeat(self, lease: str, hold: LeaseHold) -> AsyncIterator[None]:
+        """Renew `lease` every few seconds while the block runs, telling `hold` how it went."""
 
         async def beat() -> None:
             while True:
                 await asyncio.sleep(self._options.heartbeat_seconds)
                 self._readiness.beat()
+                began = time.monotonic()
                 try:
                     held = await self._queue.renew(lease, self._options.lease_seconds)
                 except Exception as error:  # the next beat tries again; the lease has slack
+                    # ... but no new Pardot call of this batch starts until one succeeds.
+                    hold.renewal_failed()
                     log.warning("could not renew a lease", error=type(error).__name__)
                     continue
                 if held == 0:
+                    hold.lost()
                     log.warning("lease lost: its events were taken over by another worker")
                     return
+                hold.renewed(began)
 
         task = asyncio.create_task(beat())
         try:
@@ -364,12 +407,15 @@ class DeliveryWorker:
             log.error("deliveries paused, the setup needs an operator", problem=str(error))
             # Nothing can succeed until the setup changes: this wait spends no attempt.
             later = self._clock() + timedelta(seconds=self._options.configuration_retry)
-            waiting = {i.id: Settlement("retry", f"waiting: {error}", later) for i in items}
+            waiting = {
+                i.id: Settlement("retry", f"waiting: {error}", later, spent=False) for i in items
+            }
             return waiting, {}
         except Exception as error:
             log.error("delivery failed; the batch will be retried", error=type(error).__name__)
             log.debug("delivery failed", exc_info=error)
-            retry = RetryLater(f"retry: {type(error).__name__}: {error}")
+            reason = f"retry: {type(error).__name__}: {error}"
+            retry = RetryLater(reason, spent=not _surroundings_failed(error))
             outcomes = {i.id: retry for i in items}
         else:
             self._readiness.clear()
@@ -397,11 +443,14 @@ class DeliveryWorker:
 
         The batch is retried in halves (each person's events kept together) until the
         failing people stand alone: only their events are dead-lettered, with the error's
-        last line as the reason. When no part succeeds, nobody in particular is to blame
-        (the store is down, say): the whole batch is retried later instead.
+        last line as the reason. When no part succeeds, nobody in particular is to blame:
+        the whole batch is retried later instead. An error that says the store or the lease
+        failed (`_surroundings_failed`) blames no one at all: it ends the search, and whoever
+        it left undecided is retried without spending an attempt.
         """
         try:
-            return dict(zip([i.id for i in items], await service.sync(events), strict=True))
+            ids = [i.id for i in items]
+            return dict(zip(ids, await service.sync(events, ids=ids), strict=True))
         except ConfigurationError:
             raise
         except Exception as error:
@@ -410,19 +459,34 @@ class DeliveryWorker:
         log.debug("batch failed", exc_info=first)
 
         async def attempt(indexes: Sequence[int]) -> Mapping[int, Outcome]:
-            found = await service.sync([events[i] for i in indexes])
+            ids = [items[i].id for i in indexes]
+            found = await service.sync([events[i] for i in indexes], ids=ids)
             return dict(zip(indexes, found, strict=True))
 
-        found = await isolate(_people(items), attempt, first, passthrough=(ConfigurationError,))
-        if found.all_failed:
-            retry = RetryLater(f"retry: {last_line(first)}")
-            return {item.id: retry for item in items}
+        found = await isolate(
+            _people(items),
+            attempt,
+            first,
+            passthrough=(ConfigurationError,),
+            blameless=_surroundings_failed,
+        )
         outcomes: dict[int, Outcome | Settlement] = {
             items[i].id: outcome for i, outcome in found.results.items()
         }
+        if found.stopped_by is not None:
+            log.warning(
+                "batch stopped: the store or the lease failed",
+                error=type(found.stopped_by).__name__,
+            )
+            retry = RetryLater(f"retry: {last_line(found.stopped_by)}", spent=False)
+            outcomes |= {items[i].id: retry for i in found.untried}
+        if found.all_failed:
+            retry = RetryLater(f"retry: {last_line(first)}")
+            return {item.id: outcomes.get(item.id, retry) for item in items}
         for index, failure in found.failures.items():
             outcomes[items[index].id] = Settlement("dead", last_line(failure))
-        log.error("dead-lettered the events that broke their batch", events=len(found.failures))
+        if found.failures:
+            log.error("dead-lettered the events that broke their batch", events=len(found.failures))
         return outcomes
 
     async def _idle_wait(self) -> tuple[float, bool]:
@@ -433,6 +497,11 @@ class DeliveryWorker:
             if remaining > 0:
                 return min(remaining, 60.0), False
         return self._options.idle_seconds, True
+
+
+def _surroundings_failed(error: Exception) -> bool:
+    """The store unreachable, or this batch's lease gone: no event's fault."""
+    return isinstance(error, LeaseLost) or blameless(error)
 
 
 def _people(items: Sequence[QueuedEvent]) -> list[list[int]]:

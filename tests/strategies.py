@@ -32,9 +32,13 @@ timestamps = st.datetimes(
 
 
 @st.composite
-def settings(draw: st.DrawFn, version: int | None = None) -> DestinationSettings:
+def settings(
+    draw: st.DrawFn, version: int | None = None, *, with_lookup: bool = False
+) -> DestinationSettings:
+    """`with_lookup` (v4): always a lookup field, for tests about it (drawn, not filtered)."""
     api_version = version if version is not None else draw(st.sampled_from([3, 4]))
-    lookup = draw(st.none() | lookup_fields) if api_version == 4 else None
+    lookups = lookup_fields if with_lookup else st.none() | lookup_fields
+    lookup = draw(lookups) if api_version == 4 else None
     use_user_id = draw(st.booleans()) if lookup is not None else False
     return DestinationSettings(
         api_version=api_version,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -110,6 +110,10 @@ class InMemoryEventQueue:
         named = [event_identities(e.payload) for e in self._events.values()]
         return frozenset().union(*(names for names in named if names & identities))
 
+    def open_ids(self, event_ids: Collection[int]) -> set[int]:
+        """Those of `event_ids` still waiting or leased (the import ledger asks)."""
+        return {i for i in event_ids if i in self._events and self._events[i].state in _OPEN}
+
     def remove(self, event_ids: Sequence[int]) -> int:
         return sum(self._events.pop(i, None) is not None for i in event_ids)
 
@@ -159,6 +163,8 @@ class InMemoryEventQueue:
             if s.lease is not None and (event.state != "leased" or event.lease != s.lease):
                 continue  # another lease took the event over, as in the SQLite queue
             event.state, event.reason, event.lease = s.state, s.reason, None
+            if s.state == "retry" and not s.spent:
+                event.attempts = max(event.attempts - 1, 0)
             event.due_at = (s.not_before or now) if s.state == "retry" else now
             event.settled_at = None if s.state == "retry" else now
             settled.add(event_id)

@@ -9,6 +9,7 @@ whose outcome is unknown (a create that may have reached Pardot) leaves as Outco
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -149,7 +150,13 @@ class PardotCalls:
         async with self._slots.slot():
             if self._on_call is not None:
                 await self._on_call(call.partition(":")[2])
-            response = await send(headers)
+            # The client's timeout bounds the whole request, not only each wait within it: a
+            # request begun under a worker's lease ends before another node may take it.
+            try:
+                async with asyncio.timeout(self._client.timeout.read):
+                    response = await send(headers)
+            except TimeoutError as late:
+                raise httpx.ReadTimeout("no whole answer within the call's timeout") from late
         answer: Answer = read(
             response.status_code, response.content, response.headers.get("content-type", "")
         )

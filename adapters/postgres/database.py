@@ -40,6 +40,13 @@ T = TypeVar("T")
 
 DEFAULT_POOL_SIZE = 10
 CONNECT_SECONDS = 10.0
+WAIT_SECONDS = 30.0  # DESTINATION_QUEUE_WAIT_SECONDS
+# psycopg_pool doubles its wait between attempts to replace a lost connection, with no ceiling
+# until it gives up (5 min by default): after a minute without the server, its next attempt
+# could be a minute away, and deliveries would resume that late. Giving up after two seconds
+# instead lets the next caller start a fresh attempt at once (the pool grows on demand), so the
+# pool reconnects within a second or two of the server's return however long it was gone.
+RECONNECT_SECONDS = 2.0
 # Both ends probe an idle connection after 10 s, every 5 s, 3 times: a node whose machine
 # vanished loses its session (and its locks) within about 25 s.
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
@@ -97,7 +104,9 @@ def _unusable(url: str, error: BaseException) -> StoreUnusable:
 class PostgresDatabase:
     """Open with `await PostgresDatabase(url).open()` (or `async with`); close when done."""
 
-    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, wait_seconds: float = WAIT_SECONDS
+    ) -> None:
         self.url = url
         self.where = describe(url)
         try:
@@ -114,7 +123,10 @@ class PostgresDatabase:
             open=False,
             configure=_configure,
             name="pardot-destination",
-            timeout=30.0,
+            # How long a caller waits for a connection (the pool reconnecting meanwhile)
+            # before it fails: the door's 503 while the server is gone comes after this.
+            timeout=wait_seconds,
+            reconnect_timeout=RECONNECT_SECONDS,
         )
         self.namespace = ""  # database and schema: what advisory lock keys are scoped to
         self.locks = AdvisoryLocks(self)

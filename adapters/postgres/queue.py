@@ -217,17 +217,19 @@ class PostgresEventQueue:
             "reasons": [s.reason for _, s in ordered],
             "not_before": [s.not_before for _, s in ordered],
             "leases": [s.lease for _, s in ordered],
+            "refunds": [int(s.state == "retry" and not s.spent) for _, s in ordered],
         }
 
         async def settle(conn: AsyncConnection[Any]) -> set[int]:
             cursor = await conn.execute(
                 f"""UPDATE events AS e SET state = s.state, reason = s.reason, lease_id = NULL,
+                    attempts = greatest(e.attempts - s.refund, 0),
                     due_at = CASE WHEN s.state = 'retry'
                         THEN coalesce(s.not_before, {_NOW}) ELSE {_NOW} END,
                     settled_at = CASE WHEN s.state = 'retry' THEN NULL ELSE {_NOW} END
                 FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(reasons)s::text[],
-                    %(not_before)s::timestamptz[], %(leases)s::text[])
-                    AS s(id, state, reason, not_before, lease)
+                    %(not_before)s::timestamptz[], %(leases)s::text[], %(refunds)s::int[])
+                    AS s(id, state, reason, not_before, lease, refund)
                 WHERE e.id = s.id
                   AND (s.lease IS NULL OR (e.state = 'leased' AND e.lease_id = s.lease))
                 RETURNING e.id""",  # noqa: S608

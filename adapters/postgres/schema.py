@@ -188,6 +188,31 @@ SUPPRESSION: tuple[Step, ...] = (
     ),
 )
 
+# The imports in flight (issue 23): found again by their events' ids after a restart. Rows
+# keep digests of the match value and prospect key, never an email, and no field value.
+IMPORT_LEDGER: tuple[Step, ...] = (
+    (
+        """CREATE TABLE import_ledger (
+            import_id bigint PRIMARY KEY,  -- Pardot's id of the import
+            match text NOT NULL,  -- the match column
+            columns text NOT NULL,  -- JSON: the columns written (names, never values)
+            finished boolean NOT NULL DEFAULT false
+        )""",
+        """CREATE TABLE import_ledger_rows (
+            import_id bigint NOT NULL REFERENCES import_ledger ON DELETE CASCADE,
+            event_id bigint NOT NULL,
+            row_no integer NOT NULL,
+            match text NOT NULL,  -- digest of the match value as sent
+            prospect text NOT NULL,  -- digest of the prospect store's key
+            prospect_id bigint,
+            PRIMARY KEY (import_id, event_id)
+        )""",
+        "CREATE INDEX import_ledger_by_event ON import_ledger_rows (event_id)",
+        "CREATE INDEX import_ledger_by_row ON import_ledger_rows (import_id, row_no)",
+        "CREATE INDEX import_ledger_by_prospect ON import_ledger_rows (prospect)",
+    ),
+)
+
 # In the order they are migrated: the history reads the prospect store's tables.
 COMPONENTS: dict[str, tuple[Step, ...]] = {
     "queue": QUEUE,
@@ -198,4 +223,5 @@ COMPONENTS: dict[str, tuple[Step, ...]] = {
     "api_budget": API_BUDGET,
     "slot_busy": SLOT_BUSY,
     "suppression": SUPPRESSION,
+    "import_ledger": IMPORT_LEDGER,
 }

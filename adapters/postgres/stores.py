@@ -11,8 +11,9 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
-from adapters.postgres.database import PostgresDatabase
+from adapters.postgres.database import WAIT_SECONDS, PostgresDatabase
 from adapters.postgres.history import PostgresDeliveryHistory
+from adapters.postgres.import_ledger import PostgresImportLedger
 from adapters.postgres.pardot_budget import PostgresApiCallCounts
 from adapters.postgres.pardot_slots import PostgresSlots
 from adapters.postgres.personal_data import PostgresPersonalData
@@ -30,9 +31,13 @@ class PostgresStores:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def opened(cls, url: str, *, pool_size: int) -> AsyncIterator[PostgresStores]:
+    async def opened(
+        cls, url: str, *, pool_size: int, wait_seconds: float = WAIT_SECONDS
+    ) -> AsyncIterator[PostgresStores]:
         """Creates or migrates the schema; an unreachable server raises StoreUnusable."""
-        database = await PostgresDatabase(url, pool_size=pool_size).open()
+        database = await PostgresDatabase(
+            url, pool_size=pool_size, wait_seconds=wait_seconds
+        ).open()
         try:
             await database.check()
             yield cls(database)
@@ -53,6 +58,9 @@ class PostgresStores:
 
     def slot_busy(self) -> PostgresSlotBusyLog:
         return PostgresSlotBusyLog(self.database)
+
+    def import_ledger(self) -> PostgresImportLedger:
+        return PostgresImportLedger(self.database)
 
     def personal_data(self) -> PostgresPersonalData:
         return PostgresPersonalData(self.database)

@@ -15,6 +15,7 @@ from domain.ports import (
     ApiCallCounts,
     DeliveryHistory,
     EventQueue,
+    ImportLedger,
     PardotSlots,
     PersonalData,
     ProspectIndex,
@@ -42,6 +43,10 @@ class Stores(Protocol):
     def api_calls(self) -> ApiCallCounts: ...
 
     def slot_busy(self) -> SlotBusyLog: ...
+
+    def import_ledger(self) -> ImportLedger:
+        """The imports in flight; needs the queue's tables (ask for `queue` first)."""
+        ...
 
     def personal_data(self) -> PersonalData:
         """Forgetting a person: everything of theirs, in one transaction of this store."""

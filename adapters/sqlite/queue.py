@@ -136,7 +136,8 @@ class SQLiteEventQueue:
                 raise ValueError(f"cannot settle an event as {s.state!r}")
             retry = s.state == "retry"
             due = to_micros(s.not_before) if retry and s.not_before else now
-            rows.append((s.state, s.reason, due, None if retry else now, event_id, s.lease))
+            refund = int(retry and not s.spent)
+            rows.append((s.state, s.reason, due, None if retry else now, event_id, s.lease, refund))
         return await self._db.write(partial(apply_settlements, rows)) if rows else set()
 
     async def pause_until(self, when: datetime | None) -> None:

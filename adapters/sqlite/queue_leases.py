@@ -23,8 +23,9 @@ def apply_settlements(rows: list[tuple[Any, ...]], conn: sqlite3.Connection) -> 
         row[4]
         for row in rows
         if conn.execute(
-            "UPDATE events SET state = ?, reason = ?, due_at = ?, settled_at = ?, lease_id = NULL"
-            " WHERE id = ? AND (?6 IS NULL OR (state = 'leased' AND lease_id = ?6))",
+            "UPDATE events SET state = ?1, reason = ?2, due_at = ?3, settled_at = ?4,"
+            " lease_id = NULL, attempts = max(attempts - ?7, 0)"
+            " WHERE id = ?5 AND (?6 IS NULL OR (state = 'leased' AND lease_id = ?6))",
             row,
         ).rowcount
     }

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from adapters.sqlite.database import SQLiteDatabase
 from adapters.sqlite.history import SQLiteDeliveryHistory
+from adapters.sqlite.import_ledger import SQLiteImportLedger
 from adapters.sqlite.pardot_budget import SQLiteApiCallCounts
 from adapters.sqlite.pardot_slots import SQLiteStoreSlots
 from adapters.sqlite.personal_data import SQLitePersonalData
@@ -55,6 +56,9 @@ class SQLiteStores:
 
     def slot_busy(self) -> SQLiteSlotBusyLog:
         return SQLiteSlotBusyLog(self.database)
+
+    def import_ledger(self) -> SQLiteImportLedger:
+        return SQLiteImportLedger(self.database)
 
     def personal_data(self) -> SQLitePersonalData:
         return SQLitePersonalData(self.database)

@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from contextvars import Context
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -252,7 +253,10 @@ class IndexKeeper:
             return False
         idle = self._periodic is None or self._periodic.done()
         if idle and backlog <= PERIODIC_REFRESH_BACKLOG and await self._due():
-            self._periodic = asyncio.create_task(self._refresh_beside())
+            # A context of its own: the refresh belongs to no batch, so nothing the batch that
+            # happened to start it set for its own calls (its lease's hold) governs its calls,
+            # nor ends them when that batch ends.
+            self._periodic = asyncio.create_task(self._refresh_beside(), context=Context())
         return True
 
     async def close(self) -> None:

@@ -19,6 +19,7 @@ from domain.ports.bulk import (
 )
 from domain.ports.forget import Person, PersonalData, Removed, SuppressionList
 from domain.ports.history import DeliveryHistory, HistoryEntry
+from domain.ports.ledger import ImportLedger, RecordedImport, RecordedRow, ledger_digest
 from domain.ports.pardot import (
     BATCH_LIMIT,
     QUERY_LIMIT,
@@ -70,6 +71,7 @@ __all__ = [
     "FieldStamp",
     "HistoryEntry",
     "ImportColumn",
+    "ImportLedger",
     "ImportRowError",
     "ImportStatus",
     "IndexState",
@@ -84,6 +86,8 @@ __all__ = [
     "ProspectWrite",
     "QueueFull",
     "QueuedEvent",
+    "RecordedImport",
+    "RecordedRow",
     "Removed",
     "SettledState",
     "Settlement",
@@ -91,6 +95,7 @@ __all__ = [
     "SuppressionList",
     "TokenProvider",
     "export_time",
+    "ledger_digest",
     "message_id_of",
     "ordering_key_of",
     "pardot_time_in",

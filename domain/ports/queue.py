@@ -68,6 +68,10 @@ class Settlement:
     lease: str | None = None
     prospect: str | None = field(default=None, compare=False)
     fields: Mapping[str, FieldValue] | None = field(default=None, compare=False)
+    # Whether the attempt its lease counted stays spent. A retry that is nobody's fault (the
+    # store unreachable, the daily limit, a shutdown) hands it back: `attempts` goes down by
+    # one, so such waits never bring an event nearer its dead letter.
+    spent: bool = True
 
     @property
     def unchanged(self) -> bool:

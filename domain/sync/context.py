@@ -8,8 +8,8 @@ call's events, the lookup field's form) passed to every stage that talks to a po
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from domain.index import IndexKeeper
@@ -56,6 +56,11 @@ class Context:
     fresh: bool = False
     # Large sets of updates go by Pardot imports (the bulk lane); None: batches only.
     imports: ImportLane | None = None
+    # The queue id of each of the call's events by position, for the imports' ledger.
+    event_ids: Sequence[int] | None = None
+    # Events (by position) whose row an import found again after a restart refused, with
+    # the import and Pardot's reason: they go by batch calls.
+    refused: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -12,23 +12,45 @@ Pardot offers no way to cancel a submitted import: a submitted one is followed t
 however long (a warning past `timeout`). One not yet submitted is abandoned on a failure and
 its rows go back to batches. An account that refuses imports (the feature is off, or the API
 user may not import) gets one warning and batches from then on.
+
+With a `ledger`, an import is recorded (its id, its rows' events and prospects as digests)
+once created and before anything is uploaded, and finished once its outcome is known, so a
+process that leases its events after a restart finds it and `resume`s it instead of writing
+them again (domain/sync/recovery.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from domain.errors import ConfigurationError, ImportUnavailable, PardotError
-from domain.ports import BulkPardot, ImportRowError, ImportStatus, ProspectWrite
+from domain.errors import (
+    ConfigurationError,
+    ImportUnavailable,
+    PardotError,
+    PermanentPardotError,
+)
+from domain.ports import (
+    BulkPardot,
+    ImportLedger,
+    ImportRowError,
+    ImportStatus,
+    ProspectWrite,
+    RecordedImport,
+    RecordedRow,
+    ledger_digest,
+)
 from domain.sync.imports import MIN_IMPORT_ROWS, Plan, PlannedImport, plan_imports
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,16 @@ class Imported:
     refusals: dict[int, str | None]
 
 
+@dataclass(frozen=True)
+class Resumed:
+    """A recorded import followed again after a restart: `abandoned` when it had never been
+    submitted (its events go by batches), else the rows it refused by match digest."""
+
+    id: int
+    abandoned: bool = False
+    refused: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class ImportLane:
     pardot: BulkPardot
@@ -75,15 +107,26 @@ class ImportLane:
     running: dict[int, ImportInProgress] = field(default_factory=dict)
     done: int = 0  # imports finished, for /metrics
     rows_imported: int = 0
+    ledger: ImportLedger | None = None  # the imports in flight, kept in the store
+    # Events of recorded imports this process worked: their rows leave the ledger once the
+    # queue settled them (`settled`).
+    _recorded: set[int] = field(default_factory=set)
+    _resuming: dict[int, asyncio.Task[Resumed]] = field(default_factory=dict)
 
     def plan(self, rows: Sequence[ProspectWrite]) -> Plan:
         if self.unavailable:
             return Plan(by_batches=list(range(len(rows))))
         return plan_imports(rows, version=self.version, min_rows=self.min_rows)
 
-    async def send(self, keys: Sequence[str], planned: PlannedImport) -> Imported | None:
+    async def send(
+        self,
+        keys: Sequence[str],
+        planned: PlannedImport,
+        recorded: Sequence[RecordedRow] | None = None,
+    ) -> Imported | None:
         """Run one planned import (`keys`: every planned row's match value by position);
-        None when it never got submitted (its rows go back to batches)."""
+        None when it never got submitted (its rows go back to batches). `recorded` (the
+        planned rows' events and prospects) goes into the ledger before the upload."""
         try:
             status = await self.pardot.create_import(planned.columns)
         except ImportUnavailable as refused:
@@ -96,6 +139,11 @@ class ImportLane:
         except PardotError as error:
             log.warning("no import made, writing by batches instead: %s", error)
             return None
+        if self.ledger is not None and recorded is not None:
+            fields = tuple(column.field for column in planned.columns)
+            entry = RecordedImport(status.id, planned.match, fields, tuple(recorded))
+            await self.ledger.record(entry)  # a store error: never submitted, it expires
+            self._recorded.update(e for row in recorded for e in row.events)
         try:
             for data in planned.files:
                 await self.pardot.add_import_batch(status.id, data)
@@ -105,6 +153,7 @@ class ImportLane:
         except PardotError as error:
             # Not submitted: Pardot lets an Open import expire, and the rows go by batches.
             log.warning("import %s abandoned before it was submitted: %s", status.id, error)
+            await self._finish(status.id)
             return None
         final = await self._follow(status, len(planned.rows))
         refusals: list[ImportRowError] = (
@@ -112,7 +161,85 @@ class ImportLane:
         )
         self.done += 1
         self.rows_imported += len(planned.rows) - len(refusals)
+        await self._finish(final.id)
         return Imported(final.id, self._match(planned, keys, refusals, final))
+
+    async def _finish(self, import_id: int) -> None:
+        if self.ledger is not None:
+            await self.ledger.finish(import_id)
+
+    async def resume(self, entry: RecordedImport) -> Resumed:
+        """Follow a recorded import again, once per process however many batches hold its
+        events: abandoned if never submitted, else read to Complete with its refusals."""
+        future = self._resuming.get(entry.id)
+        if future is None or (
+            future.done() and (future.cancelled() or future.exception() is not None)
+        ):
+            # In a context of its own: it reads only, for every batch holding its events,
+            # so it must not stop with the lease of the batch that happened to start it.
+            loop = asyncio.get_running_loop()
+            future = loop.create_task(self._resume(entry), context=contextvars.Context())
+            self._resuming[entry.id] = future
+        # Shielded: a batch cancelled at shutdown leaves the follow to the others waiting.
+        return await asyncio.shield(future)
+
+    def recovered(self, event_ids: Collection[int]) -> None:
+        """These events' recorded rows leave the ledger once the queue settled them."""
+        self._recorded.update(event_ids)
+
+    async def settled(self, event_ids: Collection[int]) -> None:
+        """The queue settled these events: rows of finished imports holding them go."""
+        mine = self._recorded.intersection(event_ids)
+        if self.ledger is None or not mine:
+            return
+        await self.ledger.forget(sorted(mine))
+        self._recorded -= mine
+
+    async def _resume(self, entry: RecordedImport) -> Resumed:
+        try:
+            status = await self._patiently(lambda: self.pardot.read_import(entry.id))
+        except PermanentPardotError as error:
+            # Pardot no longer knows it (long expired): it writes nothing any more.
+            log.warning("recorded import %s unknown to Pardot, abandoned: %s", entry.id, error)
+            await self._finish(entry.id)
+            return Resumed(entry.id, abandoned=True)
+        if status.state == "Open":
+            # Created, never submitted: Pardot lets it expire. Never submitted after a
+            # restart, since its rows may be written by batches meanwhile.
+            log.warning("import %s was never submitted: abandoned, batches instead", entry.id)
+            await self._finish(entry.id)
+            return Resumed(entry.id, abandoned=True)
+        log.info("following an import found again after a restart", extra={"import_id": entry.id})
+        if status.state != "Complete":
+            status = await self._follow(status, len(entry.rows))
+        final = status
+        refusals = (
+            await self._patiently(lambda: self.pardot.import_errors(final.id))
+            if final.failed
+            else []
+        )
+        refused = {
+            match_digest(entry.match, r.row.get(entry.match, "")): (
+                r.reason or "refused by the import"
+            )
+            for r in refusals
+        }
+        self.done += 1  # its rows count as `recovery` settles them
+        await self._finish(entry.id)
+        return Resumed(entry.id, refused=refused)
+
+    async def _patiently(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A read about a recorded import, tried again (backing off) while Pardot fails it
+        for now: the events holding it cannot be decided without the answer."""
+        waits = self.polling.waits()
+        while True:
+            try:
+                return await read()
+            except (ConfigurationError, PermanentPardotError):
+                raise
+            except PardotError as error:
+                log.warning("a recorded import cannot be read now: %s", error)
+                await self.sleep(next(waits))
 
     async def _follow(self, status: ImportStatus, rows: int) -> ImportStatus:
         begun = time.monotonic()
@@ -165,6 +292,11 @@ class ImportLane:
                 max(unmatched, final.failed - len(refusals)),
             )
         return result
+
+
+def match_digest(match: str, value: str) -> str:
+    """How the ledger names a row's match value (refusals name rows by it)."""
+    return ledger_digest(_normal(match, value))
 
 
 def _normal(match: str, value: str) -> str:

@@ -16,7 +16,7 @@ from domain.errors import ConfigurationError, PardotError
 from domain.index import BudgetShort, IndexKeeper
 from domain.matching import MatchByLookup, UpsertByFid
 from domain.ports import FieldStamp
-from domain.prospect import Fields, Prospect
+from domain.prospect import Fields, Prospect, normalise_email
 from domain.sync.compare import FieldType, normal
 from domain.sync.context import Context, LookupValues, NeedsCreate, Target
 from domain.sync.grouping import Group
@@ -26,18 +26,27 @@ def links(
     lookup: LookupValues, key: str, groups: Iterable[Group], prospect: Prospect | None
 ) -> dict[str, str]:
     """The identities that lead to the prospect `key` (none with v3: the email is the key)."""
-    found: dict[str, str] = {}
-    for group in groups:
-        found.update({f"user:{u}": key for u in group.user_ids})
-        found.update({f"anonymous:{a}": key for a in group.anonymous_ids})
-        write = group.write
-        if isinstance(write, MatchByLookup):
-            found[f"lookup:{write.lookup_field}={lookup.stored(write.value)}"] = key
-        elif isinstance(write, UpsertByFid):
-            found[f"fid:{write.fid}"] = key
+    found = {identity: key for group in groups for identity in identities(lookup, group)}
     if prospect is not None and prospect.fid:
         found[f"fid:{prospect.fid}"] = key
     return found if not key.startswith("email:") else {}
+
+
+def identities(lookup: LookupValues, group: Group) -> list[str]:
+    """Who the group's events are: userIds, anonymousIds, the key it matched by (the lookup
+    value, the fid) and its email. Matching never follows an email link (it reads the index):
+    it only leads to the person's earlier prospect once Pardot dropped it (sync/carried.py)."""
+    found = [f"user:{u}" for u in sorted(group.user_ids)]
+    found += [f"anonymous:{a}" for a in sorted(group.anonymous_ids)]
+    write = group.write
+    if isinstance(write, MatchByLookup):
+        found.append(f"lookup:{write.lookup_field}={lookup.stored(write.value)}")
+    elif isinstance(write, UpsertByFid):
+        found.append(f"fid:{write.fid}")
+    email = normalise_email(group.email.value) if group.email is not None else None
+    if email is not None:
+        found.append(f"email:{email.lower()}")
+    return found
 
 
 async def remember(

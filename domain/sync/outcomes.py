@@ -57,6 +57,8 @@ class RetryLater:
     reason: str
     delay: float | None = None
     resume_at: datetime | None = None
+    # False when the failure was not the event's (the store unreachable): no attempt spent.
+    spent: bool = True
 
 
 Outcome = Delivered | Skipped | Rejected | RetryLater

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -29,7 +29,7 @@ from domain.index import IndexKeeper
 from domain.lookup_field import check_lookup_field
 from domain.matching import DEFAULT_DESTINATION_KEYS
 from domain.ports import PardotRepository, ProspectStore
-from domain.prospect import CustomField
+from domain.prospect import CustomField, FieldValue
 from domain.settings import DestinationSettings
 from domain.sync.context import Context, LookupValues, NeedsCreate, Stale, Target
 from domain.sync.create import written_by_create
@@ -38,6 +38,7 @@ from domain.sync.grouping import Group, group_planned, plan_events, settle
 from domain.sync.import_lane import ImportLane
 from domain.sync.learn import learn_upserted
 from domain.sync.outcomes import Delivered, Outcome, Rejected, RetryLater
+from domain.sync.recovery import recover
 from domain.sync.write import indexed, write_targets
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,36 @@ class SyncService:
         if self._keeper is not None:
             await self._keeper.close()
 
-    async def sync(self, events: Sequence[IdentifyEvent]) -> list[Outcome]:
-        """Deliver `events`; the i-th outcome belongs to the i-th event."""
+    async def sync(
+        self, events: Sequence[IdentifyEvent], *, ids: Sequence[int] | None = None
+    ) -> list[Outcome]:
+        """Deliver `events`; the i-th outcome belongs to the i-th event.
+
+        `ids` are the events' queue ids: imports record them, and events an import recorded
+        before a restart wrote are settled through it (`recovery.recover`), after which the
+        rest go the ordinary way.
+        """
+        if ids is None or self._imports is None:
+            return await self._sync(events, ids)
+        found = await recover(ids, self._imports, self._fields_of(events))
+        if not found.outcomes and not found.refused:
+            return await self._sync(events, ids)
+        rest = [i for i in range(len(events)) if i not in found.outcomes]
+        refused = {n: found.refused[i] for n, i in enumerate(rest) if i in found.refused}
+        others = await self._sync([events[i] for i in rest], [ids[i] for i in rest], refused)
+        outcomes: list[Outcome | None] = [found.outcomes.get(i) for i in range(len(events))]
+        for position, outcome in zip(rest, others, strict=True):
+            outcomes[position] = outcome
+        return [o if o is not None else Rejected("rejected: not processed") for o in outcomes]
+
+    async def _sync(
+        self,
+        events: Sequence[IdentifyEvent],
+        ids: Sequence[int] | None,
+        refused: Mapping[int, str] | None = None,
+    ) -> list[Outcome]:
+        if not events:
+            return []
         planned = plan_events(
             events,
             self._settings,
@@ -139,11 +168,35 @@ class SyncService:
             await self.prepare()
             lookup = LookupValues(self._settings.lookup_field, self._lookup)
             grouping = group_planned(planned, events, lookup.stored)
-            context = await self._context(len(grouping.groups), events)
+            context = replace(
+                await self._context(len(grouping.groups), events),
+                event_ids=ids,
+                refused=refused or {},
+            )
             # One person's groups in successive waves, as separate batches would go.
             for wave in grouping.waves:
                 await self._deliver(wave, outcomes, context)
         return [o if o is not None else Rejected("rejected: not processed") for o in outcomes]
+
+    def _fields_of(
+        self, events: Sequence[IdentifyEvent]
+    ) -> Callable[[int], Mapping[str, FieldValue]]:
+        """What each event (by position) writes, read when an import found again wrote it."""
+        planned: dict[int, Mapping[str, FieldValue]] | None = None
+
+        def fields_of(position: int) -> Mapping[str, FieldValue]:
+            nonlocal planned
+            if planned is None:
+                writes = plan_events(
+                    events,
+                    self._settings,
+                    destination_keys=self._keys,
+                    create_campaign_id=self._create_campaign_id,
+                ).writes
+                planned = {i: write.fields for i, write in writes}
+            return planned.get(position, {})
+
+        return fields_of
 
     def _note_broken(self, message: str) -> None:
         if self._lookup is not None:

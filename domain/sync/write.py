@@ -19,15 +19,19 @@ from dataclasses import dataclass, field, replace
 from domain.errors import ConfigurationError, PardotError
 from domain.index import BudgetShort
 from domain.matching import UpsertById
-from domain.ports import BATCH_LIMIT, FieldStamp, ProspectWrite
+from domain.ports import BATCH_LIMIT, FieldStamp, ProspectWrite, RecordedRow, ledger_digest
 from domain.prospect import Prospect
+from domain.sync.carried import known_stamps
 from domain.sync.compare import Changes, FieldType, Unchanged, UpToDate, compare, refresh_pays
 from domain.sync.context import Context, Target
 from domain.sync.grouping import Group, Stamped, settle
+from domain.sync.import_lane import match_digest
+from domain.sync.imports import PlannedImport
 from domain.sync.learn import as_written, remember
 from domain.sync.locks import write_locks
 from domain.sync.merge import Merged, merge
 from domain.sync.outcomes import UNCHANGED, Delivered, Outcome, Rejected, outcome_of
+from domain.sync.recovery import waiting_for_imports
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +86,10 @@ async def decide(
     With `detect` (change detection on the index), values Pardot already holds are not
     written again: when none is left the verdict is `Unchanged`.
     """
-    known = await context.store.stamps(target.key)
-    # A merge leaves the survivor without our stamps: an older event still waiting must not
-    # write over what the newer one wrote to the prospect that was merged away.
-    for gone in sorted({key for g in groups for key in g.gone_from} - {target.key}):
-        for name, stamp in (await context.store.stamps(gone)).items():
-            if later(stamp, known.get(name)):
-                known[name] = stamp
+    known = await known_stamps(target, groups, context)
     merged = merge(groups, by_email=target.key.startswith("email:"))
     verdict = compare(target.key, groups, merged, known, indexed, detect)
     return Decision(target, groups, merged, known, indexed, verdict)
-
-
-def later(stamp: FieldStamp, other: FieldStamp | None) -> bool:
-    """Whether `stamp` is later than `other` (a stamp without a time is never later)."""
-    if other is None:
-        return True
-    return stamp.at is not None and (other.at is None or stamp.at > other.at)
 
 
 def ride(decision: Decision) -> Decision:
@@ -245,6 +236,7 @@ async def write_targets(
             decisions = [ride(d) if isinstance(d.verdict, Unchanged) else d for d in decisions]
         prepared = await asyncio.gather(*(prepare_write(d, outcomes, context) for d in decisions))
         pending = [item for item in prepared if item is not None]
+        pending = await waiting_for_imports(pending, outcomes, context)
         batched = await by_imports(pending, outcomes, context)
         chunks = [batched[i : i + BATCH_LIMIT] for i in range(0, len(batched), BATCH_LIMIT)]
         lists = await asyncio.gather(*(write_chunk(c, outcomes, context) for c in chunks))
@@ -259,12 +251,24 @@ async def by_imports(
     lane = context.imports
     if lane is None or not pending:
         return pending
+    if context.refused:
+        # Rows an import found again after a restart refused go by batch calls, as the
+        # rows an import refuses now do: Pardot's answer then says what to do with them.
+        for item in pending:
+            members = (m for g in item.groups for m in g.members if m in context.refused)
+            item.refused_by = next(iter(context.refused[m] for m in members), item.refused_by)
+        again = [item for item in pending if item.refused_by]
+        if again:
+            rest = [item for item in pending if not item.refused_by]
+            return again + (await by_imports(rest, outcomes, replace(context, refused={})))
     plan = lane.plan([item.row for item in pending])
     if not plan.imports:
         return pending
     left = list(plan.by_batches)
     keys = [item.row.key for item in pending]
-    results = await asyncio.gather(*(lane.send(keys, planned) for planned in plan.imports))
+    results = await asyncio.gather(
+        *(lane.send(keys, planned, recorded(planned, pending, context)) for planned in plan.imports)
+    )
     for planned, imported in zip(plan.imports, results, strict=True):
         if imported is None:
             left.extend(planned.rows)
@@ -281,6 +285,28 @@ async def by_imports(
         errors: list[PardotError | None] = [None] * len(carried)
         await applied(carried, errors, outcomes, context, via=f"import {imported.id}")
     return [pending[i] for i in sorted(left)]
+
+
+def recorded(
+    planned: PlannedImport, pending: list[Pending], context: Context
+) -> list[RecordedRow] | None:
+    """What the ledger keeps of an import's rows: their events' queue ids, digests of the
+    match value and the prospect key (never an email) and the prospect id when known."""
+    if context.event_ids is None:
+        return None
+    rows = []
+    for position in planned.rows:
+        item = pending[position]
+        events = sorted({context.event_ids[m] for g in item.groups for m in g.members})
+        rows.append(
+            RecordedRow(
+                tuple(events),
+                match_digest(planned.match, item.row.key),
+                ledger_digest(item.target.key),
+                item.target.prospect_id,
+            )
+        )
+    return rows
 
 
 async def _refreshed(context: Context) -> bool:

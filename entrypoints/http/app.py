@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from domain.ports import EventQueue, QueueFull
 from entrypoints.door_traffic import DoorTraffic
+from entrypoints.faults import store_fault
 from entrypoints.http import ingest
 from entrypoints.http.admin_key import admin_only
 from entrypoints.http.ingest import Arrival, ByteBudget, Intake, Refused, WriteKeys
@@ -157,6 +158,7 @@ def refusing(handler: Handler) -> Handler:
             log.error("could not store a request's events", error=type(error).__name__)
             log.debug("could not store a request's events", exc_info=error)
             request.app[METRICS].refused.labels("unavailable").inc()
+            request.app[READINESS].store_failed(store_fault(error))
             response = _answer(503, "unavailable", "the events could not be stored: retry later")
             response.headers["Retry-After"] = "5"
             return response
@@ -310,6 +312,7 @@ async def _store(request: web.Request, intake: Intake, scope: str) -> web.Respon
                 raise
             await put_apart(queue, intake, scope, failure)
         request.app[DOOR].on_stored()
+        request.app[READINESS].store_failed(None)
     metrics.ingest_seconds.observe(time.perf_counter() - started)
     if intake.store:
         metrics.received_identify.inc(len(intake.store))
@@ -345,7 +348,8 @@ async def _store_problem(queue: EventQueue) -> str:
             await queue.counts()  # a few rows, kept by the store itself
     except Exception as error:
         log.warning("the queue cannot be read", error=type(error).__name__)
-        return f"the queue database cannot be opened or read ({type(error).__name__})"
+        fault = store_fault(error)
+        return fault or f"the queue database cannot be opened or read ({type(error).__name__})"
     return ""
 
 

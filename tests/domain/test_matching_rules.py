@@ -130,7 +130,7 @@ def test_rule_5_v4_fid_without_id(
     assert decision.email == normalise_email(event.all_traits.get("email"))
 
 
-@given(events("identify"), settings(version=4))
+@given(events("identify"), settings(version=4, with_lookup=True))
 def test_rule_6_v4_lookup_field_value_from_trait_or_user_id(
     payload: dict[str, Any], config: DestinationSettings
 ) -> None:

@@ -92,6 +92,29 @@ async def test_retry_waits_for_not_before(queue: Any, clock: Clock) -> None:
     assert (back.id, back.attempts) == (first.id, 2)
 
 
+async def test_a_retry_that_spent_nothing_hands_its_leases_attempt_back(
+    queue: Any, clock: Clock
+) -> None:
+    await queue.put([identify("m1"), identify("m2", user="u2")])
+    first, second = await queue.lease(10, 30)
+    await queue.settle(
+        {
+            first.id: Settlement("retry", "the store went away", lease=first.lease, spent=False),
+            second.id: Settlement("retry", "502", lease=second.lease),
+        }
+    )
+    again = {event.id: event.attempts for event in await queue.lease(10, 30)}
+    assert again == {first.id: 1, second.id: 2}
+    # A settlement under a lease since taken over changes nothing, its refund neither.
+    clock.advance(31)
+    [taken] = [e for e in await queue.lease(10, 30) if e.id == first.id]
+    late = Settlement("retry", "late", lease=first.lease, spent=False)
+    assert await queue.settle({first.id: late}) == set()
+    await queue.settle({first.id: Settlement("retry", "502", lease=taken.lease)})
+    [back] = [e for e in await queue.lease(10, 30) if e.id == first.id]
+    assert (taken.attempts, back.attempts) == (2, 3)
+
+
 async def test_one_person_is_never_leased_twice_at_once(queue: Any, clock: Clock) -> None:
     await queue.put([identify("a1", user="ada")])
     [a1] = await queue.lease(1, 30)

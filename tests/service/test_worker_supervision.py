@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from aiohttp.test_utils import TestServer
 from dependency_injector import providers
@@ -22,6 +23,7 @@ from entrypoints.container import Container
 from entrypoints.http.app import create_app
 from entrypoints.readiness import STALE_AFTER_SECONDS, Readiness
 from entrypoints.service import WorkerFailed, supervise
+from entrypoints.worker import FAILED_ROUNDS_BEFORE_RESTART, WorkerOptions
 from tests.child_server import ROOT
 from tests.service.test_service import AUTH, WRITE_KEY, eventually, identify, serving
 from tests.settings import service_config
@@ -176,3 +178,44 @@ def test_a_damaged_queue_file_stops_start_up_with_one_line(
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1, lines
     assert str(damaged) in lines[0] and "move it" in lines[0]
+
+
+class StoreGone(InMemoryEventQueue):
+    """A queue whose leases fail as PostgreSQL's do while the server is gone, `rounds` times."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__()
+        self.failing_rounds = rounds
+
+    async def lease(self, limit: int, lease_seconds: float) -> Any:
+        if self.failing_rounds > 0:
+            self.failing_rounds -= 1
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return await super().lease(limit, lease_seconds)
+
+
+async def test_a_store_down_for_many_rounds_is_waited_out_not_restarted_for() -> None:
+    """Far more failed rounds than a restart is for: the store's failure is waited out, the
+    readiness says so meanwhile, and the worker delivers once the store answers again."""
+    queue = StoreGone(rounds=2 * FAILED_ROUNDS_BEFORE_RESTART)
+    await queue.put([identify(1)])
+    container = Container(config=service_config(api_version="4"))
+    container.override_providers(
+        queue=providers.Object(queue),
+        repository=providers.Object(InMemoryPardot(version=4)),
+        prospect_store=providers.Object(InMemoryProspectStore()),
+        worker_options=providers.Object(WorkerOptions(idle_seconds=0.001)),
+    )
+    readiness = container.readiness()
+    worker = await container.worker.async_()
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    reasons: set[str] = set()
+    while (await queue.counts())["delivered"] == 0:
+        assert not running.done(), running.exception()
+        reasons.add(readiness.reason or "")
+        await asyncio.sleep(0.005)
+    stop.set()
+    await running
+    assert any(r.startswith("store unreachable: ") for r in reasons), reasons
+    assert queue.failing_rounds == 0
