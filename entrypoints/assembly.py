@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from domain.budget import DailyBudget
 from domain.bulk_cost import ExportPace
 from domain.errors import ConfigurationError, InvalidSettings
+from domain.import_files import ImportFileBudget
 from domain.index import IndexKeeper
 from domain.index.export import ExportOptions
 from domain.ports import (
@@ -148,9 +149,10 @@ def import_lane(
     bulk: BulkPardot,
     metrics: Metrics,
     ledger: ImportLedger | None = None,
+    file_budget: ImportFileBudget | None = None,
 ) -> ImportLane | None:
     """Pardot's Import API for large backlogs, unless DESTINATION_BULK=off; its version is set
-    by `sync_service`, once Pardot named it."""
+    by `sync_service`, once Pardot named it. `file_budget`: the account's import files a day."""
     if config.bulk == "off":
         return None
     lane = ImportLane(
@@ -160,6 +162,7 @@ def import_lane(
         polling=ImportPolling(first=config.import_poll_seconds),
         timeout=config.import_timeout_seconds,
         ledger=ledger,
+        file_budget=file_budget,
     )
     metrics.watch_imports(lane)
     return lane

@@ -160,6 +160,8 @@ class ServiceConfig(BaseSettings):
     # The first wait before reading an import's or export's state (then doubling, at most
     # 60 s).
     import_poll_seconds: float = _env("DESTINATION_IMPORT_POLL_SECONDS", 5.0, gt=0)
+    # The account's import files (batches) a day, shared by every process on the store.
+    import_files_per_day: int = _env("DESTINATION_IMPORT_FILES_PER_DAY", 1000, ge=0)
     # How fast the account's exports go, as observed: what the choice between exports and
     # the paged scan to fill the index is costed with (domain.bulk_cost).
     export_rows_per_second: float = _env("DESTINATION_EXPORT_ROWS_PER_SECOND", 1_000.0, gt=0)

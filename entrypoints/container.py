@@ -36,6 +36,7 @@ from adapters.sqlite.queue import SQLiteEventQueue
 from adapters.sqlite.stores import SQLiteStores, slots_beside
 from domain.budget import DailyBudget
 from domain.errors import ConfigurationError
+from domain.import_files import ImportFileBudget
 from domain.ports import (
     DeliveryHistory,
     EventQueue,
@@ -267,9 +268,17 @@ class Container(containers.DeclarativeContainer):
     )
     # The imports in flight, in the store: found again after a restart (issue 23).
     import_ledger = providers.Singleton(stores.provided.import_ledger.call())
-    import_lane = providers.Singleton(
-        assembly.import_lane, config, repository, metrics, ledger=import_ledger
+    import_files = providers.Singleton(
+        ImportFileBudget,
+        stores.provided.import_files.call(),
+        limit=config.provided.import_files_per_day,
+        zone=config.provided.account_zone,
+        clock=clock,
     )
+    import_lane = providers.Singleton(
+        assembly.import_lane, config, repository, metrics, ledger=import_ledger,
+        file_budget=import_files,
+    )  # fmt: skip
     sync_service = providers.Singleton(
         assembly.sync_service,
         config,

@@ -165,6 +165,11 @@ API_BUDGET: tuple[Step, ...] = (
     ("CREATE TABLE api_calls (day date PRIMARY KEY, used bigint NOT NULL)",),
 )
 
+# The account's import files per day (issue 23: 1,000 a day), added to by every node.
+IMPORT_FILES: tuple[Step, ...] = (
+    ("CREATE TABLE import_files (day date PRIMARY KEY, used bigint NOT NULL)",),
+)
+
 # Busy Pardot slot-seconds per 10-second bucket, added to by every node (`status` reads them).
 SLOT_BUSY: tuple[Step, ...] = (
     ("CREATE TABLE slot_busy (bucket bigint PRIMARY KEY, seconds double precision NOT NULL)",),
@@ -224,4 +229,5 @@ COMPONENTS: dict[str, tuple[Step, ...]] = {
     "slot_busy": SLOT_BUSY,
     "suppression": SUPPRESSION,
     "import_ledger": IMPORT_LEDGER,
+    "import_files": IMPORT_FILES,
 }

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from adapters.postgres.database import WAIT_SECONDS, PostgresDatabase
 from adapters.postgres.history import PostgresDeliveryHistory
 from adapters.postgres.import_ledger import PostgresImportLedger
-from adapters.postgres.pardot_budget import PostgresApiCallCounts
+from adapters.postgres.pardot_budget import PostgresApiCallCounts, PostgresImportFileCounts
 from adapters.postgres.pardot_slots import PostgresSlots
 from adapters.postgres.personal_data import PostgresPersonalData
 from adapters.postgres.prospect_index import PostgresProspectIndex
@@ -55,6 +55,9 @@ class PostgresStores:
 
     def api_calls(self) -> PostgresApiCallCounts:
         return PostgresApiCallCounts(self.database)
+
+    def import_files(self) -> PostgresImportFileCounts:
+        return PostgresImportFileCounts(self.database)
 
     def slot_busy(self) -> PostgresSlotBusyLog:
         return PostgresSlotBusyLog(self.database)

@@ -42,6 +42,10 @@ class Stores(Protocol):
 
     def api_calls(self) -> ApiCallCounts: ...
 
+    def import_files(self) -> ApiCallCounts:
+        """The account's import files per day, counted like calls."""
+        ...
+
     def slot_busy(self) -> SlotBusyLog: ...
 
     def import_ledger(self) -> ImportLedger:

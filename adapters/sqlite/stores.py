@@ -16,7 +16,7 @@ from pathlib import Path
 from adapters.sqlite.database import SQLiteDatabase
 from adapters.sqlite.history import SQLiteDeliveryHistory
 from adapters.sqlite.import_ledger import SQLiteImportLedger
-from adapters.sqlite.pardot_budget import SQLiteApiCallCounts
+from adapters.sqlite.pardot_budget import SQLiteApiCallCounts, SQLiteImportFileCounts
 from adapters.sqlite.pardot_slots import SQLiteStoreSlots
 from adapters.sqlite.personal_data import SQLitePersonalData
 from adapters.sqlite.prospect_index import SQLiteProspectIndex
@@ -53,6 +53,9 @@ class SQLiteStores:
 
     def api_calls(self) -> SQLiteApiCallCounts:
         return SQLiteApiCallCounts(self.database)
+
+    def import_files(self) -> SQLiteImportFileCounts:
+        return SQLiteImportFileCounts(self.database)
 
     def slot_busy(self) -> SQLiteSlotBusyLog:
         return SQLiteSlotBusyLog(self.database)

@@ -11,7 +11,8 @@ is written before it, nor overtaken by an older value still inside it.
 Pardot offers no way to cancel a submitted import: a submitted one is followed to its end,
 however long (a warning past `timeout`). One not yet submitted is abandoned on a failure and
 its rows go back to batches. An account that refuses imports (the feature is off, or the API
-user may not import) gets one warning and batches from then on.
+user may not import) gets one warning and batches from then on. So does an import whose files
+would overrun the account's files of the day (`domain.import_files`), until its midnight.
 
 With a `ledger`, an import is recorded (its id, its rows' events and prospects as digests)
 once created and before anything is uploaded, and finished once its outcome is known, so a
@@ -35,6 +36,7 @@ from domain.errors import (
     PardotError,
     PermanentPardotError,
 )
+from domain.import_files import ImportFileBudget
 from domain.ports import (
     BulkPardot,
     ImportLedger,
@@ -108,6 +110,10 @@ class ImportLane:
     done: int = 0  # imports finished, for /metrics
     rows_imported: int = 0
     ledger: ImportLedger | None = None  # the imports in flight, kept in the store
+    # The account's import files a day (DESTINATION_IMPORT_FILES_PER_DAY), shared by every
+    # process on the store; None: not budgeted.
+    file_budget: ImportFileBudget | None = None
+    _files_short_on: str | None = None  # the account day the file budget ran out (warned)
     # Events of recorded imports this process worked: their rows leave the ledger once the
     # queue settled them (`settled`).
     _recorded: set[int] = field(default_factory=set)
@@ -127,17 +133,22 @@ class ImportLane:
         """Run one planned import (`keys`: every planned row's match value by position);
         None when it never got submitted (its rows go back to batches). `recorded` (the
         planned rows' events and prospects) goes into the ledger before the upload."""
+        if not await self._files_left(len(planned.files)):
+            return None
         try:
             status = await self.pardot.create_import(planned.columns)
         except ImportUnavailable as refused:
             if not self.unavailable:
                 log.warning("imports unavailable, writing by batches instead: %s", refused)
             self.unavailable = True
+            await self._give_back(len(planned.files))
             return None
         except ConfigurationError:
+            await self._give_back(len(planned.files))
             raise
         except PardotError as error:
             log.warning("no import made, writing by batches instead: %s", error)
+            await self._give_back(len(planned.files))
             return None
         if self.ledger is not None and recorded is not None:
             fields = tuple(column.field for column in planned.columns)
@@ -240,6 +251,24 @@ class ImportLane:
             except PardotError as error:
                 log.warning("a recorded import cannot be read now: %s", error)
                 await self.sleep(next(waits))
+
+    async def _files_left(self, files: int) -> bool:
+        """Whether the day's import files (`file_budget`) take this import's: else its rows
+        go by batches, with one warning a day."""
+        if self.file_budget is None or await self.file_budget.take(files):
+            return True
+        day = self.file_budget.today()
+        if self._files_short_on != day:
+            self._files_short_on = day
+            log.warning(
+                "the account's %d import files of the day are spent: writing by batches "
+                "until its midnight", self.file_budget.limit,
+            )  # fmt: skip
+        return False
+
+    async def _give_back(self, files: int) -> None:
+        if self.file_budget is not None:
+            await self.file_budget.give_back(files)
 
     async def _follow(self, status: ImportStatus, rows: int) -> ImportStatus:
         begun = time.monotonic()

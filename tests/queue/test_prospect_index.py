@@ -15,11 +15,12 @@ import pytest
 from adapters.memory.pardot_budget import InMemoryApiCallCounts
 from adapters.memory.prospect_index import InMemoryProspectIndex
 from adapters.postgres.database import PostgresDatabase
-from adapters.postgres.pardot_budget import PostgresApiCallCounts
+from adapters.postgres.pardot_budget import PostgresApiCallCounts, PostgresImportFileCounts
 from adapters.postgres.prospect_index import PostgresProspectIndex
 from adapters.sqlite.database import SQLiteDatabase
-from adapters.sqlite.pardot_budget import SQLiteApiCallCounts
+from adapters.sqlite.pardot_budget import SQLiteApiCallCounts, SQLiteImportFileCounts
 from adapters.sqlite.prospect_index import SQLiteProspectIndex
+from domain.import_files import ImportFileBudget
 from domain.ports import IndexState
 from domain.prospect import Prospect
 from tests.postgres import fresh_schema
@@ -145,3 +146,68 @@ async def test_nodes_sharing_a_postgres_store_share_one_count_and_one_index(
         assert await two.used("2026-01-01") == 40
         await PostgresProspectIndex(first).put([(prospect(1, "a@x.io"), None)])
         assert await PostgresProspectIndex(second).count() == 1
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def file_counts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    if request.param == "memory":
+        yield InMemoryApiCallCounts()
+    elif request.param == "sqlite":
+        sqlite = SQLiteImportFileCounts(tmp_path / "store.db")
+        yield sqlite
+        await sqlite.close()
+    else:
+        with fresh_schema() as url:
+            async with PostgresDatabase(url) as database:
+                yield PostgresImportFileCounts(database)
+
+
+async def test_import_files_are_counted_per_day_and_given_back(file_counts: Any) -> None:
+    budget = ImportFileBudget(file_counts, limit=10, clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+    assert await budget.take(4) and await budget.take(6)
+    assert not await budget.take(1)
+    await budget.give_back(6)
+    assert await budget.take(5) and await file_counts.used("2026-01-01") == 9
+    assert await file_counts.used("2026-01-02") == 0
+
+
+async def test_import_files_and_calls_are_two_counts_in_one_file(tmp_path: Path) -> None:
+    database = SQLiteDatabase(tmp_path / "q.db")
+    try:
+        calls, files = SQLiteApiCallCounts(database), SQLiteImportFileCounts(database)
+        await calls.add("2026-01-01", 7)
+        await files.add("2026-01-01", 2)
+        assert (await calls.used("2026-01-01"), await files.used("2026-01-01")) == (7, 2)
+    finally:
+        await database.close()
+
+
+async def test_processes_sharing_a_file_never_take_more_import_files_than_the_day_has(
+    tmp_path: Path,
+) -> None:
+    databases = [SQLiteDatabase(tmp_path / "q.db") for _ in range(2)]
+    try:
+        day = lambda: datetime(2026, 1, 1, tzinfo=UTC)  # noqa: E731
+        budgets = [
+            ImportFileBudget(SQLiteImportFileCounts(db), limit=10, clock=day) for db in databases
+        ]
+        taken = await asyncio.gather(*(budget.take(3) for budget in budgets * 4))
+        assert taken.count(True) == 3
+        assert await SQLiteImportFileCounts(databases[0]).used("2026-01-01") == 9
+    finally:
+        for database in databases:
+            await database.close()
+
+
+async def test_nodes_sharing_a_postgres_store_never_take_more_import_files_than_the_day_has(
+    postgres_url: str,
+) -> None:
+    async with PostgresDatabase(postgres_url) as first, PostgresDatabase(postgres_url) as second:
+        day = lambda: datetime(2026, 1, 1, tzinfo=UTC)  # noqa: E731
+        budgets = [
+            ImportFileBudget(PostgresImportFileCounts(db), limit=10, clock=day)
+            for db in (first, second)
+        ]
+        taken = await asyncio.gather(*(budget.take(3) for budget in budgets * 4))
+        assert taken.count(True) == 3
+        assert await PostgresImportFileCounts(second).used("2026-01-01") == 9

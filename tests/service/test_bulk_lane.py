@@ -127,3 +127,33 @@ async def test_an_import_never_submitted_is_abandoned_and_its_events_go_by_batch
     assert [prospect(fake, i)["company"] for i in ids] == ["Batch Co"] * PEOPLE
     explained = await cli(service, "explain", "u1")
     assert f"import {job.id}" not in explained.stdout
+
+
+async def test_the_days_import_files_are_kept_in_the_store_across_a_restart(
+    v4_stack: Stack,
+) -> None:
+    """DESTINATION_IMPORT_FILES_PER_DAY=1: the first round's import takes the day's file;
+    the next round, by a restarted service, goes by batches, since the store kept the count."""
+    fake = v4_stack.fake
+    files = {**BULK, "DESTINATION_IMPORT_FILES_PER_DAY": "1"}
+    service = await v4_stack.service(**files)
+    async with httpx.AsyncClient(timeout=30) as client:
+        ids = await known_people(v4_stack, service.url, client)
+        await post(
+            client,
+            service.url,
+            *(identify(f"i{i}", f"u{i}", company="Import Co") for i in range(PEOPLE)),
+        )
+        await v4_stack.wait_until(service.url, lambda c: c("delivered") == 2 * PEOPLE)
+        assert len(imports(v4_stack)) == 1
+        await service.kill9()
+        service = await v4_stack.service(**files)
+        await post(
+            client,
+            service.url,
+            *(identify(f"b{i}", f"u{i}", company="Batch Co") for i in range(PEOPLE)),
+        )
+        await v4_stack.wait_until(service.url, lambda c: c("delivered") == 3 * PEOPLE)
+    assert len(imports(v4_stack)) == 1  # no import: the day's one file was spent
+    assert [prospect(fake, i)["company"] for i in ids] == ["Batch Co"] * PEOPLE
+    assert any("import files" in line for line in service.log)
