@@ -149,3 +149,26 @@ def _batch(version: int, rows: list[dict[str, str]], key: str) -> str:
 
 def _form_value(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def computed_floor(
+    prospects: int, known: int, new: int, *, latency: float, in_flight: int
+) -> FloorRun:
+    """The floor's calls and time worked out rather than run, for accounts whose scan on the
+    fake would take hours (its queries filter every record; Pardot's are indexed): ids taken
+    as contiguous, every call answered after `latency`, `in_flight` at once, the scan's two
+    end calls first. On Pardot this is what the recipe costs, at the least."""
+    run = FloorRun()
+    run.calls["query"] = 2 if prospects else 1
+    width = prospects // SCAN_RANGES + 1 if prospects else 0
+    for n in range(SCAN_RANGES if prospects else 0):
+        rows = max(0, min(prospects, (n + 1) * width) - n * width)
+        run.calls["query"] += rows // PAGE + 1
+    run.calls["batchUpdate"] = -(-known // BATCH)
+    run.calls["batchCreate"] = -(-new // BATCH)
+    rounds = -(-(run.calls["query"] - 2) // in_flight) + 1
+    rounds += -(-(run.calls["batchUpdate"] + run.calls["batchCreate"]) // in_flight)
+    run.scan_seconds = (-(-(run.calls["query"] - 2) // in_flight) + 1) * latency
+    run.seconds = rounds * latency
+    run.busy_seconds = run.total_calls * latency
+    return run

@@ -1,6 +1,10 @@
 """Issue 11's benchmark: Pardot calls per event and wall time, ours against a Segment-style one.
 
 Run from the repository root: `python -m benchmarks.index [--members 100000] [--only v4-lookup]`.
+`--prospects N` makes the account larger than the known members (issue 23's 1,000,000-prospect
+account: `--prospects 1000000 --members 500000`); `--bulk-only` skips the batch-only run and
+`--computed-floor` works the floor out instead of running it (its scan of a large account on
+the fake takes hours).
 `--exports` lets our side fill its index by Pardot's exports where they pay (the fake's exports
 at `--export-rate` rows a second after `--export-delay` seconds in its queue; issue 23).
 
@@ -22,6 +26,7 @@ import argparse
 import asyncio
 import cProfile
 import multiprocessing
+import resource
 import sys
 import tempfile
 import time
@@ -44,7 +49,7 @@ from adapters.sqlite.pardot_budget import SQLiteApiCallCounts
 from adapters.sqlite.prospect_index import SQLiteProspectIndex
 from adapters.sqlite.prospect_store import SQLiteProspectStore
 from adapters.sqlite.queue import SQLiteEventQueue
-from benchmarks.floor import FloorRun, floor_first_sync
+from benchmarks.floor import FloorRun, computed_floor, floor_first_sync
 from contracts.fake_pardot import FakePardot, create_app
 from contracts.fake_pardot_state import DEFAULT_BUSINESS_UNIT_ID
 from domain.budget import DailyBudget
@@ -74,6 +79,9 @@ EXPORTS = False  # --exports: our index filled by exports where they pay
 EXPORT_RATE = 5_000.0  # --export-rate: the fake's export rows per second
 EXPORT_DELAY = 30.0  # --export-delay: seconds an export waits in the fake's queue
 EXPORT_USER_ZONE = "America/Los_Angeles"  # the fake's API user, whose zone export dates are in
+PROSPECTS: int | None = None  # --prospects: the account's size (default: the known members)
+BULK_ONLY = False  # --bulk-only: no batch-only first sync beside the bulk one
+COMPUTED_FLOOR = False  # --computed-floor: the floor worked out, not run on the fake
 
 
 # -- the fake, in a child process --------------------------------------------------------
@@ -114,13 +122,15 @@ def _serve_fake(
                 "audience": sum(1 for r in live if r.custom.get("audience") == "true"),
                 # The fake's own CPU: where its queries, not the 100 ms, set a pace.
                 "cpu": time.process_time(),
+                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         )
 
     async def seed(request: web.Request) -> web.Response:
         body = await request.json()
         for n in range(body["start"], body["stop"]):
-            values = {"email": f"m{n}@example.com", "plan": "basic"}
+            # Members are m{n}; prospects outside the audience x{n} (`--prospects`).
+            values = {"email": f"{body.get('prefix', 'm')}{n}@example.com", "plan": "basic"}
             if body.get("lookup"):
                 values[LOOKUP] = f"o{n}"
             fake.seed_prospect(**values)
@@ -392,7 +402,8 @@ async def run_config(
     per_event = 0.0
     if not first_sync_only:
         rows, per_event = await steady_and_audience(version, lookup, folder)
-    rows += await first_sync(version, lookup, members, folder, per_event)
+    if not (BULK and BULK_ONLY):
+        rows += await first_sync(version, lookup, members, folder, per_event)
     if BULK:
         rows += await first_sync(version, lookup, members, folder, per_event, bulk=True)
     return rows
@@ -464,6 +475,8 @@ async def first_sync(
         token = (await fake.post("/_bench/token"))["token"]
         known = members * 4 // 5
         await seed(fake, known, lookup)
+        others = max(0, (PROSPECTS or known) - known)
+        await seed(fake, others, lookup, prefix="x")
         folder_3 = folder / f"{name}-first-sync".replace(" ", "-")
         folder_3.mkdir(exist_ok=True)
         ours = Ours(fake, version, lookup, folder_3, token, bulk=bulk)
@@ -487,16 +500,30 @@ async def first_sync(
         busy = (ours.slot_use.busy_seconds() - busy_before) / (IN_FLIGHT * seconds)
         stats = await fake.stats()
         calls = stats["calls"] - before
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         note = (
+            f"{known + others:,} prospects before, {stats['calls']:,} calls of the day's "
+            f"{DAILY:,} used, peak RSS ours {rss:,.0f} MB fake {stats['rss_mb']:,.0f} MB, "
             f"{stats['duplicates']} duplicates, {stats['audience']}/{members} carry the trait, "
             f"queue {dict(states)}, CPU ours {cpu:.1f}s fake {stats['cpu'] - fake_cpu:.1f}s, "
             f"calls {dict(Counter(stats['by_operation']) - Counter(stats_before_ops))}"
         )
         await ours.close()
 
+        if COMPUTED_FLOOR:
+            floor = computed_floor(
+                known + others, known, members - known, latency=LATENCY, in_flight=IN_FLIGHT
+            )
+            note += f"; floor computed (not run): calls {dict(floor.calls)}"
+            rows.append(
+                Row(name, f"first sync {members:,} ({known:,} known)", members, calls, seconds,
+                    members * per_event_calls, per_event * members, note, floor, busy)
+            )  # fmt: skip
+            return rows
         # The floor, on the same fake: the account as it was before ours ran.
         await fake.post("/_bench/wipe")
         await seed(fake, known, lookup)
+        await seed(fake, others, lookup, prefix="x")
         floor_fake_cpu = (await fake.stats())["cpu"]
         floor = await floor_first_sync(
             fake.url, version, token, DEFAULT_BUSINESS_UNIT_ID, events,
@@ -522,10 +549,11 @@ async def first_sync(
     return rows
 
 
-async def seed(fake: Fake, known: int, lookup: bool) -> None:
+async def seed(fake: Fake, known: int, lookup: bool, prefix: str = "m") -> None:
     for start in range(0, known, 20_000):
+        stop = min(known, start + 20_000)
         await fake.post(
-            "/_bench/seed", {"start": start, "stop": min(known, start + 20_000), "lookup": lookup}
+            "/_bench/seed", {"start": start, "stop": stop, "lookup": lookup, "prefix": prefix}
         )
 
 
@@ -555,8 +583,21 @@ def table(rows: list[Row]) -> str:
 
 async def main() -> None:
     global SHOW_TIMELINE, PROFILE, EXPORTS, EXPORT_RATE, EXPORT_DELAY, BULK
+    global PROSPECTS, BULK_ONLY, COMPUTED_FLOOR
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--members", type=int, default=100_000)
+    parser.add_argument(
+        "--prospects", type=int, default=None,
+        help="the account's prospects (default: the 80%% of members already in it); the rest "
+        "are not members",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bulk-only", action="store_true", help="with --bulk: skip the batch-only first sync"
+    )
+    parser.add_argument(
+        "--computed-floor", action="store_true",
+        help="work the floor out (calls at 100 ms, 5 in flight) instead of running it",
+    )  # fmt: skip
     parser.add_argument("--only", choices=["v3", "v4", "v4-lookup"], default=None)
     parser.add_argument(
         "--batches-in-flight", type=int, default=Ours.batches_in_flight,
@@ -579,6 +620,7 @@ async def main() -> None:
     parser.add_argument("--export-delay", type=float, default=EXPORT_DELAY, help="queue seconds")
     args = parser.parse_args()
     SHOW_TIMELINE, PROFILE, BULK = args.timeline, args.profile, args.bulk
+    PROSPECTS, BULK_ONLY, COMPUTED_FLOOR = args.prospects, args.bulk_only, args.computed_floor
     EXPORTS, EXPORT_RATE, EXPORT_DELAY = args.exports, args.export_rate, args.export_delay
     Ours.batches_in_flight = args.batches_in_flight
     # As `serve` runs: warnings only, so printing one line per event does not cost the run.
