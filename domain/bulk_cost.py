@@ -71,13 +71,12 @@ def export_pays(prospects: int, years: int, pace: ExportPace) -> bool:
     return export_calls(prospects, years, pace) < scan_calls(prospects)
 
 
-def pages_calls(rows: int) -> int:
-    """Calls to page through `rows` more rows, 200 a call (the short page that ends a pull is
-    paid either way, so not counted)."""
-    return -(-max(rows, 0) // QUERY_LIMIT)
+# Besides the export, reading changes back by one costs the page after its mark (at least)
+# and the recycle bin read again (`domain.index.export_refresh`).
+EXPORT_REFRESH_EXTRA_CALLS = 2
 
 
 def changes_export_pays(changes: int, exported: int, pace: ExportPace) -> bool:
     """True when one export of `exported` rows (the changes and the overlap its range needs)
     reads back `changes` changed prospects for fewer calls than paging through them."""
-    return export_calls(exported, 1, pace) < pages_calls(changes)
+    return export_calls(exported, 1, pace) + EXPORT_REFRESH_EXTRA_CALLS < scan_calls(changes)

@@ -38,7 +38,12 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from domain.budget import Priority
-from domain.bulk_cost import changes_export_pays, export_calls, pages_calls
+from domain.bulk_cost import (
+    EXPORT_REFRESH_EXTRA_CALLS,
+    changes_export_pays,
+    export_calls,
+    scan_calls,
+)
 from domain.index.export import (
     RANGE_OVERLAP,
     RANGE_SPAN,
@@ -82,8 +87,10 @@ class ChangesByExport:
             return False
         if self._options.min_changes is not None:
             return changes >= self._options.min_changes
-        # Its sizing query on top, and at least these rows: else no need to ask.
-        return export_calls(changes, 1, self._options.pace) + 1 < pages_calls(changes)
+        # The query that sizes the export comes first, and it carries these rows at least:
+        # unless that could pay, it is not asked.
+        extra = EXPORT_REFRESH_EXTRA_CALLS + 1
+        return export_calls(changes, 1, self._options.pace) + extra < scan_calls(changes)
 
     def _pays(self, changes: int, exported: int) -> bool:
         if self._options.min_changes is not None:

@@ -9,6 +9,7 @@ from domain.bulk_cost import (
     FIRST_STATUS_WAIT,
     LONGEST_STATUS_WAIT,
     ExportPace,
+    changes_export_pays,
     export_calls,
     export_pays,
     scan_calls,
@@ -86,3 +87,27 @@ def test_the_figures_of_issue_23() -> None:
     assert scan_calls(1_000_000) == 5_001
     assert export_pays(1_000_000, 1, pace)
     assert not export_pays(2_000, 10, pace)
+
+
+@given(st.integers(min_value=0, max_value=2_000_000), st.integers(0, 500_000), paces)
+def test_a_refresh_by_export_pays_only_where_the_pages_it_saves_cost_more(
+    changes: int, overlap: int, pace: ExportPace
+) -> None:
+    """The pages a refresh still needs for `changes` rows, 200 a call, against one export of
+    those rows and the `overlap` its range adds, the page after its mark and the recycle bin
+    read again: the export pays only where that is cheaper,
+    and a wider overlap never makes it pay where a narrower one did not."""
+    pays = changes_export_pays(changes, changes + overlap, pace)
+    # Besides the export: the page after its mark, the recycle bin read again.
+    assert pays == (export_calls(changes + overlap, 1, pace) + 2 < paged_scan(changes))
+    if pays:
+        assert changes_export_pays(changes, changes, pace)
+
+
+def test_the_first_sync_refresh_of_issue_23() -> None:
+    """80,000 updates read back: 400 pages, or one export at the fake's pace (5,000 rows/s
+    after 30 s) of the 100,000 prospects changed within its range: 15 calls."""
+    fake = ExportPace(rows_per_second=5_000, queue_delay=30)
+    assert export_calls(100_000, 1, fake) == 15
+    assert changes_export_pays(80_000, 100_000, fake)
+    assert not changes_export_pays(1_000, 1_000, ExportPace(rows_per_second=1_000, queue_delay=60))
