@@ -24,6 +24,9 @@ from domain.prospect import Prospect
 _TIME = "%Y-%m-%d %H:%M:%S"
 _DELETED_FIELDS = ("updated_at",)
 By = Literal["updated", "created"]  # which of Pardot's times pages a pull
+# Exports one refresh may chain (each reading back what changed while the one before ran):
+# a stream that outruns them is read by pages after that.
+MOST_EXPORTS = 4
 
 
 def earlier(pardot_time: str, seconds: float = 1) -> str:
@@ -137,15 +140,21 @@ async def _pull(
     lag: float = 0,
 ) -> str | None:
     """Pages of live rows into the index, or of deleted rows into `into`; `exports` may read
-    back what the first page says is due instead (live changes only)."""
+    back what the first page says is due instead (live changes only), and again what the
+    first page after its mark says, MOST_EXPORTS times at most."""
+    exported = 0
     while True:
         query = ProspectQuery(sort_by=f"{by}_at", **{f"{by}_after": bound})  # type: ignore[arg-type]
         page = await _page(feed, priority, deleted, query, into, by)
         if exports is not None and bound is not None and len(page.prospects) == QUERY_LIMIT:
             due = (page.total or 0) - len(page.prospects)
             caught = await exports.catch_up(bound, due, priority, await feed.index.clock())
-            exports = None  # once a pull
+            exported += 1
+            if caught is None or exported == MOST_EXPORTS:
+                exports = None
             if caught is not None:
+                # What changed while it ran may again be more than an export costs (a sync
+                # writing on): the first page after its mark says.
                 mark = max(mark or "", caught)
                 bound = earlier(caught, 1 + lag)
                 continue

@@ -258,3 +258,21 @@ async def test_a_few_hundred_changes_are_read_by_pages_at_pardots_pace() -> None
             fake.update_record(fake.records[prospect_id], {"company": "Synced"})
         await keeper.refresh(force=True)
         assert not fake.exports.jobs
+
+
+async def test_more_changes_made_while_the_export_ran_than_a_page_are_exported_again() -> None:
+    """A sync writing on while the export runs: what changed meanwhile is again more than
+    pages would cost, so a second export reads it, and the index ends as a scan fills it."""
+
+    async def sync_writes_on(fake: FakePardot) -> None:
+        for prospect_id in list(fake.records)[: SYNCED + 10]:
+            fake.update_record(fake.records[prospect_id], {"company": "Again"})
+
+    async with AsyncExitStack() as stack:
+        backend, fake, keeper, _ = await synced_account(stack, "UTC", act=sync_writes_on)
+        assert await keeper.refresh(force=True)
+        assert len(fake.exports.jobs) == 2
+        refreshed = await keeper.index.rows_after(0, 1_000_000)
+        _, scanned, _ = await fill(backend, None)
+        assert_same_index(scanned, refreshed, "UTC")
+        assert {p.fields.get("company") for p in refreshed[: SYNCED + 10]} == {"Again"}
