@@ -13,7 +13,7 @@ import contextlib
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -21,8 +21,7 @@ import structlog
 
 from domain.errors import ConfigurationError, InvalidEvent
 from domain.events import IdentifyEvent, parse_event
-from domain.isolation import isolate, last_line
-from domain.ports import DeliveryHistory, EventQueue, QueuedEvent, Settlement, ordering_key_of
+from domain.ports import DeliveryHistory, EventQueue, QueuedEvent, Settlement
 from domain.settlement import DEFAULT_BACKOFF_MAX, RetryPolicy, settle
 from domain.sync import Delivered, Outcome, RetryLater, SyncService
 from domain.sync.import_lane import ImportLane
@@ -30,8 +29,9 @@ from entrypoints.bulk_leases import BulkLeases
 from entrypoints.door_traffic import CROWDED_BATCH, DoorTraffic
 from entrypoints.faults import blameless, store_fault
 from entrypoints.history import entry, outcome_of
-from entrypoints.lease_hold import LeaseHold, LeaseLost, holding
+from entrypoints.lease_hold import LeaseHold, holding
 from entrypoints.metrics import Metrics
+from entrypoints.poison import blaming_poison, surroundings_failed
 from entrypoints.readiness import Readiness
 from entrypoints.rounds import Rounds
 from entrypoints.wakeup import Wakeup
@@ -398,7 +398,7 @@ class DeliveryWorker:
     ) -> tuple[dict[int, Settlement], dict[int, Outcome]]:
         try:
             service = await self._sync_service()
-            outcomes = await self._outcomes(service, items, events)
+            outcomes = await blaming_poison(service, items, events)
         except ConfigurationError as error:
             self._setup_ok = False
             self._setup_checked_at = self._clock()
@@ -415,7 +415,7 @@ class DeliveryWorker:
             log.error("delivery failed; the batch will be retried", error=type(error).__name__)
             log.debug("delivery failed", exc_info=error)
             reason = f"retry: {type(error).__name__}: {error}"
-            retry = RetryLater(reason, spent=not _surroundings_failed(error))
+            retry = RetryLater(reason, spent=not surroundings_failed(error))
             outcomes = {i.id: retry for i in items}
         else:
             self._readiness.clear()
@@ -436,59 +436,6 @@ class DeliveryWorker:
             log.warning("Pardot's daily API limit is spent", resume_at=max(resume).isoformat())
         return settlements, {i: o for i, o in outcomes.items() if not isinstance(o, Settlement)}
 
-    async def _outcomes(
-        self, service: SyncService, items: list[QueuedEvent], events: list[IdentifyEvent]
-    ) -> dict[int, Outcome | Settlement]:
-        """Sync the batch; after an unexpected error, find the people who cause it.
-
-        The batch is retried in halves (each person's events kept together) until the
-        failing people stand alone: only their events are dead-lettered, with the error's
-        last line as the reason. When no part succeeds, nobody in particular is to blame:
-        the whole batch is retried later instead. An error that says the store or the lease
-        failed (`_surroundings_failed`) blames no one at all: it ends the search, and whoever
-        it left undecided is retried without spending an attempt.
-        """
-        try:
-            ids = [i.id for i in items]
-            return dict(zip(ids, await service.sync(events, ids=ids), strict=True))
-        except ConfigurationError:
-            raise
-        except Exception as error:
-            first = error
-        log.error("batch failed; looking for the events that cause it", error=type(first).__name__)
-        log.debug("batch failed", exc_info=first)
-
-        async def attempt(indexes: Sequence[int]) -> Mapping[int, Outcome]:
-            ids = [items[i].id for i in indexes]
-            found = await service.sync([events[i] for i in indexes], ids=ids)
-            return dict(zip(indexes, found, strict=True))
-
-        found = await isolate(
-            _people(items),
-            attempt,
-            first,
-            passthrough=(ConfigurationError,),
-            blameless=_surroundings_failed,
-        )
-        outcomes: dict[int, Outcome | Settlement] = {
-            items[i].id: outcome for i, outcome in found.results.items()
-        }
-        if found.stopped_by is not None:
-            log.warning(
-                "batch stopped: the store or the lease failed",
-                error=type(found.stopped_by).__name__,
-            )
-            retry = RetryLater(f"retry: {last_line(found.stopped_by)}", spent=False)
-            outcomes |= {items[i].id: retry for i in found.untried}
-        if found.all_failed:
-            retry = RetryLater(f"retry: {last_line(first)}")
-            return {item.id: outcomes.get(item.id, retry) for item in items}
-        for index, failure in found.failures.items():
-            outcomes[items[index].id] = Settlement("dead", last_line(failure))
-        if found.failures:
-            log.error("dead-lettered the events that broke their batch", events=len(found.failures))
-        return outcomes
-
     async def _idle_wait(self) -> tuple[float, bool]:
         """How long to wait for the next round, and whether stored events may end it early."""
         paused = await self._queue.paused_until()
@@ -497,24 +444,6 @@ class DeliveryWorker:
             if remaining > 0:
                 return min(remaining, 60.0), False
         return self._options.idle_seconds, True
-
-
-def _surroundings_failed(error: Exception) -> bool:
-    """The store unreachable, or this batch's lease gone: no event's fault."""
-    return isinstance(error, LeaseLost) or blameless(error)
-
-
-def _people(items: Sequence[QueuedEvent]) -> list[list[int]]:
-    """Indexes of the batch, one list per person (events without userId/anonymousId alone)."""
-    people: dict[str, list[int]] = {}
-    alone: list[list[int]] = []
-    for index, item in enumerate(items):
-        key = ordering_key_of(item.payload)
-        if key is None:
-            alone.append([index])
-        else:
-            people.setdefault(key, []).append(index)
-    return [*people.values(), *alone]
 
 
 def _log_settled(event_id: int, settlement: Settlement, outcome: Outcome | None) -> None:
