@@ -46,24 +46,31 @@ def seconds_to_midnight(now: datetime, zone: tzinfo) -> float:
     return max(1.0, (midnight - local).total_seconds())
 
 
-class DailyBudget:
-    """Counts calls per account day and says what each priority may still spend."""
+class AccountDayCounter:
+    """A count per account day in the store (`ApiCallCounts`), `limit` of them a day; every
+    process sharing the store sees one total."""
+
+    default_limit = DEFAULT_DAILY_LIMIT
 
     def __init__(
         self,
         counts: ApiCallCounts,
         *,
-        limit: int = DEFAULT_DAILY_LIMIT,
+        limit: int | None = None,
         zone: tzinfo = UTC,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._counts = counts
-        self.limit = limit
+        self.limit = self.default_limit if limit is None else limit
         self.zone = zone
         self._clock = clock
 
     def today(self) -> str:
         return account_day(self._clock(), self.zone)
+
+
+class DailyBudget(AccountDayCounter):
+    """Counts calls per account day and says what each priority may still spend."""
 
     async def count(self, calls: int = 1) -> None:
         await self._counts.add(self.today(), calls)

@@ -13,32 +13,14 @@ only sends rows by batches early, where one too low would have Pardot refuse the
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
-
-from domain.budget import account_day
-from domain.ports import ApiCallCounts
+from domain.budget import AccountDayCounter
 from domain.ports.bulk import BULK_BATCHES_PER_DAY
 
 
-class ImportFileBudget:
+class ImportFileBudget(AccountDayCounter):
     """Import files per account day, `limit` of them (DESTINATION_IMPORT_FILES_PER_DAY)."""
 
-    def __init__(
-        self,
-        counts: ApiCallCounts,
-        *,
-        limit: int = BULK_BATCHES_PER_DAY,
-        zone: tzinfo = UTC,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self._counts = counts
-        self.limit = limit
-        self.zone = zone
-        self._clock = clock
-
-    def today(self) -> str:
-        return account_day(self._clock(), self.zone)
+    default_limit = BULK_BATCHES_PER_DAY
 
     async def used(self) -> int:
         return await self._counts.used(self.today())
