@@ -10,6 +10,10 @@ Dates, in the arguments and in the files, are in the time zone of the user who c
 export (`export_user_time_zone`), not the account's (`account_time_zone`, the zone of the
 fake's clock). Pardot's docs say so of the files; of the arguments they say nothing, and the
 fake reads them in the same zone as the files it writes.
+
+Custom fields: Pardot's export page lists the standard fields and says nothing of custom
+ones. The fake refuses them (error 130, as for any field it cannot export) unless
+`export_custom_fields` is set, which shows what a client gains where Pardot exports them.
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ MAX_RANGE = timedelta(days=366)  # "cannot exceed 1 year" (a leap year's worth, 
 RESULT_LIFETIME = timedelta(days=7)
 NOT_EXPORTABLE = frozenset({"grade", "notes"})
 EXPORTABLE = frozenset(STANDARD_FIELDS) - NOT_EXPORTABLE
+# Pardot's export page (developer.salesforce.com, "Export API Overview", Limitations): "The
+# number of fields specified in the Export API calls can't exceed 150."
+MAX_FIELDS = 150
 _TIME = "%Y-%m-%d %H:%M:%S"
 
 
@@ -186,7 +193,7 @@ def _fields(fake: FakePardot, raw: Any) -> list[str]:
     if not isinstance(raw, list) or not raw or not all(isinstance(f, str) for f in raw):
         raise refuse(INVALID_FIELDS)
     custom = fake.custom_fields if fake.export_custom_fields else set()
-    if any(f not in EXPORTABLE and f not in custom for f in raw):
+    if len(raw) > MAX_FIELDS or any(f not in EXPORTABLE and f not in custom for f in raw):
         raise refuse(INVALID_FIELDS)
     return list(raw)
 

@@ -82,6 +82,8 @@ class InMemoryPardot(InMemoryBulk):
         self.bulk_imports: dict[int, _Import] = {}
         self.bulk_exports: dict[int, _Export] = {}
         self.export_failures = 0  # the next this many exports end Failed
+        # Pardot's docs do not say custom fields can be exported: off, as in the fake.
+        self.export_custom_fields = False
         self.batches_today = 0
 
     @property

@@ -43,6 +43,7 @@ V4_IDENTIFIERS = ("prospect_id", "salesforce_fid")
 _JobT = TypeVar("_JobT")
 EXPORT_REF = "memory://export/{id}/file/1"
 NOT_EXPORTABLE = frozenset({"grade", "notes"})
+MAX_EXPORT_FIELDS = 150  # Pardot's export page: the fields of an export "can't exceed 150"
 
 
 @dataclass
@@ -79,6 +80,7 @@ class _Host(Protocol):
     bulk_imports: dict[int, _Import]
     bulk_exports: dict[int, _Export]
     export_failures: int
+    export_custom_fields: bool
     batches_today: int
     _clock: Iterator[int]
 
@@ -168,7 +170,11 @@ class InMemoryBulk:
         ):
             raise PermanentPardotError("Invalid procedure argument.", code=177)
         exportable = {"id", *STANDARD_FIELDS, *READ_ONLY_FIELDS} - NOT_EXPORTABLE
-        if any(name not in exportable for name in request.fields):
+        if self.export_custom_fields:
+            exportable |= set(self.custom_field_types)
+        if len(request.fields) > MAX_EXPORT_FIELDS or any(
+            name not in exportable for name in request.fields
+        ):
             # Pardot's docs name no custom field as exportable; `grade` and `notes` are not.
             raise PermanentPardotError("One or more of the specified fields are invalid", code=130)
         job = _Export(201900 + len(self.bulk_exports) + 1, request)
@@ -323,7 +329,7 @@ def _export_rows(host: _Host, request: ExportRequest) -> list[dict[str, str]]:
             "updated_at": updated.astimezone(request.zone).strftime(PARDOT_TIME),
         }
         for name, value in record.fields.items():
-            if name in STANDARD_FIELDS:
+            if name in STANDARD_FIELDS or name in host.custom_field_types:
                 values[name] = value if isinstance(value, str) else ",".join(value)
         rows.append({name: values.get(name, "") for name in request.fields})
     return rows

@@ -15,12 +15,13 @@ Import and Export"):
   and stored in the account's, like every time the index keeps. The watermark never comes
   from them: the mark is the latest `updated_at` a query returned before the first export,
   and the refresh that completes the fill pulls every change and deletion since it.
-- `notes` cannot be exported, and custom fields are not documented as exportable. Rows from
-  an export mark them `unknown`, so change detection writes them instead of taking them as
-  empty; the next refresh that reads a row back makes it whole. The lookup field cannot be
-  unknown (it decides who a prospect is), and no query can fetch it for fewer calls than the
-  scan (no filter by field: 200 rows a call whatever the columns), so with a lookup field
-  configured the index is filled by the scan.
+- `notes` cannot be exported, and custom fields are not documented as exportable. Exports
+  ask for them until Pardot refuses them once (`domain.index.export_fields`). Rows from an
+  export that lacks a field mark it `unknown`, so change detection writes it instead of taking
+  it as empty; the next refresh that reads a row back makes it whole. The lookup field cannot
+  be unknown (it decides who a prospect is), and no query can fetch it for fewer calls than
+  the scan (no filter by field: 200 rows a call whatever the columns), so with a lookup field
+  configured and exports that do not carry custom fields the index is filled by the scan.
 """
 
 from __future__ import annotations
@@ -40,18 +41,24 @@ from domain.bulk_cost import (
     export_pays,
 )
 from domain.errors import PermanentPardotError
+from domain.index.export_fields import (
+    CustomFieldExports,
+    CustomFieldsLeftOut,
+    asks_custom,
+    check_carried,
+    export_columns,
+)
 from domain.index.feed import KEY_FIELDS, IndexFeed
 from domain.index.scan import Progress
 from domain.ports import BulkPardot, IndexState, ProspectQuery
 from domain.ports.bulk import PARDOT_TIME, ExportRequest, ExportStatus, export_time
-from domain.prospect import STANDARD_FIELDS, FieldValue, Prospect
+from domain.prospect import FieldValue, Prospect
 
 log = logging.getLogger(__name__)
 
 RANGE_SPAN = timedelta(days=364)  # "cannot exceed 1 year", whatever a year is to Pardot
 # Zones differ by at most 26 hours: this much overlap covers the arguments' unknown zone.
 RANGE_OVERLAP = timedelta(days=2)
-NOT_EXPORTABLE = frozenset({"grade", "notes"})  # Pardot's export page
 # Read by `responses.to_prospect` as keys or times rather than field values: the same here.
 _NOT_FIELDS = frozenset({"id", "email", "created_at", "updated_at", "salesforce_fid",
                          "crm_lead_fid", "crm_contact_fid"})  # fmt: skip
@@ -61,6 +68,7 @@ _NOT_FIELDS = frozenset({"id", "email", "created_at", "updated_at", "salesforce_
 DEFAULT_PACE = ExportPace(rows_per_second=1_000.0, queue_delay=60.0)
 
 Sleep = Callable[[float], Awaitable[None]]
+Put = Callable[[list[Prospect]], Awaitable[None]]
 
 
 class ExportFailed(Exception):
@@ -130,15 +138,6 @@ def prospect_from_export(
     )
 
 
-def export_columns(feed: IndexFeed) -> tuple[tuple[str, ...], frozenset[str]]:
-    """What an export asks for, and what the index holds that it cannot carry."""
-    wanted = feed.fields or ()
-    custom = {name for name in wanted if name not in KEY_FIELDS} - STANDARD_FIELDS
-    unknown = frozenset(name for name in wanted if name in NOT_EXPORTABLE or name in custom)
-    asked = ("id", *(name for name in wanted if name not in unknown))
-    return asked, unknown
-
-
 def _account_time(text: str, export_zone: tzinfo, account_zone: tzinfo) -> str:
     moment = export_time(text, export_zone)
     return "" if moment is None else moment.astimezone(account_zone).strftime(PARDOT_TIME)
@@ -159,30 +158,33 @@ class ExportFill:
         *,
         sleep: Sleep = asyncio.sleep,
         progress: Progress | None = None,
+        custom: CustomFieldExports | None = None,
     ) -> None:
         self._bulk = bulk
         self._feed = feed
         self._options = options
         self._sleep = sleep
         self._progress = progress
+        self._custom = custom or CustomFieldExports()
         self.pulled = 0
 
-    def columns(self) -> tuple[tuple[str, ...], frozenset[str]]:
-        """What the exports ask for, and what the index holds that they cannot carry."""
-        return export_columns(self._feed)
+    def possible(self) -> bool:
+        """Whether exports may fill this index: not with a lookup field, unless exports may
+        carry custom fields (see the module's note)."""
+        return self._feed.lookup_column[0] is None or self._custom.asking()
 
     def calls(self, size: int, oldest: str, now: datetime) -> int | None:
         """The calls exports would take for an account of `size` prospects changed since
         `oldest` (account zone), the newest change taken to be `now`; None when exports
-        cannot fill this index (a lookup field: see the module's note)."""
-        if self._feed.lookup_column[0] is not None:
+        cannot fill this index."""
+        if not self.possible():
             return None
         years = len(export_ranges(aware(oldest, self._options.account_zone), now))
         return export_calls(size, years, self._options.pace)
 
     def pays(self, size: int, oldest: str | None, now: datetime) -> bool:
         """Whether exports fill this index for fewer calls than the scan."""
-        if size == 0 or oldest is None or self._feed.lookup_column[0] is not None:
+        if size == 0 or oldest is None or not self.possible():
             return False
         if self._options.min_prospects is not None:
             return size >= self._options.min_prospects
@@ -210,23 +212,56 @@ class ExportFill:
         )
         if mark is None:
             return 0  # an empty account
-        asked, unknown = self.columns()
         seen: set[int] = set()
+
+        async def put(prospects: list[Prospect]) -> None:
+            await feed.put(prospects)
+            seen.update(p.id for p in prospects)
+            self.pulled = len(seen)
+            if self._progress is not None:
+                self._progress(self.pulled, max(total, self.pulled))
+
         for after, before in export_ranges(aware(oldest, zone), aware(mark, zone)):
-            status = await follow_export(
-                self._bulk, feed, ExportRequest(asked, after, self._options.export_zone, before),
-                self._options, "scan", self._sleep,
+            await run_export(
+                self._bulk, feed, self._custom, (after, before), self._options, "scan",
+                self._sleep, put,
             )  # fmt: skip
-            for ref in status.files:
-                prospects = await download_export(
-                    self._bulk, feed, ref, self._options, "scan", unknown
-                )
-                await feed.put(prospects)
-                seen.update(p.id for p in prospects)
-                self.pulled = len(seen)
-                if self._progress is not None:
-                    self._progress(self.pulled, max(total, self.pulled))
         return self.pulled
+
+
+async def run_export(
+    bulk: BulkPardot,
+    feed: IndexFeed,
+    custom: CustomFieldExports,
+    span: tuple[datetime, datetime | None],
+    options: ExportOptions,
+    priority: Priority,
+    sleep: Sleep,
+    put: Put,
+) -> None:
+    """One export of the changes in `span` (after, before), each file's prospects to `put`.
+
+    Custom fields are asked for while `custom` says they may be carried. When Pardot refuses
+    them (or leaves them out of a file) that is noted, and the export is asked again without
+    them; with a lookup field there is no use in that: ExportFailed, the scan fills. Raises
+    ExportFailed, or BudgetShort."""
+    while True:
+        asking = custom.asking()
+        asked, unknown = export_columns(feed, custom=asking)
+        request = ExportRequest(asked, span[0], options.export_zone, span[1])
+        try:
+            status = await follow_export(bulk, feed, request, options, priority, sleep)
+            for ref in status.files:
+                await put(await download_export(bulk, feed, ref, options, priority, asked, unknown))
+        except CustomFieldsLeftOut as left_out:
+            custom.note(False)
+            if feed.lookup_column[0] is not None:
+                raise ExportFailed(str(left_out)) from left_out
+            log.info("prospect exports: %s; asked again without them", left_out)
+            continue
+        if asking and asks_custom(asked):
+            custom.note(True)
+        return
 
 
 async def follow_export(
@@ -243,6 +278,9 @@ async def follow_export(
     try:
         status = await feed.call(bulk.create_export(request))
     except PermanentPardotError as refused:
+        if asks_custom(request.fields):
+            message = f"Pardot refused custom fields in exports ({refused})"
+            raise CustomFieldsLeftOut(message) from refused
         raise ExportFailed(f"Pardot refused the export: {refused}") from refused
     waits = status_waits(options.first_wait)
     while status.state in ("Waiting", "Processing"):
@@ -259,14 +297,17 @@ async def download_export(
     ref: str,
     options: ExportOptions,
     priority: Priority,
+    asked: tuple[str, ...],
     unknown: frozenset[str],
 ) -> list[Prospect]:
-    """One result file as the index keeps its prospects (not put yet)."""
+    """One result file as the index keeps its prospects (not put yet). Raises
+    CustomFieldsLeftOut when its rows lack custom columns `asked` for."""
     await feed.spend(priority)
     try:
         rows = await feed.call(bulk.download_export(ref))
     except PermanentPardotError as refused:  # expired meanwhile, say
         raise ExportFailed(f"Pardot refused an export file: {refused}") from refused
+    check_carried(asked, rows)
     return [
         prospect_from_export(row, unknown=unknown, export_zone=options.export_zone,
                              account_zone=options.account_zone)

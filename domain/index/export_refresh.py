@@ -25,10 +25,11 @@ What is put, and what not:
   that write, and the pages after the mark read it back (the write moved its `updated_at`
   past the mark). Left in, it would hold an older value than Pardot's until then, and a
   later event carrying that value would be judged already held.
-- Custom fields and `notes` cannot be exported: rows put from it mark them unknown (change
+- `notes` cannot be exported, custom fields only where Pardot carries them
+  (`domain.index.export_fields`): rows put from it mark what it lacks unknown (change
   detection writes them rather than judge them held) until a refresh reads the row whole.
-  With a lookup field configured no export reads changes back: a row's lookup value decides
-  who it is.
+  With a lookup field configured and exports without custom fields no export reads changes
+  back: a row's lookup value decides who it is.
 """
 
 from __future__ import annotations
@@ -51,13 +52,12 @@ from domain.index.export import (
     ExportOptions,
     Sleep,
     aware,
-    download_export,
-    export_columns,
-    follow_export,
+    run_export,
 )
+from domain.index.export_fields import CustomFieldExports
 from domain.index.feed import IndexFeed
 from domain.ports import BulkPardot, ProspectQuery
-from domain.ports.bulk import PARDOT_TIME, ExportRequest
+from domain.ports.bulk import PARDOT_TIME
 from domain.prospect import Prospect
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,19 @@ class ChangesByExport:
     """Reads a refresh's changes back by export where that pays; one per keeper."""
 
     def __init__(
-        self, bulk: BulkPardot, feed: IndexFeed, options: ExportOptions, *, sleep: Sleep
+        self,
+        bulk: BulkPardot,
+        feed: IndexFeed,
+        options: ExportOptions,
+        *,
+        sleep: Sleep,
+        custom: CustomFieldExports | None = None,
     ) -> None:
         self._bulk = bulk
         self._feed = feed
         self._options = options
         self._sleep = sleep
+        self._custom = custom or CustomFieldExports()
         self._failed = False  # an export failed or was refused: pages from then on
         self._written: set[int] | None = None  # while an export runs: what this process wrote
         self.exports = 0  # refreshes read back by export (for tests and the log)
@@ -83,7 +90,9 @@ class ChangesByExport:
             self._written.update(ids)
 
     def _may_pay(self, changes: int) -> bool:
-        if self._failed or self._feed.lookup_column[0] is not None:
+        if self._failed:
+            return False
+        if self._feed.lookup_column[0] is not None and not self._custom.asking():
             return False
         if self._options.min_changes is not None:
             return changes >= self._options.min_changes
@@ -140,20 +149,17 @@ class ChangesByExport:
             self._written = None
 
     async def _export(self, after: datetime, bound: str, priority: Priority) -> None:
-        asked, unknown = export_columns(self._feed)
-        request = ExportRequest(asked, after, self._options.export_zone)
-        status = await follow_export(
-            self._bulk, self._feed, request, self._options, priority, self._sleep
-        )
-        for ref in status.files:
-            rows = await download_export(
-                self._bulk, self._feed, ref, self._options, priority, unknown
-            )
+        async def put(rows: list[Prospect]) -> None:
             held = await self._feed.index.by_ids([p.id for p in rows])
             written = self._written or set()
             await self._feed.put(
                 [p for p in rows if p.id not in written and _newer(p, held.get(p.id), bound)]
             )
+
+        await run_export(
+            self._bulk, self._feed, self._custom, (after, None), self._options, priority,
+            self._sleep, put,
+        )  # fmt: skip
 
 
 def _newer(row: Prospect, held: Prospect | None, bound: str) -> bool:

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from domain.budget import DailyBudget, Priority
 from domain.index import refresh as refreshing
 from domain.index.export import ExportFailed, ExportFill, ExportOptions, Sleep
+from domain.index.export_fields import CustomFieldExports
 from domain.index.export_refresh import ChangesByExport
 from domain.index.feed import BudgetShort, IndexFeed
 from domain.index.scan import Progress, RangeScan, ScanReport
@@ -76,9 +77,11 @@ class IndexKeeper:
         self._bulk = bulk
         self._exports = exports if bulk is not None else None
         self._sleep = sleep
+        # Whether the account's exports carry custom fields, as this process learnt it.
+        self._custom_exports = CustomFieldExports()
         # A refresh reading back many changes (a large sync's own) by one export.
         self._changes = (
-            ChangesByExport(bulk, self._feed, exports, sleep=sleep)
+            ChangesByExport(bulk, self._feed, exports, sleep=sleep, custom=self._custom_exports)
             if bulk is not None and exports is not None
             else None
         )
@@ -142,15 +145,15 @@ class IndexKeeper:
             if (state.lookup_field, state.lookup_type) == wanted:
                 return  # another process recomputed it meanwhile
             # Every row holds every custom field's value: the column is computed again from
-            # them, no call to Pardot. Rows an export filled do not: then the index is filled
-            # again, by the scan (exports cannot fill a lookup column).
+            # them, no call to Pardot. Rows an export without custom fields filled do not:
+            # then the index is filled again (by exports only where they carry the field).
             cursor, rows = 0, 0
             while page := await self.index.rows_after(cursor, RELABEL_PAGE):
                 if wanted[0] is not None and any(wanted[0] in p.unknown for p in page):
                     await self.index.clear()
                     log.warning(
                         "prospect index: the lookup field %s is not held by rows an export "
-                        "filled; the index is filled again by a scan", wanted[0],
+                        "filled; the index is filled again", wanted[0],
                     )  # fmt: skip
                     return
                 await self._feed.put(page)
@@ -228,8 +231,9 @@ class IndexKeeper:
         if self._bulk is None or self._exports is None or self._export_failed:
             return None
         return ExportFill(
-            self._bulk, self._feed, self._exports, sleep=self._sleep, progress=progress
-        )
+            self._bulk, self._feed, self._exports, sleep=self._sleep, progress=progress,
+            custom=self._custom_exports,
+        )  # fmt: skip
 
     async def before_batch(self, waiting: int, *, backlog: int = 0) -> bool:
         """Scan when it pays, refresh when due; True when decisions can use the index.

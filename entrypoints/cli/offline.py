@@ -35,6 +35,11 @@ from entrypoints.cli.support import console
     "--no-imports", is_flag=True, help="refuse to create imports, as an account without them"
 )
 @click.option(
+    "--export-custom-fields",
+    is_flag=True,
+    help="let exports carry custom fields (Pardot's docs do not say they do)",
+)
+@click.option(
     "--export-time-zone",
     default="America/Los_Angeles",
     show_default=True,
@@ -50,6 +55,7 @@ def fake_pardot(
     export_rows_per_second: float,
     export_delay: float,
     no_imports: bool,
+    export_custom_fields: bool,
     export_time_zone: str,
 ) -> None:
     """Run the fake Pardot (and Salesforce login) to try a pipeline offline."""
@@ -61,6 +67,7 @@ def fake_pardot(
         "export_rows_per_second": export_rows_per_second,
         "export_queue_delay": export_delay,
         "import_enabled": not no_imports,
+        "export_custom_fields": export_custom_fields,
         "export_user_time_zone": export_time_zone,
     }
     serve_forever(host, port, version=int(version), custom_fields=list(custom_fields), bulk=bulk)

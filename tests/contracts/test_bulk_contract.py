@@ -225,6 +225,39 @@ async def test_an_export_longer_than_a_year_is_refused(v4: Backend) -> None:
         assert refused.value.code == 177
 
 
+def carry_custom_fields(backend: Backend, carried: bool) -> None:
+    pardot = backend.fake if backend.fake is not None else backend.repo
+    pardot.export_custom_fields = carried  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("carried", [False, True])
+async def test_custom_fields_are_exported_only_where_the_account_allows(
+    v4: Backend, carried: bool
+) -> None:
+    """Pardot's docs list no custom field as exportable: refused with 130 by default, carried
+    where the knob says Pardot does. More than 150 fields are refused either way."""
+    carry_custom_fields(v4, carried)
+    first = await v4.repo.read_by_id(v4.seed("one@example.com", org_id="o1"))
+    assert first is not None
+    stamp = datetime.strptime(first.updated_at, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    after = stamp - timedelta(hours=1)
+    request = ExportRequest(("id", "email", "org_id"), updated_after=after, zone=USER_ZONE)
+    if not carried:
+        with pytest.raises(PermanentPardotError) as refused:
+            await v4.repo.create_export(request)  # type: ignore[attr-defined]
+        assert refused.value.code == 130
+    else:
+        created = await v4.repo.create_export(request)  # type: ignore[attr-defined]
+        done = await finished_export(v4, created.id)
+        [ref] = done.files
+        rows = await v4.repo.download_export(ref)  # type: ignore[attr-defined]
+        assert [(row["id"], row["org_id"]) for row in rows] == [(str(first.id), "o1")]
+    too_many = ExportRequest(("id",) + ("email",) * 150, updated_after=after, zone=USER_ZONE)
+    with pytest.raises(PermanentPardotError) as refused:
+        await v4.repo.create_export(too_many)  # type: ignore[attr-defined]
+    assert refused.value.code == 130
+
+
 async def test_exports_finish_one_at_a_time_oldest_first(v4: Backend) -> None:
     prospect = await v4.repo.read_by_id(v4.seed("one@example.com"))
     assert prospect is not None

@@ -1,8 +1,9 @@
 """Issue 23: the prospect index filled by Pardot's exports, over HTTP to the fake.
 
 The fake writes export dates in its API user's zone (never the account's), runs exports one
-at a time, and refuses `notes` and custom fields in them (Pardot's docs do not list them as
-exportable). Each test compares with the index the paged scan fills on the same account.
+at a time, and refuses `notes` in them, and custom fields unless `export_custom_fields` is set
+(Pardot's docs do not list them as exportable). Each test compares with the index the paged
+scan fills on the same account.
 """
 
 from __future__ import annotations
@@ -73,13 +74,16 @@ def ambiguous(account_time: str, zone: str) -> bool:
     return early.utcoffset() != late.utcoffset()
 
 
-def assert_same_index(scanned: list[Prospect], exported: list[Prospect], zone: str) -> None:
+def assert_same_index(
+    scanned: list[Prospect], exported: list[Prospect], zone: str, *, carried: bool = False
+) -> None:
     """Row by row the same, but for what exports cannot carry (marked unknown; rows read back
     by the refresh that ends the fill hold everything). A date in the hour a clock goes back
     is read as its earlier instant (never later than the truth)."""
     assert [p.id for p in exported] == [p.id for p in scanned]
+    not_exported = frozenset({"notes"}) if carried else NOT_EXPORTED
     for scan, export in zip(scanned, exported, strict=True):
-        assert export.unknown in (NOT_EXPORTED, frozenset())
+        assert export.unknown in (not_exported, frozenset())
         assert (export.email, export.fid) == (scan.email, scan.fid)
         known = {k: v for k, v in scan.fields.items() if k not in export.unknown}
         assert dict(export.fields) == known
@@ -123,9 +127,11 @@ prospect_rows = st.fixed_dictionaries(
 
 
 @hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=st.lists(prospect_rows, max_size=25), zone=st.sampled_from(ZONES))
+@given(
+    rows=st.lists(prospect_rows, max_size=25), zone=st.sampled_from(ZONES), carried=st.booleans()
+)
 def test_the_index_filled_by_exports_is_the_index_the_scan_fills(
-    rows: list[dict[str, Any]], zone: str
+    rows: list[dict[str, Any]], zone: str, carried: bool
 ) -> None:
     async def run() -> None:
         async with AsyncExitStack() as stack:
@@ -133,17 +139,20 @@ def test_the_index_filled_by_exports_is_the_index_the_scan_fills(
             fake = backend.fake
             assert fake is not None
             fake.export_user_time_zone = zone
+            fake.export_custom_fields = carried
             seed_account(fake, rows)
             _, scanned, scan_state = await fill(backend, None)
             calls = fake.total_calls
             _, exported, export_state = await fill(backend, by_export(zone))
-            assert_same_index(scanned, exported, zone)
+            assert_same_index(scanned, exported, zone, carried=carried)
             assert export_state.high_water == scan_state.high_water
             assert export_state.complete and export_state.watermark_began is not None
             if rows:  # one export per year of updated_at, one after another
                 span = max(r["updated_at"] for r in rows) - min(r["updated_at"] for r in rows)
                 assert len(fake.exports.jobs) >= span / timedelta(days=366)
-                assert fake.calls["export/create"] == len(fake.exports.jobs)
+                # The first asked for custom fields; refused, it was asked again without.
+                refused = 0 if carried else 1
+                assert fake.calls["export/create"] == len(fake.exports.jobs) + refused
             else:
                 # An empty account is the scan's: one call more, the size that says so.
                 assert fake.total_calls - calls == calls + 1 and not fake.exports.jobs
@@ -151,11 +160,14 @@ def test_the_index_filled_by_exports_is_the_index_the_scan_fills(
     asyncio.run(run())
 
 
-async def test_the_lookup_field_is_filled_by_the_scan_since_no_export_carries_it() -> None:
+async def test_the_lookup_field_is_filled_by_the_scan_where_exports_refuse_custom_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with AsyncExitStack() as stack:
         backend = await open_backend(stack, "http", 4)
-        assert backend.fake is not None
-        seed_account(backend.fake, [{"org_id": f"o{n}"} for n in range(5)])
+        fake = backend.fake
+        assert fake is not None
+        seed_account(fake, [{"org_id": f"o{n}"} for n in range(5)])
         keeper = IndexKeeper(
             backend.repo,
             InMemoryProspectIndex(),
@@ -164,8 +176,49 @@ async def test_the_lookup_field_is_filled_by_the_scan_since_no_export_carries_it
             exports=by_export("UTC"),
         )
         assert (await keeper.rebuild()).complete
-        assert not backend.fake.exports.jobs
+        # One create asked for the lookup field and was refused (130): the scan filled.
+        assert fake.calls["export/create"] == 1 and not fake.exports.jobs
+        assert fake.calls["query"] > 1
         assert [p.id for p in await keeper.index.holding("o3")] != []
+        refusals = [r for r in caplog.records if "refused custom fields" in r.getMessage()]
+        assert len(refusals) == 1 and refusals[0].levelno == logging.WARNING
+        # It is not asked again: the next fill goes straight to the scan.
+        assert (await keeper.rebuild(restart=True)).complete
+        assert fake.calls["export/create"] == 1
+
+
+@hsettings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(prospect_rows, max_size=20), zone=st.sampled_from(ZONES))
+def test_exports_that_carry_custom_fields_fill_the_lookup_index_the_scan_fills(
+    rows: list[dict[str, Any]], zone: str
+) -> None:
+    async def run() -> None:
+        async with AsyncExitStack() as stack:
+            backend = await open_backend(stack, "http", 4)
+            fake = backend.fake
+            assert fake is not None
+            fake.export_user_time_zone = zone
+            fake.export_custom_fields = True
+            seed_account(fake, rows)
+            indexes = []
+            for exports in (None, by_export(zone)):
+                bulk = backend.repo if exports is not None else None
+                keeper = IndexKeeper(
+                    backend.repo, InMemoryProspectIndex(), lookup_field="org_id",
+                    bulk=bulk, exports=exports,  # type: ignore[arg-type]
+                )  # fmt: skip
+                assert (await keeper.rebuild()).complete
+                indexes.append(keeper.index)
+            scanned = await indexes[0].rows_after(0, 1_000_000)
+            exported = await indexes[1].rows_after(0, 1_000_000)
+            assert_same_index(scanned, exported, zone, carried=True)
+            holders = [sorted(p.id for p in await i.holding("o1")) for i in indexes]
+            assert holders[0] == holders[1]
+            assert len(holders[0]) == sum(r["org_id"] == "o1" for r in rows)
+            assert len(fake.exports.jobs) == fake.calls.get("export/create", 0)
+            assert bool(fake.exports.jobs) == bool(rows)
+
+    asyncio.run(run())
 
 
 def changes_after_the_snapshot(

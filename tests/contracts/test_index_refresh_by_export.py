@@ -118,13 +118,19 @@ marketer_acts = st.lists(
 
 
 @hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(before=marketer_acts, during=marketer_acts, zone=st.sampled_from(ZONES))
+@given(
+    before=marketer_acts,
+    during=marketer_acts,
+    zone=st.sampled_from(ZONES),
+    carried=st.booleans(),
+)
 def test_a_refresh_by_export_leaves_the_index_a_scan_fills(
-    before: list[tuple[str, int]], during: list[tuple[str, int]], zone: str
+    before: list[tuple[str, int]], during: list[tuple[str, int]], zone: str, carried: bool
 ) -> None:
     """Whatever others change before the export or while it runs (edits, deletions, merges,
     new prospects), the index ends as a scan of the account then fills it, but for the
-    fields no export carries (unknown), and with the scan's watermark."""
+    fields no export carries (unknown: custom fields too, where Pardot refuses them), and
+    with the scan's watermark."""
 
     def play(fake: FakePardot, ids: list[int], acts: list[tuple[str, int]]) -> None:
         for n, (act, which) in enumerate(acts):
@@ -148,6 +154,7 @@ def test_a_refresh_by_export_leaves_the_index_a_scan_fills(
                 play(fake, ids, during)
 
             backend, fake, keeper, seeded = await synced_account(stack, zone, act=meanwhile)
+            fake.export_custom_fields = carried
             ids.extend(seeded)
             play(fake, ids, before)
             assert await keeper.refresh(force=True)
@@ -155,7 +162,7 @@ def test_a_refresh_by_export_leaves_the_index_a_scan_fills(
             refreshed = await keeper.index.rows_after(0, 1_000_000)
             state = await keeper.index.state()
             _, scanned, scan_state = await fill(backend, None)
-            assert_same_index(scanned, refreshed, zone)
+            assert_same_index(scanned, refreshed, zone, carried=carried)
             assert state.high_water == scan_state.high_water
 
     asyncio.run(run())
@@ -169,7 +176,9 @@ async def test_a_refresh_by_export_costs_a_few_calls_where_pages_cost_one_per_20
         queries = fake.calls["query"] - before.get("query", 0)
         # The first page, the count and mark, the page after the mark, the recycle bin
         # beside the first page and again after the export; 2 pages were SYNCED // 200 + 1.
-        assert queries == 5 and fake.calls["export/create"] == 1
+        # Two creates: the first asked for custom fields too, which the fake refuses.
+        assert queries == 5 and fake.calls["export/create"] == 2
+        assert len(fake.exports.jobs) == 1
 
 
 async def test_what_this_process_wrote_while_the_export_ran_never_goes_back() -> None:
@@ -223,13 +232,19 @@ async def test_a_failed_export_leaves_the_refresh_to_the_pages_with_one_warning(
         assert refreshed == scanned  # read by pages: every column held
 
 
-async def test_with_a_lookup_field_the_changes_are_read_by_pages() -> None:
-    """No export carries custom fields, and every row's lookup value decides who it is."""
+@pytest.mark.parametrize("carried", [False, True])
+async def test_with_a_lookup_field_changes_are_read_by_export_only_with_custom_fields(
+    carried: bool,
+) -> None:
+    """Every row's lookup value decides who it is: where Pardot refuses custom fields in
+    exports (one create refused), the changes are read by pages."""
     async with AsyncExitStack() as stack:
         _, fake, keeper, ids = await synced_account(stack, "UTC", lookup_field="org_id")
+        fake.export_custom_fields = carried
         fake.update_record(fake.records[ids[3]], {"org_id": "moved"})
         await keeper.refresh(force=True)
-        assert not fake.exports.jobs
+        assert len(fake.exports.jobs) == (1 if carried else 0)
+        assert fake.calls["export/create"] == 1
         assert [p.id for p in await keeper.index.holding("moved")] == [ids[3]]
 
 
