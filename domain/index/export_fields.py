@@ -20,6 +20,7 @@ comes first among the custom fields, and any beyond the cap stay unknown.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 from domain.index.feed import KEY_FIELDS, IndexFeed
@@ -62,6 +63,12 @@ def export_columns(feed: IndexFeed, *, custom: bool) -> tuple[tuple[str, ...], f
         asked += customs[: max(0, MAX_EXPORT_FIELDS - len(asked))]
     held = set(asked)
     return tuple(asked), frozenset(n for n in wanted if n not in held)
+
+
+def failure_level(failed: BaseException) -> int:
+    """How loud to log a failed export: a refusal of custom fields is what Pardot's docs
+    lead one to expect (INFO), anything else a WARNING."""
+    return logging.INFO if isinstance(failed.__cause__, CustomFieldsLeftOut) else logging.WARNING
 
 
 def _custom(fields: Sequence[str]) -> list[str]:

@@ -54,7 +54,7 @@ from domain.index.export import (
     aware,
     run_export,
 )
-from domain.index.export_fields import CustomFieldExports
+from domain.index.export_fields import CustomFieldExports, failure_level
 from domain.index.feed import IndexFeed
 from domain.ports import BulkPardot, ProspectQuery
 from domain.ports.bulk import PARDOT_TIME
@@ -143,7 +143,9 @@ class ChangesByExport:
             return mark
         except ExportFailed as failed:
             self._failed = True
-            log.warning("prospect index: %s; refreshing by pages instead", failed)
+            log.log(
+                failure_level(failed), "prospect index: %s; refreshing by pages instead", failed
+            )
             return None
         finally:
             self._written = None

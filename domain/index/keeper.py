@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from domain.budget import DailyBudget, Priority
 from domain.index import refresh as refreshing
 from domain.index.export import ExportFailed, ExportFill, ExportOptions, Sleep
-from domain.index.export_fields import CustomFieldExports
+from domain.index.export_fields import CustomFieldExports, failure_level
 from domain.index.export_refresh import ChangesByExport
 from domain.index.feed import BudgetShort, IndexFeed
 from domain.index.scan import Progress, RangeScan, ScanReport
@@ -340,7 +340,10 @@ class IndexKeeper:
             pulled = await fill.run(self._oldest)
         except ExportFailed as failed:
             self._export_failed = True
-            log.warning("prospect index: %s; filling it by a paged scan instead", failed)
+            log.log(
+                failure_level(failed), "prospect index: %s; filling it by a paged scan instead",
+                failed,
+            )  # fmt: skip
             await self.index.clear()
             return None
         log.info("prospect index: %d prospects pulled by exports", pulled)
