@@ -162,10 +162,9 @@ class ImportLane:
         except ConfigurationError:
             raise
         except PardotError as error:
-            # Not submitted: Pardot lets an Open import expire, and the rows go by batches.
-            log.warning("import %s abandoned before it was submitted: %s", status.id, error)
-            await self._finish(status.id)
-            return None
+            if not await self._submitted_after_all(status.id, error):
+                await self._finish(status.id)
+                return None
         final = await self._follow(status, len(planned.rows))
         refusals: list[ImportRowError] = (
             await self.pardot.import_errors(final.id) if final.failed else []
@@ -238,6 +237,26 @@ class ImportLane:
         self.done += 1  # its rows count as `recovery` settles them
         await self._finish(entry.id)
         return Resumed(entry.id, refused=refused)
+
+    async def _submitted_after_all(self, import_id: int, error: PardotError) -> bool:
+        """Whether an import whose upload or submit failed runs in Pardot all the same (the
+        submit's answer lost after Pardot took it): then it is followed, since its rows
+        written by batches meanwhile could be overwritten by it after a newer event. Read
+        patiently: until Pardot answers, no one can tell. Open or unknown: abandoned (Pardot
+        lets it expire), its rows go by batches."""
+        try:
+            status = await self._patiently(lambda: self.pardot.read_import(import_id))
+        except PermanentPardotError:
+            status = None
+        if status is None or status.state == "Open" or status.expired:
+            # Not submitted: Pardot lets an Open import expire, and the rows go by batches.
+            log.warning("import %s abandoned before it was submitted: %s", import_id, error)
+            return False
+        log.warning(
+            "import %s: its submit failed (%s) but Pardot runs it: followed to its end",
+            import_id, error,
+        )  # fmt: skip
+        return True
 
     async def _patiently(self, read: Callable[[], Awaitable[T]]) -> T:
         """A read about a recorded import, tried again (backing off) while Pardot fails it

@@ -105,3 +105,32 @@ async def test_a_submitted_import_is_read_backing_off_until_complete_even_throug
     assert all(isinstance(o, Delivered) and o.via == "import 701" for o in outcomes)
     assert waits == [5, 10, 20, 40, 60, 60, 60]
     assert lane.running == {} and lane.done == 1 and lane.rows_imported == 3
+
+
+@pytest.mark.parametrize("taken", [True, False])
+async def test_a_submit_whose_answer_is_lost_is_followed_if_pardot_took_it(taken: bool) -> None:
+    """The submit errs (its answer lost, retries spent). Pardot may have taken it all the
+    same: its state says. Taken, it is followed and its rows are not written again by batches
+    (which the import, landing later, could overwrite after a newer event); not taken, it is
+    abandoned and its rows go by batches."""
+    world = World(make_settings(api_version=4))
+    await known(world, 3)
+    real = world.pardot.submit_import
+
+    async def lost(import_id: int) -> Any:
+        if taken:
+            await real(import_id)
+        raise RetryableError("the answer never came", code=None)
+
+    world.pardot.submit_import = lost  # type: ignore[method-assign]
+    before = calls(world)
+    outcomes = await world.send(*(identify(f"u{i}", company="pro") for i in range(3)))
+    spent = {k: v - before.get(k, 0) for k, v in calls(world).items() if v != before.get(k, 0)}
+    vias = {o.via for o in outcomes if isinstance(o, Delivered)}
+    assert len(outcomes) == 3 and all(isinstance(o, Delivered) for o in outcomes)
+    assert [p.fields.get("company") for p in world.pardot.prospects()] == ["pro"] * 3
+    if taken:
+        assert vias == {"import 701"} and "batch" not in spent
+    else:
+        assert vias == {""} and spent.get("batch") == 1
+    assert spent.get("import/read", 0) >= 1  # the state that told
