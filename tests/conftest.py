@@ -35,3 +35,14 @@ async def postgres_db(postgres_url: str) -> AsyncIterator[PostgresDatabase]:
     """An opened (migrated) PostgresDatabase in a fresh schema."""
     async with PostgresDatabase(postgres_url) as database:
         yield database
+
+
+# Tests whose pass depends on timing (faults at set moments, leases, spans): run one after
+# another on one xdist worker, so no two of them share the machine's cores at once.
+TIMING = ("tests/faults/",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(part in item.nodeid for part in TIMING):
+            item.add_marker(pytest.mark.xdist_group("timing"))
