@@ -49,7 +49,18 @@ def test(args: list[str]) -> None:
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "mypy")
     run(BIN / "lint-imports")
-    run(PY, "-m", "pytest", *args)
+    # Two workers: most tests wait on subprocesses and sockets, not on a core. The tests
+    # whose pass depends on timing run one after another on one of them (tests/conftest.py).
+    run(
+        PY,
+        "-m",
+        "pytest",
+        "-n",
+        os.environ.get("PYTEST_WORKERS", "2"),
+        "--dist",
+        "loadgroup",
+        *args,
+    )
 
 
 def demo(args: list[str]) -> None:
