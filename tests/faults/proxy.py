@@ -67,6 +67,12 @@ class PostgresProxy:
         except OSError:
             _reset(writer)
             return
+        if not self.open:
+            # Cut while this connection was being made: it must not outlive the cut (a pool
+            # reconnecting at that moment kept a working store through the whole outage).
+            _reset(writer)
+            _reset(up_writer)
+            return
         pair = {writer, up_writer}
         self._writers |= pair
         try:

@@ -36,8 +36,12 @@ def _write_big_file(path: Path, lines: int) -> None:
 
 def _memory(pid: int) -> dict[str, int]:
     """VmRSS (now) and VmHWM (the peak so far) of a process, in kB."""
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    found: dict[str, int] = {}
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # exited and reaped before `returncode` was seen set
+        return found
+    for line in status.splitlines():
         name, _, value = line.partition(":")
         if name in ("VmRSS", "VmHWM"):
             found[name] = int(value.split()[0])
