@@ -105,6 +105,20 @@ def seed_account(fake: FakePardot, rows: list[dict[str, Any]]) -> list[int]:
     return ids
 
 
+async def exporting_account(
+    stack: AsyncExitStack, rows: list[dict[str, Any]], zone: str, *, carried: bool
+) -> tuple[Backend, FakePardot]:
+    """The fake over HTTP (v4) holding `rows`, its exports in `zone`, custom fields in them
+    or refused."""
+    backend = await open_backend(stack, "http", 4)
+    fake = backend.fake
+    assert fake is not None
+    fake.export_user_time_zone = zone
+    fake.export_custom_fields = carried
+    seed_account(fake, rows)
+    return backend, fake
+
+
 moments = st.datetimes(min_value=datetime(2019, 1, 1), max_value=datetime(2026, 6, 1)).map(
     lambda moment: moment.replace(microsecond=0)
 )
@@ -135,12 +149,7 @@ def test_the_index_filled_by_exports_is_the_index_the_scan_fills(
 ) -> None:
     async def run() -> None:
         async with AsyncExitStack() as stack:
-            backend = await open_backend(stack, "http", 4)
-            fake = backend.fake
-            assert fake is not None
-            fake.export_user_time_zone = zone
-            fake.export_custom_fields = carried
-            seed_account(fake, rows)
+            backend, fake = await exporting_account(stack, rows, zone, carried=carried)
             _, scanned, scan_state = await fill(backend, None)
             calls = fake.total_calls
             _, exported, export_state = await fill(backend, by_export(zone))
@@ -197,12 +206,7 @@ def test_exports_that_carry_custom_fields_fill_the_lookup_index_the_scan_fills(
 ) -> None:
     async def run() -> None:
         async with AsyncExitStack() as stack:
-            backend = await open_backend(stack, "http", 4)
-            fake = backend.fake
-            assert fake is not None
-            fake.export_user_time_zone = zone
-            fake.export_custom_fields = True
-            seed_account(fake, rows)
+            backend, fake = await exporting_account(stack, rows, zone, carried=True)
             indexes = []
             for exports in (None, by_export(zone)):
                 bulk = backend.repo if exports is not None else None
