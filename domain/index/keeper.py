@@ -480,13 +480,16 @@ class IndexKeeper:
         self._written = 0
         lag = self._lag.total_seconds()
         mark = await refreshing.pull_changes(
-            self._feed, state.high_water, priority, lag=lag, exports=self._changes
-        )
+            self._feed, state.high_water, priority, lag=lag, exports=self._changes,
+            deleted_after=state.deleted_after,
+        )  # fmt: skip
+        # The next refresh reads the recycle bin from where this one read changes from.
+        binned = refreshing.changes_bound(state.high_water, lag)
         state = await self.index.state()
         recent = (*state.recent_refreshes, began)[-RECENT_REFRESHES:]
         await self.index.save_state(
             replace(state, high_water=mark, watermark_began=began - self._lag,
-                    recent_refreshes=recent)
+                    recent_refreshes=recent, deleted_after=binned)
         )  # fmt: skip
         self.refreshes += 1
         return True

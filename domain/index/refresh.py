@@ -42,10 +42,12 @@ async def pull_changes(
     *,
     lag: float = 0,
     exports: ChangesByExport | None = None,
+    deleted_after: str | None = None,
 ) -> str | None:
     """Every prospect updated since `mark` into the index, then every prospect deleted since
-    then out of it; returns the new mark (from live rows only: a deletion's time says nothing
-    of changes a query answered just before it missed).
+    then (or since `deleted_after`, when earlier) out of it; returns the new mark (from live
+    rows only: a deletion's time says nothing of changes a query answered just before it
+    missed).
 
     The two pulls are independent queries and go out together (a create waits on this
     refresh); the deletions are applied once the live rows read after them are in
@@ -54,10 +56,16 @@ async def pull_changes(
     than one export costs, the export reads them back and the pages go on from the mark
     taken before it (`domain.index.export_refresh`).
     """
-    bound = earlier(mark, 1 + lag) if mark else None
+    bound = changes_bound(mark, lag)
     if bound is None:  # a first refresh follows a scan, which saw no deleted prospect
         return await _pull(feed, bound, mark, priority, deleted=False)
-    return await _with_deletions(feed, bound, mark, priority, lag, "updated", exports)
+    binned = min(bound, deleted_after) if deleted_after else bound
+    return await _with_deletions(feed, bound, mark, priority, lag, "updated", exports, binned)
+
+
+def changes_bound(mark: str | None, lag: float = 0) -> str | None:
+    """Where a refresh from `mark` reads changes from."""
+    return earlier(mark, 1 + lag) if mark else None
 
 
 async def _with_deletions(
@@ -68,8 +76,10 @@ async def _with_deletions(
     lag: float,
     by: By,
     exports: ChangesByExport | None = None,
+    binned: str | None = None,
 ) -> str | None:
-    """Live rows and the recycle bin since `bound`, asked together; the new mark.
+    """Live rows since `bound` and the recycle bin since `binned` (default `bound`), asked
+    together; the new mark.
 
     A prospect merged away after the live query was answered and before the recycle bin was
     shows in the bin while its survivor (changed, or created, before it went) is in no live
@@ -81,10 +91,11 @@ async def _with_deletions(
     nothing out, so no merge made before it is seen by halves.
     """
     deleted: list[Prospect] = []
+    binned = binned or bound
     exported = exports.exports if exports is not None else 0
     new_mark, _ = await asyncio.gather(
         _pull(feed, bound, mark, priority, deleted=False, by=by, exports=exports, lag=lag),
-        _pull(feed, bound, None, priority, deleted=True, into=deleted),
+        _pull(feed, binned, None, priority, deleted=True, into=deleted),
     )
     if exports is not None and exports.exports > exported:
         # The export put rows as they stood when it ran, after the recycle bin answered: one
@@ -92,13 +103,13 @@ async def _with_deletions(
         # live). The bin read now shows it, and the next refresh's, from a mark older than
         # this read, shows any deleted later.
         deleted = []
-        await _pull(feed, bound, None, priority, deleted=True, into=deleted)
+        await _pull(feed, binned, None, priority, deleted=True, into=deleted)
     while await _held(feed, deleted):
         again = earlier(new_mark, 1 + lag) if new_mark else bound
         new_mark = await _pull(feed, again, new_mark, priority, deleted=False, by=by)
         await feed.index.drop(await _held(feed, deleted))
         deleted = []
-        await _pull(feed, bound, None, priority, deleted=True, into=deleted)
+        await _pull(feed, binned, None, priority, deleted=True, into=deleted)
     return new_mark
 
 

@@ -85,7 +85,9 @@ class IndexState:
     decision about events that all arrived before it may be made from the index.
     `recent_refreshes` are the start times of the latest refreshes (store clock, newest last).
     `lookup_field` and `lookup_type` name the field (and its type) the rows' lookup values
-    were computed for.
+    were computed for. `deleted_after` is where the last refresh's changes began: the next
+    reads the recycle bin from there, since a prospect deleted after that refresh's bin query
+    answered, while its live pages were still read, can be older than the new `high_water`.
     """
 
     complete: bool = False
@@ -96,6 +98,7 @@ class IndexState:
     recent_refreshes: tuple[datetime, ...] = ()
     lookup_field: str | None = None
     lookup_type: str | None = None
+    deleted_after: str | None = None
 
 
 class ProspectIndex(Protocol):

@@ -4,6 +4,7 @@ a merge that the live rows, answered first, missed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -97,3 +98,45 @@ async def test_a_refresh_keeps_the_survivor_of_a_merge_made_between_its_two_quer
 
 async def test_a_learn_keeps_the_survivor_of_a_merge_made_between_its_two_queries() -> None:
     await _merged_between_the_queries(lambda feed, mark: pull_created(feed, mark, "read"))
+
+
+class DeletedAfterTheBinAnswered(InMemoryPardot):
+    """A marketer deletes `victim` once a refresh's recycle-bin query was answered, then
+    edits `other` before its live query is: that refresh's mark passes the deletion."""
+
+    def __init__(self) -> None:
+        super().__init__(version=4)
+        self.victim: int | None = None
+        self.other: int | None = None
+        self._bin_answered = asyncio.Event()
+
+    def arm(self, victim: int, other: int) -> None:
+        self.victim, self.other = victim, other
+        self._bin_answered = asyncio.Event()  # the next refresh's bin query, not an earlier one
+
+    async def query_page(self, query: ProspectQuery) -> ProspectPage:
+        if query.deleted:
+            page = await super().query_page(query)
+            self._bin_answered.set()
+            return page
+        if self.victim is not None and self.other is not None:
+            await self._bin_answered.wait()
+            self.delete(self.victim)
+            for n in range(2):  # the live page's latest change comes after the deletion
+                self.update(self.other, company=f"edited{n}")
+            self.victim = None
+        return await super().query_page(query)
+
+
+async def test_a_prospect_deleted_while_a_refresh_reads_leaves_the_index_at_the_next() -> None:
+    pardot = DeletedAfterTheBinAnswered()
+    victim = pardot.seed("victim@x.io")
+    other = pardot.seed("other@x.io")
+    keeper = IndexKeeper(pardot, InMemoryProspectIndex())
+    await keeper.rebuild()
+    await keeper.refresh(force=True)  # a mark, so the next refresh reads the recycle bin
+    pardot.arm(victim, other)
+    await keeper.refresh(force=True)
+    assert (await keeper.index.by_ids([other]))[other].fields.get("company") == "edited1"
+    await keeper.refresh(force=True)
+    assert await keeper.index.by_ids([victim]) == {}  # in Pardot's recycle bin: gone here too
