@@ -8,17 +8,12 @@ with `updated_after` queries bounded by the latest `updated_at` Pardot returned 
 clock: Pardot's times are in the account's zone), and learns the ids of prospects created by
 batches (which return none) from the refresh begun after them (`refresh`). Where Pardot's exports
 cost fewer calls than the scan, they fill the index instead (`export`). Every call goes through
-one budgeted, counted `feed`; the `keeper` decides when to pull, and how.
+one budgeted, counted `feed`; the `keeper` decides when to pull, `fill_choice` how to fill.
 """
 
 from domain.index.feed import KEY_FIELDS, BudgetShort, IndexFeed
-from domain.index.keeper import (
-    DEFAULT_PARALLEL,
-    DEFAULT_REFRESH_SECONDS,
-    SCAN_OVERHEAD_CALLS,
-    SCAN_ROWS_PER_CALL,
-    IndexKeeper,
-)
+from domain.index.fill_choice import SCAN_OVERHEAD_CALLS, SCAN_ROWS_PER_CALL
+from domain.index.keeper import DEFAULT_PARALLEL, DEFAULT_REFRESH_SECONDS, IndexKeeper
 from domain.index.refresh import earlier
 from domain.index.scan import RANGES_PER_WORKER, Progress, RangeScan, ScanReport
 

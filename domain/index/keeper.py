@@ -21,31 +21,20 @@ from datetime import datetime, timedelta
 
 from domain.budget import DailyBudget, Priority
 from domain.index import refresh as refreshing
-from domain.index.export import ExportFailed, ExportFill, ExportOptions, Sleep
-from domain.index.export_fields import CustomFieldExports, failure_level
+from domain.index.export import ExportOptions, Sleep
+from domain.index.export_fields import CustomFieldExports
 from domain.index.export_refresh import ChangesByExport
 from domain.index.feed import BudgetShort, IndexFeed
+from domain.index.fill_choice import FillChoice
+from domain.index.lookup_column import match_lookup_column
 from domain.index.scan import Progress, RangeScan, ScanReport
-from domain.ports import (
-    QUERY_LIMIT,
-    BulkPardot,
-    IndexState,
-    PardotRepository,
-    ProspectIndex,
-    ProspectQuery,
-)
+from domain.ports import QUERY_LIMIT, BulkPardot, PardotRepository, ProspectIndex
 from domain.prospect import CustomField, Prospect
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_SECONDS = 60.0
 DEFAULT_PARALLEL = 5  # Pardot's in-flight limit per business unit
-# Rows read one by one cost a call each; a scan costs one call per QUERY_LIMIT prospects.
-SCAN_ROWS_PER_CALL = QUERY_LIMIT
-# Besides its pages a scan asks for the custom fields, sizes the account, finds its lowest and
-# highest id and latest change, and ends with a refresh.
-SCAN_OVERHEAD_CALLS = 5
-RELABEL_PAGE = 1000  # index rows per store read when the lookup column is recomputed
 RECENT_REFRESHES = 60  # start times kept, enough to count a minute's refreshes
 # How long a refresh waits for this process's creates in flight, so that it learns them too.
 GATHER_CREATES_SECONDS = 5.0
@@ -74,19 +63,15 @@ class IndexKeeper:
         """`bulk` and `exports` given (DESTINATION_BULK=auto): the index is filled by
         Pardot's exports where they cost fewer calls than the scan (`domain.index.export`)."""
         self._feed = IndexFeed(repository, index, lookup_field=lookup_field, budget=budget)
-        self._bulk = bulk
-        self._exports = exports if bulk is not None else None
-        self._sleep = sleep
         # Whether the account's exports carry custom fields, as this process learnt it.
-        self._custom_exports = CustomFieldExports()
+        custom = CustomFieldExports()
+        self._fill = FillChoice(self._feed, bulk=bulk, exports=exports, custom=custom, sleep=sleep)
         # A refresh reading back many changes (a large sync's own) by one export.
         self._changes = (
-            ChangesByExport(bulk, self._feed, exports, sleep=sleep, custom=self._custom_exports)
+            ChangesByExport(bulk, self._feed, exports, sleep=sleep, custom=custom)
             if bulk is not None and exports is not None
             else None
         )
-        self._oldest: str | None = None  # the oldest updated_at the sizing query saw
-        self._export_failed = False  # a failed export: the scan fills from then on
         self._refresh_seconds = refresh_seconds
         self._parallel = max(1, parallel)
         self._scan_lock = scan_lock or contextlib.nullcontext
@@ -106,8 +91,6 @@ class IndexKeeper:
         # back beside the creates a learn is for.
         self._written = 0
         self._created_mark: str | None = None
-        self._size: int | None = None
-        self._read_one_by_one = 0
         self.refreshes = 0  # refreshes this keeper completed (the metric counts them)
 
     @property
@@ -128,45 +111,10 @@ class IndexKeeper:
         if not state.complete:
             return False
         try:
-            await self._lookup_column(state)
+            await match_lookup_column(self._feed, state, self._scan_lock)
         except BudgetShort:
             return False
         return (await self.index.state()).complete  # unless it must be filled again
-
-    async def _lookup_column(self, state: IndexState) -> None:
-        if self._feed.lookup_column == (None, None) and state.lookup_field is None:
-            return
-        await self._feed.fields_to_pull()  # the field's type: one call per process
-        wanted = self._feed.lookup_column
-        if (state.lookup_field, state.lookup_type) == wanted:
-            return
-        async with self._scan_lock():
-            state = await self.index.state()
-            if (state.lookup_field, state.lookup_type) == wanted:
-                return  # another process recomputed it meanwhile
-            # Every row holds every custom field's value: the column is computed again from
-            # them, no call to Pardot. Rows an export without custom fields filled do not:
-            # then the index is filled again (by exports only where they carry the field).
-            cursor, rows = 0, 0
-            while page := await self.index.rows_after(cursor, RELABEL_PAGE):
-                if wanted[0] is not None and any(wanted[0] in p.unknown for p in page):
-                    await self.index.clear()
-                    log.warning(
-                        "prospect index: the lookup field %s is not held by rows an export "
-                        "filled; the index is filled again", wanted[0],
-                    )  # fmt: skip
-                    return
-                await self._feed.put(page)
-                cursor, rows = page[-1].id, rows + len(page)
-            state = await self.index.state()
-            await self.index.save_state(
-                replace(state, lookup_field=wanted[0], lookup_type=wanted[1])
-            )
-            log.warning(
-                "prospect index: lookup values of %d prospects recomputed for %s (%s); they "
-                "were for %s (%s)",
-                rows, wanted[0], wanted[1], state.lookup_field, state.lookup_type,
-            )  # fmt: skip
 
     def lookup_value(self, prospect: Prospect) -> str | None:
         """The prospect's lookup value as Pardot stores it, as the index keeps it."""
@@ -183,57 +131,15 @@ class IndexKeeper:
 
     def note_read_one_by_one(self, events: int) -> None:
         """Events resolved by reading Pardot one by one: they count towards a scan."""
-        self._read_one_by_one += events
+        self._fill.note_read_one_by_one(events)
 
     async def scan_worth_it(self, waiting: int) -> bool:
-        """Whether scanning is cheaper than reading one by one for `waiting` unresolved events.
-
-        A scan costs one call per 200 prospects plus SCAN_OVERHEAD_CALLS, exports (when they
-        may fill the index) what `domain.bulk_cost` says, whichever is less; `total_results`
-        of a one-row query gives the account's size for one call (asked once per process, and
-        only once a scan could pay at all), and sorted by `updated_at` its oldest change,
-        which sets how many exports of a year it takes. Events already read one by one count
-        too.
-        """
-        state = await self.index.state()
-        if state.complete:
+        """Whether filling the index is cheaper than reading one by one for `waiting`
+        unresolved events (`FillChoice.worth_it`); never once it is complete."""
+        if (await self.index.state()).complete:
             return False
-        wanting = waiting + self._read_one_by_one
-        if wanting <= SCAN_OVERHEAD_CALLS:
-            return False  # not worth even the call that sizes the account
-        if self._size is None:
-            try:
-                await self._feed.spend("scan")
-            except BudgetShort:
-                return False
-            await self._sizing_query()
-        assert self._size is not None
-        fill = -(-self._size // SCAN_ROWS_PER_CALL)
-        export = self._export_fill()
-        if export is not None and self._oldest is not None:
-            calls = export.calls(self._size, self._oldest, await self.index.clock())
-            fill = fill if calls is None else min(fill, calls)
-        return wanting > fill + SCAN_OVERHEAD_CALLS
-
-    async def _sizing_query(self) -> None:
-        """The account's size (and, where exports may fill the index, its oldest change):
-        one call; the caller spent it."""
-        if self._export_fill() is None:
-            page = await self._feed.query(ProspectQuery(limit=1, fields=("id",)))
-        else:
-            page = await self._feed.query(
-                ProspectQuery(sort_by="updated_at", limit=1, fields=("updated_at",))
-            )
-            self._oldest = page.prospects[0].updated_at if page.prospects else None
-        self._size = page.total if page.total is not None else len(page.prospects)
-
-    def _export_fill(self, progress: Progress | None = None) -> ExportFill | None:
-        if self._bulk is None or self._exports is None or self._export_failed:
-            return None
-        return ExportFill(
-            self._bulk, self._feed, self._exports, sleep=self._sleep, progress=progress,
-            custom=self._custom_exports,
-        )  # fmt: skip
+        worth: bool = await self._fill.worth_it(waiting)
+        return worth
 
     async def before_batch(self, waiting: int, *, backlog: int = 0) -> bool:
         """Scan when it pays, refresh when due; True when decisions can use the index.
@@ -303,11 +209,11 @@ class IndexKeeper:
             try:
                 await self._feed.fields_to_pull()
                 if not state.ranges:
-                    exported = await self._by_exports(progress)
+                    exported = await self._fill.by_exports(progress)
                     if exported is not None:
                         return await self._complete(exported, calls_before)
                     state = await scan.plan()
-                    self._size = scan.size
+                    self._fill.size = scan.size
                 pulled = await scan.pull(state)
             except BudgetShort as short:
                 return ScanReport(False, scan.pulled, self.calls - calls_before, str(short))
@@ -321,33 +227,6 @@ class IndexKeeper:
         with contextlib.suppress(BudgetShort):
             await self.refresh(force=True)
         return ScanReport(True, pulled, self.calls - calls_before)
-
-    async def _by_exports(self, progress: Progress | None) -> int | None:
-        """Fill the index by exports when they pay: the prospects put, or None when the scan
-        is to fill it. Raises BudgetShort (the next rebuild decides again)."""
-        fill = self._export_fill(progress)
-        if fill is None:
-            return None
-        if self._size is None or self._oldest is None:
-            await self._feed.spend("scan")
-            await self._sizing_query()
-        assert self._size is not None
-        if self._oldest is None or not fill.pays(
-            self._size, self._oldest, await self.index.clock()
-        ):
-            return None
-        try:
-            pulled = await fill.run(self._oldest)
-        except ExportFailed as failed:
-            self._export_failed = True
-            log.log(
-                failure_level(failed), "prospect index: %s; filling it by a paged scan instead",
-                failed,
-            )  # fmt: skip
-            await self.index.clear()
-            return None
-        log.info("prospect index: %d prospects pulled by exports", pulled)
-        return pulled
 
     # -- keeping fresh ----------------------------------------------------------------------
 
