@@ -79,9 +79,11 @@ async def _with_creates(
         locked = replace(context, fresh=True, locked=True)
         results = await resolve_all(groups, locked)
         needs = [i for i, r in enumerate(results) if isinstance(r, NeedsCreate)]
-        mine = [i for i in needs if set(create_locks([_need(results[i])])) <= set(names)]
+        held = set(names)  # once: a first sync's batch holds 20,000 names for 20,000 needs
+        mine = [i for i in needs if held.issuperset(create_locks([_need(results[i])]))]
+        expected = set(mine)
         for i in needs:
-            if i not in mine:
+            if i not in expected:
                 # The refresh showed this group needs a create for an email (or lookup value)
                 # not locked here.
                 results[i] = RetryLater("retry: a create this batch did not expect", delay=1)
