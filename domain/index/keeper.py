@@ -138,8 +138,7 @@ class IndexKeeper:
         unresolved events (`FillChoice.worth_it`); never once it is complete."""
         if (await self.index.state()).complete:
             return False
-        worth: bool = await self._fill.worth_it(waiting)
-        return worth
+        return await self._fill.worth_it(waiting)
 
     async def before_batch(self, waiting: int, *, backlog: int = 0) -> bool:
         """Scan when it pays, refresh when due; True when decisions can use the index.
