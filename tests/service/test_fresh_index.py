@@ -132,10 +132,13 @@ async def test_a_form_fill_a_second_before_an_identify_is_updated_not_duplicated
         "one per write",
         pytest.param(
             "shared",
+            # Not strict: whether this pass takes one refresh or two depends on whether the
+            # first refresh began before or after the last of the 1,001 events arrived, which
+            # the machine's load decides. With one, 10 calls hold (it passed once in 8 runs).
             marks=pytest.mark.xfail(
-                strict=True,
+                strict=False,
                 reason="every refresh re-reads the whole last Pardot second: 500 rows of one "
-                "second cost 6 calls a refresh, two refreshes on this pass (13 calls)",
+                "second cost 6 calls a refresh, mostly two refreshes on this pass (13 calls)",
             ),
         ),
     ],
