@@ -134,7 +134,7 @@ async def test_a_form_fill_a_second_before_an_identify_is_updated_not_duplicated
             "shared",
             # Not strict: whether this pass takes one refresh or two depends on whether the
             # first refresh began before or after the last of the 1,001 events arrived, which
-            # the machine's load decides. With one, 10 calls hold (it passed once in 8 runs).
+            # the machine's load decides. With one, 10 calls hold.
             marks=pytest.mark.xfail(
                 strict=False,
                 reason="every refresh re-reads the whole last Pardot second: 500 rows of one "
