@@ -1,10 +1,11 @@
 """Filling the index from Pardot's Export API instead of paged queries, when that costs less.
 
 In: the BulkPardot port, the IndexFeed (budget, call count, index), the zones and the pace of
-the account's exports. Out: `ExportFill`, which tells whether exports pay for an account
-(`pays`), and fills the index by them (`run`): one export per year of `updated_at` back to
-the oldest change, one after another (Pardot runs an account's exports one at a time), each
-read back off from 5 s to at most 60 s until Complete, its files downloaded into the index.
+the account's exports. Out: `Exporter`, which runs one export (created, its state read
+backing off from 5 s to at most 60 s until Complete, its files downloaded) for the fill and
+the refreshes alike; `ExportFill`, which tells whether exports pay for an account (`pays`)
+and fills the index by them (`run`): one export per year of `updated_at` back to the oldest
+change, one after another (Pardot runs an account's exports one at a time).
 
 What exports cannot do, and how the fill keeps the index right anyway (PARDOT_API.md, "Bulk:
 Import and Export"):
@@ -30,7 +31,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
 from domain.budget import Priority
@@ -151,31 +152,96 @@ def aware(pardot_time: str, zone: tzinfo) -> datetime:
     return datetime.strptime(pardot_time, PARDOT_TIME).replace(tzinfo=zone)
 
 
+@dataclass(frozen=True)
+class Exporter:
+    """What every export of the index goes through: the bulk port, the feed that budgets and
+    counts its calls, the options, the sleep between status reads, and what this process
+    learnt of custom fields in exports (shared by the fill and the refreshes)."""
+
+    bulk: BulkPardot
+    feed: IndexFeed
+    options: ExportOptions
+    sleep: Sleep = asyncio.sleep
+    custom: CustomFieldExports = field(default_factory=CustomFieldExports)
+
+    async def run(
+        self, span: tuple[datetime, datetime | None], priority: Priority, put: Put
+    ) -> None:
+        """One export of the changes in `span` (after, before), each file's prospects to
+        `put`.
+
+        Custom fields are asked for while `custom` says they may be carried. When Pardot
+        refuses them (or leaves them out of a file) that is noted, and the export is asked
+        again without them; with a lookup field there is no use in that: ExportFailed, the
+        scan fills. Raises ExportFailed, or BudgetShort."""
+        feed, custom = self.feed, self.custom
+        while True:
+            asking = custom.asking()
+            asked, unknown = export_columns(feed, custom=asking)
+            request = ExportRequest(asked, span[0], self.options.export_zone, span[1])
+            try:
+                status = await self._follow(request, priority)
+                for ref in status.files:
+                    await put(await self._download(ref, priority, asked, unknown))
+            except CustomFieldsLeftOut as left_out:
+                custom.note(False)
+                if feed.lookup_column[0] is not None:
+                    raise ExportFailed(str(left_out)) from left_out
+                log.info("prospect exports: %s; asked again without them", left_out)
+                continue
+            if asking and asks_custom(asked):
+                custom.note(True)
+            return
+
+    async def _follow(self, request: ExportRequest, priority: Priority) -> ExportStatus:
+        """One export created and read, backing off, until Complete; every call budgeted at
+        `priority`. Raises ExportFailed, CustomFieldsLeftOut, or BudgetShort."""
+        feed = self.feed
+        await feed.spend(priority)
+        try:
+            status = await feed.call(self.bulk.create_export(request))
+        except PermanentPardotError as refused:
+            if asks_custom(request.fields):
+                message = f"Pardot refused custom fields in exports ({refused})"
+                raise CustomFieldsLeftOut(message) from refused
+            raise ExportFailed(f"Pardot refused the export: {refused}") from refused
+        waits = status_waits(self.options.first_wait)
+        while status.state in ("Waiting", "Processing"):
+            await self.sleep(next(waits))
+            await feed.spend(priority)
+            status = await feed.call(self.bulk.read_export(status.id))
+        _check(status)
+        return status
+
+    async def _download(
+        self, ref: str, priority: Priority, asked: tuple[str, ...], unknown: frozenset[str]
+    ) -> list[Prospect]:
+        """One result file as the index keeps its prospects (not put yet). Raises
+        CustomFieldsLeftOut when its rows lack custom columns `asked` for."""
+        await self.feed.spend(priority)
+        try:
+            rows = await self.feed.call(self.bulk.download_export(ref))
+        except PermanentPardotError as refused:  # expired meanwhile, say
+            raise ExportFailed(f"Pardot refused an export file: {refused}") from refused
+        check_carried(asked, rows)
+        zones = {"export_zone": self.options.export_zone, "account_zone": self.options.account_zone}
+        return [prospect_from_export(row, unknown=unknown, **zones) for row in rows]
+
+
 class ExportFill:
     """One fill of the index by exports."""
 
-    def __init__(
-        self,
-        bulk: BulkPardot,
-        feed: IndexFeed,
-        options: ExportOptions,
-        *,
-        sleep: Sleep = asyncio.sleep,
-        progress: Progress | None = None,
-        custom: CustomFieldExports | None = None,
-    ) -> None:
-        self._bulk = bulk
-        self._feed = feed
-        self._options = options
-        self._sleep = sleep
+    def __init__(self, exporter: Exporter, *, progress: Progress | None = None) -> None:
+        self._exporter = exporter
+        self._feed = exporter.feed
+        self._options = exporter.options
         self._progress = progress
-        self._custom = custom or CustomFieldExports()
         self.pulled = 0
 
     def possible(self) -> bool:
         """Whether exports may fill this index: not with a lookup field, unless exports may
         carry custom fields (see the module's note)."""
-        return self._feed.lookup_column[0] is None or self._custom.asking()
+        return self._feed.lookup_column[0] is None or self._exporter.custom.asking()
 
     def calls(self, size: int, oldest: str, now: datetime) -> int | None:
         """The calls exports would take for an account of `size` prospects changed since
@@ -226,97 +292,8 @@ class ExportFill:
                 self._progress(self.pulled, max(total, self.pulled))
 
         for after, before in export_ranges(aware(oldest, zone), aware(mark, zone)):
-            await run_export(
-                self._bulk, feed, self._custom, (after, before), self._options, "scan",
-                self._sleep, put,
-            )  # fmt: skip
+            await self._exporter.run((after, before), "scan", put)
         return self.pulled
-
-
-async def run_export(
-    bulk: BulkPardot,
-    feed: IndexFeed,
-    custom: CustomFieldExports,
-    span: tuple[datetime, datetime | None],
-    options: ExportOptions,
-    priority: Priority,
-    sleep: Sleep,
-    put: Put,
-) -> None:
-    """One export of the changes in `span` (after, before), each file's prospects to `put`.
-
-    Custom fields are asked for while `custom` says they may be carried. When Pardot refuses
-    them (or leaves them out of a file) that is noted, and the export is asked again without
-    them; with a lookup field there is no use in that: ExportFailed, the scan fills. Raises
-    ExportFailed, or BudgetShort."""
-    while True:
-        asking = custom.asking()
-        asked, unknown = export_columns(feed, custom=asking)
-        request = ExportRequest(asked, span[0], options.export_zone, span[1])
-        try:
-            status = await follow_export(bulk, feed, request, options, priority, sleep)
-            for ref in status.files:
-                await put(await download_export(bulk, feed, ref, options, priority, asked, unknown))
-        except CustomFieldsLeftOut as left_out:
-            custom.note(False)
-            if feed.lookup_column[0] is not None:
-                raise ExportFailed(str(left_out)) from left_out
-            log.info("prospect exports: %s; asked again without them", left_out)
-            continue
-        if asking and asks_custom(asked):
-            custom.note(True)
-        return
-
-
-async def follow_export(
-    bulk: BulkPardot,
-    feed: IndexFeed,
-    request: ExportRequest,
-    options: ExportOptions,
-    priority: Priority,
-    sleep: Sleep,
-) -> ExportStatus:
-    """One export created and read, backing off, until Complete; every call budgeted at
-    `priority`. Raises ExportFailed, or BudgetShort."""
-    await feed.spend(priority)
-    try:
-        status = await feed.call(bulk.create_export(request))
-    except PermanentPardotError as refused:
-        if asks_custom(request.fields):
-            message = f"Pardot refused custom fields in exports ({refused})"
-            raise CustomFieldsLeftOut(message) from refused
-        raise ExportFailed(f"Pardot refused the export: {refused}") from refused
-    waits = status_waits(options.first_wait)
-    while status.state in ("Waiting", "Processing"):
-        await sleep(next(waits))
-        await feed.spend(priority)
-        status = await feed.call(bulk.read_export(status.id))
-    _check(status)
-    return status
-
-
-async def download_export(
-    bulk: BulkPardot,
-    feed: IndexFeed,
-    ref: str,
-    options: ExportOptions,
-    priority: Priority,
-    asked: tuple[str, ...],
-    unknown: frozenset[str],
-) -> list[Prospect]:
-    """One result file as the index keeps its prospects (not put yet). Raises
-    CustomFieldsLeftOut when its rows lack custom columns `asked` for."""
-    await feed.spend(priority)
-    try:
-        rows = await feed.call(bulk.download_export(ref))
-    except PermanentPardotError as refused:  # expired meanwhile, say
-        raise ExportFailed(f"Pardot refused an export file: {refused}") from refused
-    check_carried(asked, rows)
-    return [
-        prospect_from_export(row, unknown=unknown, export_zone=options.export_zone,
-                             account_zone=options.account_zone)
-        for row in rows
-    ]  # fmt: skip
 
 
 def _check(status: ExportStatus) -> None:

@@ -45,18 +45,9 @@ from domain.bulk_cost import (
     export_calls,
     scan_calls,
 )
-from domain.index.export import (
-    RANGE_OVERLAP,
-    RANGE_SPAN,
-    ExportFailed,
-    ExportOptions,
-    Sleep,
-    aware,
-    run_export,
-)
-from domain.index.export_fields import CustomFieldExports, failure_level
-from domain.index.feed import IndexFeed
-from domain.ports import BulkPardot, ProspectQuery
+from domain.index.export import RANGE_OVERLAP, RANGE_SPAN, Exporter, ExportFailed, aware
+from domain.index.export_fields import failure_level
+from domain.ports import ProspectQuery
 from domain.ports.bulk import PARDOT_TIME
 from domain.prospect import Prospect
 
@@ -66,20 +57,10 @@ log = logging.getLogger(__name__)
 class ChangesByExport:
     """Reads a refresh's changes back by export where that pays; one per keeper."""
 
-    def __init__(
-        self,
-        bulk: BulkPardot,
-        feed: IndexFeed,
-        options: ExportOptions,
-        *,
-        sleep: Sleep,
-        custom: CustomFieldExports | None = None,
-    ) -> None:
-        self._bulk = bulk
-        self._feed = feed
-        self._options = options
-        self._sleep = sleep
-        self._custom = custom or CustomFieldExports()
+    def __init__(self, exporter: Exporter) -> None:
+        self._exporter = exporter
+        self._feed = exporter.feed
+        self._options = exporter.options
         self._failed = False  # an export failed or was refused: pages from then on
         self._written: set[int] | None = None  # while an export runs: what this process wrote
         self.exports = 0  # refreshes read back by export (for tests and the log)
@@ -92,7 +73,7 @@ class ChangesByExport:
     def _may_pay(self, changes: int) -> bool:
         if self._failed:
             return False
-        if self._feed.lookup_column[0] is not None and not self._custom.asking():
+        if self._feed.lookup_column[0] is not None and not self._exporter.custom.asking():
             return False
         if self._options.min_changes is not None:
             return changes >= self._options.min_changes
@@ -158,10 +139,7 @@ class ChangesByExport:
                 [p for p in rows if p.id not in written and _newer(p, held.get(p.id), bound)]
             )
 
-        await run_export(
-            self._bulk, self._feed, self._custom, (after, None), self._options, priority,
-            self._sleep, put,
-        )  # fmt: skip
+        await self._exporter.run((after, None), priority, put)
 
 
 def _newer(row: Prospect, held: Prospect | None, bound: str) -> bool:

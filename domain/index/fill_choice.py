@@ -1,21 +1,20 @@
 """Whether filling the index pays, and whether exports or the paged scan fill it.
 
-In: the IndexFeed, and where exports may fill (DESTINATION_BULK=auto) the BulkPardot port, the
-export options and what this process learnt of custom fields in exports. Out: `FillChoice`,
+In: the IndexFeed, and where exports may fill (DESTINATION_BULK=auto) the Exporter (the bulk
+port, the export options, what this process learnt of custom fields in exports). Out: `FillChoice`,
 which tells whether a fill costs less than reading `waiting` events one by one (`worth_it`)
 and fills by exports where they cost fewer calls than the scan (`by_exports`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from domain.index.export import ExportFailed, ExportFill, ExportOptions, Sleep
-from domain.index.export_fields import CustomFieldExports, failure_level
+from domain.index.export import Exporter, ExportFailed, ExportFill
+from domain.index.export_fields import failure_level
 from domain.index.feed import BudgetShort, IndexFeed
 from domain.index.scan import Progress
-from domain.ports import QUERY_LIMIT, BulkPardot, ProspectQuery
+from domain.ports import QUERY_LIMIT, ProspectQuery
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +28,9 @@ SCAN_OVERHEAD_CALLS = 5
 class FillChoice:
     """One per keeper: the account's size and oldest change, asked once per process."""
 
-    def __init__(
-        self,
-        feed: IndexFeed,
-        *,
-        bulk: BulkPardot | None = None,
-        exports: ExportOptions | None = None,
-        custom: CustomFieldExports | None = None,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
+    def __init__(self, feed: IndexFeed, exporter: Exporter | None = None) -> None:
         self._feed = feed
-        self._bulk = bulk
-        self._exports = exports if bulk is not None else None
-        self._custom = custom or CustomFieldExports()
-        self._sleep = sleep
+        self._exporter = exporter
         self.size: int | None = None  # the account's prospects, once a query said
         self._oldest: str | None = None  # the oldest updated_at the sizing query saw
         self._export_failed = False  # a failed export: the scan fills from then on
@@ -120,9 +108,6 @@ class FillChoice:
         self.size = page.total if page.total is not None else len(page.prospects)
 
     def _export_fill(self, progress: Progress | None = None) -> ExportFill | None:
-        if self._bulk is None or self._exports is None or self._export_failed:
+        if self._exporter is None or self._export_failed:
             return None
-        return ExportFill(
-            self._bulk, self._feed, self._exports, sleep=self._sleep, progress=progress,
-            custom=self._custom,
-        )  # fmt: skip
+        return ExportFill(self._exporter, progress=progress)

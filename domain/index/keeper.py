@@ -21,8 +21,7 @@ from datetime import datetime, timedelta
 
 from domain.budget import DailyBudget, Priority
 from domain.index import refresh as refreshing
-from domain.index.export import ExportOptions, Sleep
-from domain.index.export_fields import CustomFieldExports
+from domain.index.export import Exporter, ExportOptions, Sleep
 from domain.index.export_refresh import ChangesByExport
 from domain.index.feed import BudgetShort, IndexFeed
 from domain.index.fill_choice import FillChoice
@@ -63,15 +62,14 @@ class IndexKeeper:
         """`bulk` and `exports` given (DESTINATION_BULK=auto): the index is filled by
         Pardot's exports where they cost fewer calls than the scan (`domain.index.export`)."""
         self._feed = IndexFeed(repository, index, lookup_field=lookup_field, budget=budget)
-        # Whether the account's exports carry custom fields, as this process learnt it.
-        custom = CustomFieldExports()
-        self._fill = FillChoice(self._feed, bulk=bulk, exports=exports, custom=custom, sleep=sleep)
-        # A refresh reading back many changes (a large sync's own) by one export.
-        self._changes = (
-            ChangesByExport(bulk, self._feed, exports, sleep=sleep, custom=custom)
+        exporter = (
+            Exporter(bulk, self._feed, exports, sleep)
             if bulk is not None and exports is not None
             else None
         )
+        self._fill = FillChoice(self._feed, exporter)
+        # A refresh reading back many changes (a large sync's own) by one export.
+        self._changes = ChangesByExport(exporter) if exporter is not None else None
         self._refresh_seconds = refresh_seconds
         self._parallel = max(1, parallel)
         self._scan_lock = scan_lock or contextlib.nullcontext

@@ -228,11 +228,10 @@ def test_exports_that_carry_custom_fields_fill_the_lookup_index_the_scan_fills(
     asyncio.run(run())
 
 
-def changes_after_the_snapshot(
-    fake: FakePardot, change: Callable[[], None]
+def while_exporting(
+    fake: FakePardot, act: Callable[[], Awaitable[None]]
 ) -> Callable[[float], Awaitable[None]]:
-    """A sleep between status reads that, once the export is processing (its rows taken),
-    makes `change` in Pardot, then lets the export finish."""
+    """A sleep between an export's status reads that acts once its rows are taken."""
     done = False
 
     async def sleep(seconds: float) -> None:
@@ -240,10 +239,22 @@ def changes_after_the_snapshot(
         processing = any(job.state == "Processing" for job in fake.exports.jobs.values())
         if processing and not done:
             done = True
-            change()
+            await act()
         await asyncio.sleep(max(seconds, 0.02))
 
     return sleep
+
+
+def changes_after_the_snapshot(
+    fake: FakePardot, change: Callable[[], None]
+) -> Callable[[float], Awaitable[None]]:
+    """A sleep between status reads that, once the export is processing (its rows taken),
+    makes `change` in Pardot, then lets the export finish."""
+
+    async def act() -> None:
+        change()
+
+    return while_exporting(fake, act)
 
 
 async def test_the_watermark_catches_changes_made_while_the_export_ran() -> None:

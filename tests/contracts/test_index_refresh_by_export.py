@@ -33,6 +33,7 @@ from tests.contracts.test_index_by_export import (
     by_export,
     fill,
     seed_account,
+    while_exporting,
 )
 
 SYNCED = 230  # more changes than a page holds: the first page says more are due
@@ -55,23 +56,6 @@ class RecordingIndex(InMemoryProspectIndex):
         for prospect, _ in rows:
             self.puts.setdefault(prospect.id, []).append(prospect.fields.get("first_name"))
         await super().put(rows)
-
-
-def while_exporting(
-    fake: FakePardot, act: Callable[[], Awaitable[None]]
-) -> Callable[[float], Awaitable[None]]:
-    """A sleep between an export's status reads that acts once its rows are taken."""
-    done = False
-
-    async def sleep(seconds: float) -> None:
-        nonlocal done
-        processing = any(job.state == "Processing" for job in fake.exports.jobs.values())
-        if processing and not done:
-            done = True
-            await act()
-        await asyncio.sleep(max(seconds, 0.02))
-
-    return sleep
 
 
 async def synced_account(
