@@ -5,6 +5,7 @@ index."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,18 +48,28 @@ async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
                 yield PostgresProspectIndex(database)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-async def counts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    if request.param == "memory":
+@contextlib.asynccontextmanager
+async def day_counts(
+    kind: str, tmp_path: Path, sqlite_type: Any, postgres_type: Any
+) -> AsyncIterator[Any]:
+    """Counts per account day in the store `kind` names (memory keeps both kinds alike)."""
+    if kind == "memory":
         yield InMemoryApiCallCounts()
-    elif request.param == "sqlite":
-        sqlite = SQLiteApiCallCounts(tmp_path / "store.db")
+    elif kind == "sqlite":
+        sqlite = sqlite_type(tmp_path / "store.db")
         yield sqlite
         await sqlite.close()
     else:
         with fresh_schema() as url:
             async with PostgresDatabase(url) as database:
-                yield PostgresApiCallCounts(database)
+                yield postgres_type(database)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def counts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    kinds = (SQLiteApiCallCounts, PostgresApiCallCounts)
+    async with day_counts(request.param, tmp_path, *kinds) as counted:
+        yield counted
 
 
 async def test_an_empty_index_knows_nothing_and_is_not_complete(index: Any) -> None:
@@ -150,16 +161,9 @@ async def test_nodes_sharing_a_postgres_store_share_one_count_and_one_index(
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def file_counts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    if request.param == "memory":
-        yield InMemoryApiCallCounts()
-    elif request.param == "sqlite":
-        sqlite = SQLiteImportFileCounts(tmp_path / "store.db")
-        yield sqlite
-        await sqlite.close()
-    else:
-        with fresh_schema() as url:
-            async with PostgresDatabase(url) as database:
-                yield PostgresImportFileCounts(database)
+    kinds = (SQLiteImportFileCounts, PostgresImportFileCounts)
+    async with day_counts(request.param, tmp_path, *kinds) as counted:
+        yield counted
 
 
 async def test_import_files_are_counted_per_day_and_given_back(file_counts: Any) -> None:
