@@ -232,7 +232,7 @@ def test_the_cli_command_connects_and_reports_the_api_version(
     monkeypatch.setattr("webbrowser.open", open_browser)
     monkeypatch.setenv("PARDOT_BUSINESS_UNIT_ID", DEFAULT_BUSINESS_UNIT_ID)
     args = ["--client-id", CLIENT_ID, "--login-url", url, "--pardot-url", url]
-    args += ["--token-file", str(token_file), "--timeout", "5"]
+    args += ["--token-file", str(token_file), "--timeout", "5", "--port", "0"]
 
     result = CliRunner().invoke(connect, args, input=CLIENT_SECRET + "\n")
 
@@ -256,7 +256,7 @@ def test_the_cli_reports_a_failed_pardot_test_and_exits_non_zero(
     monkeypatch.setattr("webbrowser.open", lambda target: asyncio.run(visit(target)) and True)
     args = ["--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET, "--login-url", url]
     args += ["--pardot-url", url, "--token-file", str(token_file), "--timeout", "5"]
-    args += ["--business-unit-id", "0Uv000000000009AAA"]
+    args += ["--business-unit-id", "0Uv000000000009AAA", "--port", "0"]
 
     result = CliRunner().invoke(connect, args)
 
